@@ -1,0 +1,68 @@
+/**
+ * llmproxy: an LLM API reverse proxy and load balancer.
+ *
+ * `deno run --allow-net --allow-read --allow-env main.ts [--config PATH] …` — see `--help`.
+ *
+ * @module
+ */
+import defaultConfigText from "./config.default.yaml" with { type: "text" };
+import denoJson from "./deno.json" with { type: "json" };
+import { parseArgs, USAGE } from "./src/cli.ts";
+import { ConfigError, loadConfigFile, type LoadedConfig, parseConfig } from "./src/config/load.ts";
+import { createLogger } from "./src/log.ts";
+import { configSecrets } from "./src/config/secrets.ts";
+import { startApp } from "./src/app.ts";
+
+/** What `--config` absent means: the default config compiled into the program. */
+export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
+
+async function main(args: readonly string[]): Promise<number> {
+  const parsed = parseArgs(args);
+  if (!parsed.ok) {
+    console.error(`llmproxy: ${parsed.error}\n\n${USAGE}`);
+    return 2;
+  }
+  const options = parsed.options;
+  if (options.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (options.version) {
+    console.log(`llmproxy ${denoJson.version} (deno ${Deno.version.deno})`);
+    return 0;
+  }
+
+  const load = (): Promise<LoadedConfig> => {
+    const env = (name: string) => Deno.env.get(name);
+    return options.config === undefined
+      ? Promise.resolve(parseConfig(defaultConfigText, EMBEDDED_CONFIG, env))
+      : loadConfigFile(options.config, env);
+  };
+
+  let loaded: LoadedConfig;
+  try {
+    loaded = await load();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(error.message);
+    if (options.check) console.error(`config invalid: ${error.issues.length} error(s)`);
+    return 1;
+  }
+  if (options.check) {
+    for (const warning of loaded.warnings) console.error(`warning: ${warning}`);
+    console.log("config OK");
+    return 0;
+  }
+
+  const log = createLogger({
+    level: options.logLevel,
+    json: options.json,
+    secrets: configSecrets(loaded),
+  });
+  const app = await startApp(loaded, { log, reload: load });
+  return await app.finished;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,269 @@
+/**
+ * Loading a config: read → parse YAML (keeping positions) → `${VAR}` interpolation → schema
+ * validation. Every problem found is reported at once, each as
+ * `file:line:col path.to.field: message`.
+ *
+ * @module
+ */
+import { isMap, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import { z } from "zod";
+import { type Config, configSchema } from "./schema.ts";
+import { interpolateEnv } from "./env.ts";
+
+/** One problem in a config, with where it is. */
+export interface ConfigIssue {
+  /** 1-based; 0 when the problem has no position (e.g. the file cannot be read). */
+  readonly line: number;
+  readonly col: number;
+  /** Dotted path of the field, e.g. `upstreams.0.url`; empty for the whole file. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** A config that could not be loaded. `message` lists every issue, one per line. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(readonly file: string, readonly issues: readonly ConfigIssue[]) {
+    super(issues.map((issue) => formatIssue(file, issue)).join("\n"));
+  }
+}
+
+/** Formats an issue as `file:line:col path: message`. */
+export function formatIssue(file: string, issue: ConfigIssue): string {
+  const where = issue.line > 0 ? `${file}:${issue.line}:${issue.col}` : file;
+  return issue.path ? `${where} ${issue.path}: ${issue.message}` : `${where}: ${issue.message}`;
+}
+
+/** A loaded config and what loading noticed. */
+export interface LoadedConfig {
+  readonly config: Config;
+  /** Where it came from (a path, or a label such as `<embedded config.default.yaml>`). */
+  readonly source: string;
+  /** Values that came from `${VAR}` interpolation, to be redacted wherever config is shown. */
+  readonly interpolatedValues: ReadonlySet<string>;
+  /** Things worth a warning at start-up (e.g. an empty credential). */
+  readonly warnings: readonly string[];
+}
+
+/** Environment lookup; `Deno.env.get` in production, a map in tests. */
+export type EnvLookup = (name: string) => string | undefined;
+
+/** Reads and validates a config file. Throws {@linkcode ConfigError} for any problem. */
+export async function loadConfigFile(path: string, env: EnvLookup): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound
+      ? "file not found"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : error instanceof Deno.errors.IsADirectory
+      ? "is a directory"
+      : `cannot read: ${(error as Error).message}`;
+    throw new ConfigError(path, [{ line: 0, col: 0, path: "", message: reason }]);
+  }
+  return parseConfig(text, path, env);
+}
+
+/** Parses and validates config text. `source` names it in messages. Throws {@linkcode ConfigError}. */
+export function parseConfig(text: string, source: string, env: EnvLookup): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const position = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, col };
+  };
+
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      source,
+      doc.errors.map((e) => ({
+        ...position(e.pos[0]),
+        path: "",
+        message: `invalid YAML: ${e.message.split("\n")[0]}`,
+      })),
+    );
+  }
+
+  const issues: ConfigIssue[] = [];
+  const at = (path: readonly PropertyKey[], key?: string) => ({
+    ...position(offsetOf(doc.contents, path, key)),
+    path: [...path, ...(key === undefined ? [] : [key])].join("."),
+  });
+
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  const interpolatedValues = new Set<string>();
+  const data = interpolateEnv(raw, env, {
+    onError: (path, message) => issues.push({ ...at(path), message }),
+    onValue: (value) => {
+      if (value !== "") interpolatedValues.add(value);
+    },
+  });
+
+  const result = configSchema.safeParse(data);
+  if (!result.success) {
+    // A field whose variable is unset already has its error; its empty value would add noise.
+    const envFailed = new Set(issues.map((issue) => issue.path));
+    for (const issue of result.error.issues) {
+      if (envFailed.has(issue.path.join("."))) continue;
+      for (const described of describeIssue(issue, at)) {
+        issues.push({ ...described, message: ownerPrefix(data, issue.path) + described.message });
+      }
+    }
+  }
+  if (issues.length > 0 || !result.success) {
+    issues.sort((a, b) => a.line - b.line || a.col - b.col);
+    throw new ConfigError(source, issues);
+  }
+  return {
+    config: result.data,
+    source,
+    interpolatedValues,
+    warnings: collectWarnings(result.data),
+  };
+}
+
+type At = (path: readonly PropertyKey[], key?: string) => Omit<ConfigIssue, "message">;
+
+function describeIssue(issue: z.core.$ZodIssue, at: At): ConfigIssue[] {
+  const path = issue.path;
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) => ({
+      ...at(path, key),
+      message: `unknown key "${key}"${suggest(key, knownKeys(path))}`,
+    }));
+  }
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    return [{ ...at(path), message: "is required" }];
+  }
+  if (issue.code === "invalid_union" && "discriminator" in issue) {
+    return [{ ...at(path), message: issue.message }];
+  }
+  return [{ ...at(path), message: issue.message }];
+}
+
+const NAMED_COLLECTIONS: Readonly<Record<string, string>> = {
+  upstreams: "upstream",
+  upstreamGroups: "group",
+  forwards: "forward",
+};
+
+/** `upstream "name": ` when `path` lies inside a named item, so messages say which one. */
+function ownerPrefix(data: unknown, path: readonly PropertyKey[]): string {
+  let node = data;
+  let prefix = "";
+  for (let i = 0; i < path.length && node !== null && typeof node === "object"; i++) {
+    const what = NAMED_COLLECTIONS[String(path[i])];
+    node = (node as Record<PropertyKey, unknown>)[path[i] as string];
+    const item = what && Array.isArray(node) ? node[path[i + 1] as number] : undefined;
+    const name = (item as { name?: unknown } | undefined)?.name;
+    if (typeof name === "string" && path.length > i + 2) prefix += `${what} "${name}": `;
+  }
+  return prefix;
+}
+
+/** The offset of the node at `path` (or of `key` within it), else of its nearest ancestor. */
+function offsetOf(root: Node | null, path: readonly PropertyKey[], key?: string): number {
+  let node: Node | null = root;
+  let offset = node?.range?.[0] ?? 0;
+  const steps = key === undefined ? path : [...path, key];
+  for (const step of steps) {
+    if (!node || !("items" in node)) break;
+    const items = (node as { items: unknown[] }).items;
+    let next: Node | null = null;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(step));
+      if (!pair) break;
+      if (step === key) {
+        offset = (pair.key as Node).range?.[0] ?? offset;
+        break;
+      }
+      next = (pair.value as Node | null) ?? null;
+      offset = (pair.key as Node).range?.[0] ?? offset;
+    } else if (typeof step === "number") {
+      next = (items[step] as Node | undefined) ?? null;
+    }
+    if (!next) break;
+    node = next;
+    offset = node.range?.[0] ?? offset;
+  }
+  return offset;
+}
+
+/** The keys the schema allows at `path`, for "did you mean". */
+function knownKeys(path: readonly PropertyKey[]): string[] {
+  let schemas: z.core.$ZodType[] = [configSchema];
+  for (const step of path) {
+    schemas = schemas.flatMap((s) => childSchemas(unwrap(s), step));
+  }
+  return schemas.flatMap((s) => {
+    const def = unwrap(s)._zod.def;
+    return def.type === "object" ? Object.keys((def as z.core.$ZodObjectDef).shape) : [];
+  });
+}
+
+function unwrap(schema: z.core.$ZodType): z.core.$ZodType {
+  let s = schema;
+  for (let i = 0; i < 10; i++) {
+    const def = s._zod.def as unknown as Record<string, unknown> & { type: string };
+    if (["optional", "default", "prefault", "nullable"].includes(def.type)) {
+      s = def.innerType as z.core.$ZodType;
+    } else if (def.type === "pipe") s = def.in as z.core.$ZodType;
+    else break;
+  }
+  return s;
+}
+
+function childSchemas(schema: z.core.$ZodType, step: PropertyKey): z.core.$ZodType[] {
+  const def = schema._zod.def as unknown as Record<string, unknown> & { type: string };
+  if (def.type === "object") {
+    const child = (def.shape as Record<string, z.core.$ZodType>)[String(step)];
+    return child ? [child] : [];
+  }
+  if (def.type === "array") return [def.element as z.core.$ZodType];
+  if (def.type === "union") {
+    return (def.options as z.core.$ZodType[]).flatMap((o) => childSchemas(unwrap(o), step));
+  }
+  return [];
+}
+
+function suggest(key: string, candidates: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  if (best === undefined || bestDistance > Math.max(2, Math.floor(key.length / 3))) {
+    return candidates.length > 0 ? ` (allowed: ${candidates.join(", ")})` : "";
+  }
+  return ` (did you mean "${best}"?)`;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + cost);
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+function collectWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  for (const u of config.upstreams) {
+    const empty = (u.auth.type === "bearer" && u.auth.token === "") ||
+      (u.auth.type === "basic" && (u.auth.username === "" || u.auth.password === ""));
+    if (empty) {
+      warnings.push(
+        `upstream "${u.name}" has an empty ${u.auth.type} credential: its provider will likely refuse requests (401)`,
+      );
+    }
+  }
+  return warnings;
+}

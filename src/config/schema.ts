@@ -1,0 +1,406 @@
+/**
+ * The configuration schema: the single source of the config's shape, types, defaults,
+ * bounds and field documentation. Cross-reference rules (unique names and ports, existing
+ * references, valid URLs and patterns) live in {@linkcode configSchema}'s refinement, so
+ * every error is reported with its path in one pass.
+ *
+ * Durations are normalised to milliseconds and sizes to bytes; field names keep the
+ * config's spelling, and the docs say which unit a bare number is read in.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { type DurationUnit, parseDurationMs, parseSizeBytes } from "./units.ts";
+import { parsePathPattern, PatternError } from "../routing/path_pattern.ts";
+
+/** A duration; a bare number is read in `bareUnit`. The output is milliseconds. */
+function duration(bareUnit: DurationUnit, bounds: { minMs?: number; maxMs?: number } = {}) {
+  const unitName = bareUnit === "s" ? "seconds" : "milliseconds";
+  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const ms = parseDurationMs(value, bareUnit);
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: `invalid duration ${
+          JSON.stringify(value)
+        }: use a number of ${unitName} or a string like "250ms", "30s", "5m"`,
+      });
+      return z.NEVER;
+    }
+    if (bounds.minMs !== undefined && ms < bounds.minMs) {
+      ctx.addIssue({ code: "custom", message: `must be at least ${bounds.minMs}ms` });
+      return z.NEVER;
+    }
+    if (bounds.maxMs !== undefined && ms > bounds.maxMs) {
+      ctx.addIssue({ code: "custom", message: `must be at most ${bounds.maxMs}ms` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+/** A size in bytes: a number of bytes, or a string such as "512KiB" or "32MiB". */
+function size() {
+  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const bytes = parseSizeBytes(value);
+    if (bytes === undefined || bytes < 1) {
+      ctx.addIssue({
+        code: "custom",
+        message: `invalid size ${
+          JSON.stringify(value)
+        }: use bytes or a string like "512KiB", "32MiB"`,
+      });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+}
+
+const name = z.string().regex(
+  /^[A-Za-z0-9_.-]+$/,
+  "must be letters, digits, '_', '.' or '-'",
+).describe("Unique name, used in logs, metrics and references.");
+
+const port = z.int().min(0).max(65535).describe(
+  "TCP port to listen on (0 picks a free port, for tests).",
+);
+
+const address = z.string().min(1).describe("Address to listen on.");
+
+/** Token-bucket rate limit. */
+export const rateLimitSchema = z.strictObject({
+  perSecond: z.number().positive().describe("Tokens added per second (sustained rate)."),
+  burst: z.int().min(1).describe("Bucket capacity: requests allowed at once after idling."),
+});
+
+const routeSchema = z.strictObject({
+  path: z.string().superRefine((pattern, ctx) => {
+    try {
+      parsePathPattern(pattern);
+    } catch (error) {
+      if (!(error instanceof PatternError)) throw error;
+      ctx.addIssue({ code: "custom", message: `invalid pattern "${pattern}": ${error.message}` });
+    }
+  }).describe(
+    'Path pattern: static segments, ":name", "{name:regex}", "*" (one segment), trailing "/*" (the rest).',
+  ),
+  targetGroup: z.string().describe("Group that requests matching `path` go to."),
+});
+
+const forwardSchema = z.strictObject({
+  name,
+  port,
+  address: address.default("0.0.0.0"),
+  defaultGroup: z.string().describe("Group for requests that no routing rule matches."),
+  ratelimit: rateLimitSchema.optional().describe("Per-client-IP limit; omitted = no limit."),
+  routing: z.array(routeSchema).default([]).describe(
+    "Path rules, most specific first; unmatched requests go to defaultGroup.",
+  ),
+});
+
+const adminSchema = z.strictObject({
+  port,
+  address: address.default("127.0.0.1"),
+  token: z.string().optional().describe(
+    "Bearer token required by /upstreams, /config and /reload; empty or omitted = none.",
+  ),
+});
+
+const CIDR_RE = /^[0-9a-fA-F:.]+(\/\d{1,3})?$/;
+
+const httpServerSchema = z.strictObject({
+  maxBodySize: size().default(32 * 1024 * 1024).describe(
+    'Largest request body accepted (bytes or "32MiB"); larger → 413.',
+  ),
+  shutdownTimeout: duration("s").default(30_000).describe(
+    "Drain deadline on SIGTERM/SIGINT (seconds); then remaining streams are ended.",
+  ),
+  trustedProxies: z.array(z.string().regex(CIDR_RE, "must be an IP or CIDR")).default([])
+    .describe("CIDRs whose X-Forwarded-For is believed for the client IP."),
+  forwards: z.array(forwardSchema).min(1).describe("Listeners; each sends to its groups."),
+  admin: adminSchema.optional().describe("Admin listener (health, metrics); omitted = none."),
+});
+
+const pathSchema = z.strictObject({
+  mode: z.enum(["replace", "append"]).optional().describe(
+    "replace: the URL's path; append: URL path + client path. Default: replace when the URL names a path other than '/', else append.",
+  ),
+  rewrite: z.array(z.strictObject({
+    match: z.string().describe("Regex matched against the client path."),
+    replace: z.string().describe("Replacement; $1… refer to groups."),
+  })).default([]).describe("Rules applied to the client path in append mode; first match wins."),
+});
+
+const authSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("none") }),
+  z.strictObject({
+    type: z.literal("bearer"),
+    token: z.string().describe("Sent as `Authorization: Bearer <token>`."),
+  }),
+  z.strictObject({
+    type: z.literal("basic"),
+    username: z.string(),
+    password: z.string(),
+  }),
+]).describe("Credentials sent to the upstream; the client's Authorization never travels.");
+
+const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+const headerOpSchema = z.strictObject({
+  op: z.enum(["insert", "replace", "remove"]).describe(
+    "insert: add when absent; replace: set; remove: delete.",
+  ),
+  key: z.string().regex(HEADER_NAME_RE, "must be a valid header name"),
+  value: z.string().optional().describe("Header value (insert and replace)."),
+});
+
+const breakerSchema = z.strictObject({
+  threshold: z.number().gt(0).max(1).default(0.5).describe(
+    "Failure rate (0..1] within `interval` that opens the breaker.",
+  ),
+  cooldown: duration("s").default(30_000).describe("How long an open breaker rejects (seconds)."),
+  maxRequests: z.int().min(1).default(1).describe(
+    "Probes let through when half-open; all must succeed to close.",
+  ),
+  interval: duration("s", { minMs: 1 }).default(10_000).describe(
+    "Rolling window the failure rate is measured over (seconds).",
+  ),
+  minRequests: z.int().min(1).default(10).describe(
+    "Finished requests within `interval` needed before the breaker may open.",
+  ),
+});
+
+const upstreamFields = z.strictObject({
+  name,
+  url: z.string().superRefine((url, ctx) =>
+    checkUpstreamUrl(url, (message) => ctx.addIssue({ code: "custom", message }))
+  ).describe("Upstream URL: http or https, with a host; its path per `path.mode`."),
+  path: pathSchema.prefault({}),
+  auth: authSchema.default({ type: "none" }),
+  headers: z.array(headerOpSchema).default([]).describe("Header operations, applied last."),
+  breaker: breakerSchema.prefault({}).describe("Circuit breaker (always on)."),
+  ratelimit: rateLimitSchema.optional().describe("Per-upstream limit; omitted = no limit."),
+});
+
+// Checked per upstream (not in the root refinement) so these errors show up together with
+// errors elsewhere in the file.
+const upstreamSchema = upstreamFields.superRefine((u, ctx) =>
+  checkUpstream(u, [], (path, message) => ctx.addIssue({ code: "custom", path, message }))
+);
+
+/** The balancing strategies. Adding one here makes the balancer registry fail to type-check. */
+export const strategySchema = z.enum([
+  "roundrobin",
+  "weighted_roundrobin",
+  "random",
+  "response_aware",
+  "failover",
+  "iphash",
+]);
+
+const timeoutSchema = z.strictObject({
+  connect: duration("s").default(10_000).describe(
+    "Connection set-up bound (seconds); enforced within firstByte (fetch has no connect phase).",
+  ),
+  firstByte: duration("s", { minMs: 1 }).default(60_000).describe(
+    "Until response headers (seconds) → 504.",
+  ),
+  streamIdle: duration("s", { minMs: 1 }).default(60_000).describe(
+    "Longest silence between body chunks (seconds).",
+  ),
+  request: duration("s", { minMs: 1 }).default(300_000).describe(
+    "Total time of a non-streamed request (seconds); never cuts a stream.",
+  ),
+  idle: duration("s").default(60_000).describe("Idle pooled connections close after (seconds)."),
+});
+
+const proxyUrlSchema = z.string().superRefine((url, ctx) =>
+  checkProxyUrl(url, [], (path, message) => ctx.addIssue({ code: "custom", path, message }))
+).describe(
+  "Outbound proxy: http://, https:// or socks5:// (user:pass@ allowed).",
+);
+
+const httpClientSchema = z.strictObject({
+  agent: z.string().default("LLMProxy/1.0").describe("User-Agent sent upstream."),
+  keepalive: duration("s").default(60_000).describe(
+    "Keep pooled connections alive this long (seconds); 0 disables reuse.",
+  ),
+  connect: z.strictObject({
+    idlePerHost: z.int().min(0).default(10).describe("Idle connections kept per host."),
+  }).prefault({}),
+  timeout: timeoutSchema.prefault({}),
+  retry: z.strictObject({
+    attempts: z.int().min(0).max(10).default(3).describe("Retries after the first try."),
+    initial: duration("ms").default(500).describe(
+      "First backoff (milliseconds); doubles each retry, with jitter.",
+    ),
+    budget: duration("s").default(60_000).describe(
+      "Overall time a request may spend on retries (seconds).",
+    ),
+  }).prefault({}),
+  proxy: z.strictObject({ url: proxyUrlSchema }).optional().describe(
+    "Outbound proxy; omitted = direct (HTTP_PROXY/HTTPS_PROXY from the environment ignored).",
+  ),
+});
+
+const groupSchema = z.strictObject({
+  name,
+  upstreams: z.array(z.strictObject({
+    name: z.string().describe("An upstream's name."),
+    weight: z.int().min(1).default(1).describe("Relative share (weighted strategies)."),
+  })).min(1),
+  balance: z.strictObject({ strategy: strategySchema.default("roundrobin") }).prefault({}),
+  httpClient: httpClientSchema.prefault({}),
+});
+
+const rootSchema = z.strictObject({
+  httpServer: httpServerSchema,
+  upstreams: z.array(upstreamSchema).min(1),
+  upstreamGroups: z.array(groupSchema).min(1),
+});
+
+/** The config schema with its cross-reference rules. */
+export const configSchema = rootSchema.superRefine((config, ctx) => {
+  const issue = (path: PropertyKey[], message: string) =>
+    ctx.addIssue({ code: "custom", path, message });
+
+  checkUnique(config.upstreams, ["upstreams"], "upstream", issue);
+  checkUnique(config.upstreamGroups, ["upstreamGroups"], "group", issue);
+  checkUnique(config.httpServer.forwards, ["httpServer", "forwards"], "forward", issue);
+
+  const ports = new Map<string, string>();
+  const claimPort = (p: number, path: PropertyKey[]) => {
+    if (p === 0) return;
+    const owner = ports.get(String(p));
+    if (owner) issue(path, `port ${p} is already used by ${owner}`);
+    else ports.set(String(p), path.join("."));
+  };
+  config.httpServer.forwards.forEach((f, i) =>
+    claimPort(f.port, ["httpServer", "forwards", i, "port"])
+  );
+  const admin = config.httpServer.admin;
+  if (admin) claimPort(admin.port, ["httpServer", "admin", "port"]);
+
+  const groups = new Set(config.upstreamGroups.map((g) => g.name));
+  const groupList = [...groups].join(", ");
+  config.httpServer.forwards.forEach((f, i) => {
+    const at: PropertyKey[] = ["httpServer", "forwards", i];
+    if (!groups.has(f.defaultGroup)) {
+      issue([...at, "defaultGroup"], `unknown group "${f.defaultGroup}" (groups: ${groupList})`);
+    }
+    const seen = new Map<string, number>();
+    f.routing.forEach((rule, j) => {
+      if (!groups.has(rule.targetGroup)) {
+        issue(
+          [...at, "routing", j, "targetGroup"],
+          `unknown group "${rule.targetGroup}" (groups: ${groupList})`,
+        );
+      }
+      const { key } = parsePathPattern(rule.path); // valid: checked by the field's schema
+      const earlier = seen.get(key);
+      if (earlier !== undefined) {
+        issue([...at, "routing", j, "path"], `duplicates the pattern of routing.${earlier}`);
+      } else seen.set(key, j);
+    });
+  });
+
+  const upstreams = new Set(config.upstreams.map((u) => u.name));
+  config.upstreamGroups.forEach((g, i) => {
+    const seen = new Set<string>();
+    g.upstreams.forEach((ref, j) => {
+      const at = ["upstreamGroups", i, "upstreams", j, "name"];
+      if (!upstreams.has(ref.name)) {
+        issue(at, `unknown upstream "${ref.name}" (upstreams: ${[...upstreams].join(", ")})`);
+      } else if (seen.has(ref.name)) issue(at, `upstream "${ref.name}" is listed twice`);
+      seen.add(ref.name);
+    });
+  });
+});
+
+type IssueFn = (path: PropertyKey[], message: string) => void;
+
+function checkUnique(
+  items: readonly { name: string }[],
+  at: PropertyKey[],
+  what: string,
+  issue: IssueFn,
+): void {
+  const first = new Map<string, number>();
+  items.forEach((item, i) => {
+    const earlier = first.get(item.name);
+    if (earlier !== undefined) {
+      issue([...at, i, "name"], `duplicate ${what} name "${item.name}" (also at index ${earlier})`);
+    } else first.set(item.name, i);
+  });
+}
+
+function checkUpstreamUrl(raw: string, issue: (message: string) => void): void {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    issue(`invalid URL "${raw}": expected e.g. "https://api.openai.com/v1"`);
+    return;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    issue(`URL "${raw}" must use http or https`);
+  } else if (url.hostname === "") issue(`URL "${raw}" has no host`);
+  if (url.username || url.password) issue("put credentials in auth, not in the URL");
+  if (url.hash) issue(`URL "${raw}" must not have a #fragment`);
+}
+
+function checkUpstream(u: z.output<typeof upstreamFields>, at: PropertyKey[], issue: IssueFn) {
+  if (u.path.rewrite.length > 0 && effectivePathMode(u) !== "append") {
+    issue([...at, "path", "rewrite"], "path.rewrite needs path.mode: append");
+  }
+  u.path.rewrite.forEach((rule, j) => {
+    try {
+      new RegExp(rule.match);
+    } catch (error) {
+      issue([...at, "path", "rewrite", j, "match"], `invalid regex: ${(error as Error).message}`);
+    }
+  });
+  u.headers.forEach((h, j) => {
+    if (h.op !== "remove" && h.value === undefined) {
+      issue([...at, "headers", j, "value"], `header op "${h.op}" needs a value`);
+    }
+  });
+}
+
+function checkProxyUrl(raw: string, at: PropertyKey[], issue: IssueFn): void {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    issue(at, "invalid proxy URL");
+    return;
+  }
+  if (!["http:", "https:", "socks5:", "socks5h:"].includes(url.protocol)) {
+    issue(at, `proxy URL scheme must be http, https or socks5, not "${url.protocol}"`);
+  } else if (url.hostname === "") issue(at, "proxy URL has no host");
+}
+
+/**
+ * The path mode in force: the configured one, else `replace` when the URL names a path other
+ * than "/", else `append`.
+ */
+export function effectivePathMode(
+  u: { url: string; path: { mode?: "replace" | "append" | undefined } },
+): "replace" | "append" {
+  if (u.path.mode) return u.path.mode;
+  let pathname = "/";
+  try {
+    pathname = new URL(u.url).pathname;
+  } catch { /* reported elsewhere */ }
+  return pathname === "/" || pathname.endsWith("/") ? "append" : "replace";
+}
+
+/** The validated config: plain, readonly data. Durations in ms, sizes in bytes. */
+export type Config = z.output<typeof configSchema>;
+export type ForwardConfig = Config["httpServer"]["forwards"][number];
+export type UpstreamConfig = Config["upstreams"][number];
+export type GroupConfig = Config["upstreamGroups"][number];
+export type HttpClientConfig = GroupConfig["httpClient"];
+export type RateLimitConfig = z.output<typeof rateLimitSchema>;
+export type BreakerConfig = UpstreamConfig["breaker"];
+export type Strategy = z.output<typeof strategySchema>;

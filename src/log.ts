@@ -1,0 +1,115 @@
+/**
+ * A small structured logger: JSON lines (`--json`) or readable text, four levels, and
+ * `child(fields)` for context. Every line passes through a redactor that replaces known
+ * secrets (credentials from config, `${VAR}` values), so a secret cannot reach a log line
+ * even by mistake.
+ *
+ * @module
+ */
+
+/** Log levels, in increasing severity. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Structured fields attached to a line. */
+export type LogFields = Readonly<Record<string, unknown>>;
+
+/** The logger interface every module receives. */
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+  /** Whether a level is on, to skip building expensive fields. */
+  enabled(level: LogLevel): boolean;
+  /** A logger that adds `fields` to every line. */
+  child(fields: LogFields): Logger;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** Lowest level written. @default "info" */
+  level?: LogLevel;
+  /** JSON lines instead of text. @default false */
+  json?: boolean;
+  /** Where lines go (each ends with "\n"). @default stderr */
+  write?: (line: string) => void;
+  /** Strings that must never appear in output; replaced by `[REDACTED]`. */
+  secrets?: Iterable<string>;
+  /** Clock for timestamps. @default Date.now */
+  now?: () => number;
+}
+
+const encoder = new TextEncoder();
+const writeStderr = (line: string) => {
+  Deno.stderr.writeSync(encoder.encode(line));
+};
+
+/** Creates a logger. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const minLevel = LOG_LEVELS.indexOf(options.level ?? "info");
+  const write = options.write ?? writeStderr;
+  const now = options.now ?? Date.now;
+  const json = options.json ?? false;
+  // Short secrets would redact ordinary words; a credential is never this short.
+  const secrets = [...(options.secrets ?? [])].filter((s) => s.length >= 4);
+  const redact = secrets.length === 0 ? (line: string) => line : (line: string) => {
+    for (const secret of secrets) {
+      if (line.includes(secret)) line = line.replaceAll(secret, "[REDACTED]");
+    }
+    return line;
+  };
+
+  const make = (context: LogFields): Logger => {
+    const emit = (level: LogLevel, message: string, fields?: LogFields) => {
+      if (LOG_LEVELS.indexOf(level) < minLevel) return;
+      const all = fields ? { ...context, ...fields } : context;
+      const time = new Date(now()).toISOString();
+      const line = json
+        ? JSON.stringify({ time, level, msg: message, ...all }, jsonSafe)
+        : formatText(time, level, message, all);
+      write(redact(line) + "\n");
+    };
+    return {
+      debug: (m, f) => emit("debug", m, f),
+      info: (m, f) => emit("info", m, f),
+      warn: (m, f) => emit("warn", m, f),
+      error: (m, f) => emit("error", m, f),
+      enabled: (level) => LOG_LEVELS.indexOf(level) >= minLevel,
+      child: (fields) => make({ ...context, ...fields }),
+    };
+  };
+  return make({});
+}
+
+function formatText(time: string, level: LogLevel, message: string, fields: LogFields): string {
+  let line = `${time} ${level.toUpperCase().padEnd(5)} ${message}`;
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    const text = typeof value === "string" ? value : JSON.stringify(value, jsonSafe);
+    line += ` ${key}=${/[\s"]/.test(text) ? JSON.stringify(text) : text}`;
+  }
+  return line;
+}
+
+/** Errors become their message; bigints their decimal form. */
+function jsonSafe(_key: string, value: unknown): unknown {
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  if (typeof value === "bigint") return value.toString();
+  return value;
+}
+
+/** A logger that writes nothing, for tests and benchmarks. */
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  enabled: () => false,
+  child: () => silentLogger,
+};
+
+/** Whether `value` names a log level. */
+export function isLogLevel(value: string): value is LogLevel {
+  return (LOG_LEVELS as readonly string[]).includes(value);
+}

@@ -1,0 +1,163 @@
+/**
+ * The proxy's metric families. Created once in `app.ts` and passed to the components
+ * that report through their hooks; nothing here is a module-level singleton.
+ *
+ * Every label has a bounded value set: `forward`, `group` and `upstream` come from
+ * config, `method` goes through {@linkcode normalizeMethod}, `status` is a numeric HTTP
+ * code, and `kind`, `type`, `from`/`to`, `result` and `scope` are small enums.
+ *
+ * @module
+ */
+
+import type { Registry } from "./registry.ts";
+
+/** Upper bounds in seconds for request-duration histograms: 5 ms up to 5 min (streams). */
+export const DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+  120,
+  300,
+]);
+
+/** Values of the `kind` label of `llmproxy_upstream_errors_total`. */
+export type UpstreamErrorKind = "connect" | "timeout" | "status" | "stream" | "aborted" | "proxy";
+
+/** Gauge value of `llmproxy_circuit_breaker_state` per breaker state. */
+export const BREAKER_STATE_VALUE: Readonly<Record<"closed" | "open" | "half-open", number>> = Object
+  .freeze({ closed: 0, open: 1, "half-open": 2 });
+
+/** Options of {@linkcode createProxyMetrics}. */
+export interface ProxyMetricsOptions {
+  /**
+   * Reads the resident set size in bytes at scrape time.
+   * @default () => Deno.memoryUsage().rss
+   */
+  readRssBytes?: () => number;
+}
+
+const METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "PATCH",
+  "OPTIONS",
+]);
+
+/**
+ * Bounds the `method` label: standard methods pass through (case-sensitive, as HTTP
+ * methods are), anything else becomes `"OTHER"` so clients cannot mint series.
+ */
+export function normalizeMethod(m: string): string {
+  return METHODS.has(m) ? m : "OTHER";
+}
+
+/**
+ * Registers the proxy's metric families on `registry` and returns them.
+ *
+ * @throws {TypeError} if any of the names is already registered on `registry`.
+ */
+export function createProxyMetrics(registry: Registry, options: ProxyMetricsOptions = {}) {
+  const readRssBytes = options.readRssBytes ?? (() => Deno.memoryUsage().rss);
+  const residentMemory = registry.gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes, sampled at scrape time.",
+    [],
+  );
+  const rss = residentMemory.labels();
+  registry.onCollect(() => rss.set(readRssBytes()));
+
+  return {
+    /** Responses sent to clients, counted when the response head is written. */
+    httpRequests: registry.counter(
+      "llmproxy_http_requests_total",
+      "HTTP requests handled, by forward, normalized method and response status code.",
+      ["forward", "method", "status"],
+    ),
+    /** Client request duration in seconds, measured until the response body ends. */
+    httpRequestDuration: registry.histogram(
+      "llmproxy_http_request_duration_seconds",
+      "Time from request arrival to the end of the response body, in seconds.",
+      ["forward"],
+      DURATION_BUCKETS_SECONDS,
+    ),
+    /** Client requests whose response body has not ended yet. */
+    inflight: registry.gauge(
+      "llmproxy_inflight_requests",
+      "Client requests currently being handled, including streaming bodies.",
+      ["forward"],
+    ),
+    /** Upstream attempts that produced a response, by its status code. */
+    upstreamRequests: registry.counter(
+      "llmproxy_upstream_requests_total",
+      "Requests sent to upstreams that returned a response, by status code.",
+      ["group", "upstream", "status"],
+    ),
+    /** Seconds from sending an upstream request to its first response byte. */
+    upstreamFirstByte: registry.histogram(
+      "llmproxy_upstream_first_byte_seconds",
+      "Time from sending an upstream request to receiving its response head, in seconds.",
+      ["group", "upstream"],
+      DURATION_BUCKETS_SECONDS,
+    ),
+    /** Failed upstream attempts; `kind` is an {@linkcode UpstreamErrorKind}. */
+    upstreamErrors: registry.counter(
+      "llmproxy_upstream_errors_total",
+      "Failed upstream attempts, by kind: connect, timeout, status, stream, aborted, proxy.",
+      ["group", "upstream", "kind"],
+    ),
+    /** Attempts after the first for one client request. */
+    retries: registry.counter(
+      "llmproxy_retries_total",
+      "Upstream attempts retried after a failed attempt.",
+      ["group"],
+    ),
+    /** Requests rejected by a rate limiter; `scope` says which limiter kind. */
+    rateLimitRejections: registry.counter(
+      "llmproxy_ratelimit_rejections_total",
+      "Requests rejected by a rate limiter, by limiter scope and name.",
+      ["scope", "name"],
+    ),
+    /** Breaker state per upstream; values from {@linkcode BREAKER_STATE_VALUE}. */
+    breakerState: registry.gauge(
+      "llmproxy_circuit_breaker_state",
+      "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
+      ["group", "upstream"],
+    ),
+    /** Breaker state changes, reported from the breaker's `onStateChange` hook. */
+    breakerTransitions: registry.counter(
+      "llmproxy_circuit_breaker_transitions_total",
+      "Circuit breaker state transitions, by previous and new state.",
+      ["group", "upstream", "from", "to"],
+    ),
+    /** Tokens reported by upstream usage; `type` is `prompt` or `completion`. */
+    tokens: registry.counter(
+      "llmproxy_tokens_total",
+      "Tokens reported in upstream usage, by type: prompt or completion.",
+      ["group", "upstream", "type"],
+    ),
+    /** Config reload attempts; `result` is `success` or `failure`. */
+    configReloads: registry.counter(
+      "llmproxy_config_reloads_total",
+      "Configuration reload attempts, by result: success or failure.",
+      ["result"],
+    ),
+    /** `process_resident_memory_bytes`, set from `readRssBytes` on every render. */
+    residentMemory,
+  };
+}
+
+/** The families returned by {@linkcode createProxyMetrics}. */
+export type ProxyMetrics = ReturnType<typeof createProxyMetrics>;
