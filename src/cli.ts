@@ -33,6 +33,7 @@ Options:
 Signals: SIGINT/SIGTERM drain in-flight requests and exit; SIGHUP reloads the config.`;
 
 const VALUE_FLAGS = new Set(["-c", "--config", "--log-level"]);
+const BOOLEAN_FLAGS = new Set(["--check", "--json", "--version", "-h", "--help"]);
 
 /** Parses `args` (without the program name). */
 export function parseArgs(args: readonly string[]): CliParse {
@@ -53,7 +54,7 @@ export function parseArgs(args: readonly string[]): CliParse {
       if (value === undefined || value.startsWith("-") && value.length > 1) {
         return { ok: false, error: `${flag} needs a value` };
       }
-    } else if (!VALUE_FLAGS.has(flag) && value !== undefined) {
+    } else if (BOOLEAN_FLAGS.has(flag) && value !== undefined) {
       return { ok: false, error: `${flag} takes no value` };
     }
     switch (flag) {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { Strategy } from "../config/schema.ts";
 import { FailoverBalancer } from "./failover.ts";
 import { IpHashBalancer } from "./ip_hash.ts";
 import { RandomBalancer } from "./random.ts";
@@ -64,14 +65,8 @@ export interface Balancer<M extends Member = Member> {
   stats?(member: M): Record<string, number> | undefined;
 }
 
-/** The balancing strategies a group can declare. */
-export type Strategy =
-  | "roundrobin"
-  | "weighted_roundrobin"
-  | "random"
-  | "response_aware"
-  | "failover"
-  | "iphash";
+/** The balancing strategies a group can declare: the config schema's enum is the source. */
+export type { Strategy };
 
 /** Process globals a balancer may need, injected so tests can seed them. */
 export interface BalancerDeps {

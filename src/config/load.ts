@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isMap, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import { isAlias, isMap, isScalar, LineCounter, type Node, parseDocument, visit } from "yaml";
 import { z } from "zod";
 import { type Config, configSchema } from "./schema.ts";
 import { interpolateEnv } from "./env.ts";
@@ -82,7 +82,7 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
         ...position(e.pos[0]),
         path: "",
         message: `invalid YAML: ${e.message.split("\n")[0]}`,
-      })),
+      })).sort((a, b) => a.line - b.line || a.col - b.col),
     );
   }
 
@@ -92,7 +92,28 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
     path: [...path, ...(key === undefined ? [] : [key])].join("."),
   });
 
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (error) {
+    // toJS throws (rather than reporting in doc.errors) for an alias to an anchor that is not
+    // set, and for too many aliases: still a config error, never a stack trace.
+    let offset: number | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        if (isAlias(node) && node.resolve(doc) === undefined) {
+          offset = node.range?.[0];
+          return visit.BREAK;
+        }
+        return undefined;
+      },
+    });
+    throw new ConfigError(source, [{
+      ...(offset === undefined ? { line: 0, col: 0 } : position(offset)),
+      path: "",
+      message: `invalid YAML: ${(error as Error).message}`,
+    }]);
+  }
   const interpolatedValues = new Set<string>();
   const data = interpolateEnv(raw, env, {
     onError: (path, message) => issues.push({ ...at(path), message }),
@@ -101,7 +122,9 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
     },
   });
 
-  const result = configSchema.safeParse(data);
+  // reportInput: zod 4 leaves `input` off issues unless asked, and describeIssue needs it to
+  // tell a missing field ("is required") from one of the wrong type.
+  const result = configSchema.safeParse(data, { reportInput: true });
   if (!result.success) {
     // A field whose variable is unset already has its error; its empty value would add noise.
     const envFailed = new Set(issues.map((issue) => issue.path));
@@ -168,14 +191,15 @@ function offsetOf(root: Node | null, path: readonly PropertyKey[], key?: string)
   let node: Node | null = root;
   let offset = node?.range?.[0] ?? 0;
   const steps = key === undefined ? path : [...path, key];
-  for (const step of steps) {
+  for (const [index, step] of steps.entries()) {
     if (!node || !("items" in node)) break;
     const items = (node as { items: unknown[] }).items;
     let next: Node | null = null;
     if (isMap(node)) {
       const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(step));
       if (!pair) break;
-      if (step === key) {
+      // By position, not value: an unknown key may repeat an ancestor's name (timeout.timeout).
+      if (key !== undefined && index === steps.length - 1) {
         offset = (pair.key as Node).range?.[0] ?? offset;
         break;
       }
@@ -197,10 +221,14 @@ function knownKeys(path: readonly PropertyKey[]): string[] {
   for (const step of path) {
     schemas = schemas.flatMap((s) => childSchemas(unwrap(s), step));
   }
-  return schemas.flatMap((s) => {
+  const keysOf = (s: z.core.$ZodType): string[] => {
     const def = unwrap(s)._zod.def;
-    return def.type === "object" ? Object.keys((def as z.core.$ZodObjectDef).shape) : [];
-  });
+    if (def.type === "object") return Object.keys((def as z.core.$ZodObjectDef).shape);
+    // A union (e.g. auth, discriminated by `type`): the keys of every option.
+    if (def.type === "union") return (def as z.core.$ZodUnionDef).options.flatMap(keysOf);
+    return [];
+  };
+  return [...new Set(schemas.flatMap(keysOf))];
 }
 
 function unwrap(schema: z.core.$ZodType): z.core.$ZodType {

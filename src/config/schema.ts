@@ -200,7 +200,7 @@ export const strategySchema = z.enum([
 
 const timeoutSchema = z.strictObject({
   connect: duration("s").default(10_000).describe(
-    "Connection set-up bound (seconds); enforced within firstByte (fetch has no connect phase).",
+    "Connection set-up bound (seconds). Deno's fetch exposes no connect phase, so set-up is bounded by firstByte; kept for config compatibility.",
   ),
   firstByte: duration("s", { minMs: 1 }).default(60_000).describe(
     "Until response headers (seconds) → 504.",
@@ -239,7 +239,7 @@ const httpClientSchema = z.strictObject({
     ),
   }).prefault({}),
   proxy: z.strictObject({ url: proxyUrlSchema }).optional().describe(
-    "Outbound proxy; omitted = direct (HTTP_PROXY/HTTPS_PROXY from the environment ignored).",
+    "Outbound proxy; omitted = direct, or HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment when set (logged at start-up).",
   ),
 });
 
@@ -296,7 +296,14 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
           `unknown group "${rule.targetGroup}" (groups: ${groupList})`,
         );
       }
-      const { key } = parsePathPattern(rule.path); // valid: checked by the field's schema
+      // An invalid pattern is reported by the field's schema; zod still runs this refinement
+      // after such (non-aborting) custom issues, so it must not throw here.
+      let key: string;
+      try {
+        key = parsePathPattern(rule.path).key;
+      } catch {
+        return;
+      }
       const earlier = seen.get(key);
       if (earlier !== undefined) {
         issue([...at, "routing", j, "path"], `duplicates the pattern of routing.${earlier}`);

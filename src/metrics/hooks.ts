@@ -1,0 +1,103 @@
+/**
+ * Turns runtime events into metrics and the access log. This is the only module that writes
+ * to the proxy's metric families; the request path reports through narrow hooks.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import type { RuntimeHooks } from "../runtime.ts";
+import type { Group } from "../upstream/group.ts";
+import type { Upstream } from "../upstream/upstream.ts";
+import type { BreakerState } from "../resilience/circuit_breaker.ts";
+import { normalizeMethod, type ProxyMetrics, type UpstreamErrorKind } from "./proxy_metrics.ts";
+
+const BREAKER_VALUE: Readonly<Record<BreakerState, number>> = {
+  closed: 0,
+  open: 1,
+  half_open: 2,
+};
+
+/** Builds the runtime hooks that record metrics and write the access log. */
+export function observabilityHooks(
+  metrics: ProxyMetrics,
+  options: { log: Logger; clock: { now(): number }; groupsOf: (u: Upstream) => Group[] },
+): RuntimeHooks {
+  const { log, clock, groupsOf } = options;
+  const access = log.child({ log: "access" });
+  const errorKind = (kind: string): UpstreamErrorKind =>
+    kind === "connect" || kind === "proxy" || kind === "aborted"
+      ? kind
+      : kind === "timeout"
+      ? "timeout"
+      : "stream";
+
+  return {
+    onAttempt(group, member, result) {
+      if (result.kind === "response") {
+        const status = result.response.status;
+        metrics.upstreamRequests.labels(group.name, member.name, String(status)).inc();
+        metrics.upstreamFirstByte.labels(group.name, member.name).observe(
+          result.firstByteMs / 1000,
+        );
+        if (status >= 500 || status === 429) {
+          metrics.upstreamErrors.labels(group.name, member.name, "status").inc();
+        }
+      } else {
+        metrics.upstreamErrors.labels(group.name, member.name, errorKind(result.outcome.kind))
+          .inc();
+      }
+      if (result.kind === "error" && log.enabled("warn")) {
+        log.warn(`attempt failed: ${result.message}`, {
+          group: group.name,
+          upstream: member.name,
+        });
+      }
+    },
+    onRetry(group) {
+      metrics.retries.labels(group.name).inc();
+    },
+    onBodyEnd(group, member, end) {
+      if (end.kind === "error") {
+        const kind = end.timeout ? "timeout" : "stream";
+        metrics.upstreamErrors.labels(group.name, member.name, kind).inc();
+      }
+    },
+    onUpstreamRateLimited(group) {
+      metrics.rateLimitRejections.labels("upstream", group.name).inc();
+    },
+    onClientRateLimited(forward) {
+      metrics.rateLimitRejections.labels("forward", forward).inc();
+    },
+    onBreakerChange(upstream, from, to) {
+      for (const group of groupsOf(upstream)) {
+        metrics.breakerState.labels(group.name, upstream.name).set(BREAKER_VALUE[to]);
+        metrics.breakerTransitions.labels(group.name, upstream.name, from, to).inc();
+      }
+    },
+    onRequestStart(ctx) {
+      metrics.inflight.labels(ctx.forward).inc();
+    },
+    onResponseEnd(ctx, status, bytes) {
+      const durationMs = clock.now() - ctx.startedAt;
+      metrics.inflight.labels(ctx.forward).dec();
+      metrics.httpRequests.labels(ctx.forward, normalizeMethod(ctx.request.method), String(status))
+        .inc();
+      metrics.httpRequestDuration.labels(ctx.forward).observe(durationMs / 1000);
+      if (!access.enabled("info")) return;
+      access.info("request", {
+        requestId: ctx.requestId,
+        forward: ctx.forward,
+        method: ctx.request.method,
+        path: ctx.path,
+        group: ctx.trace.group,
+        upstream: ctx.trace.upstream,
+        attempts: ctx.trace.attempts,
+        status,
+        durationMs,
+        firstByteMs: ctx.trace.firstByteMs,
+        bytes,
+        clientIp: ctx.clientIp,
+      });
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * The request pipeline: stages `(ctx, next) => Promise<Response>` composed into one handler
+ * with one error boundary. A stage short-circuits by returning a Response or throwing a
+ * {@linkcode ProxyError}.
+ *
+ * @module
+ */
+import { toErrorResponse } from "./errors.ts";
+
+/** What travels with a request through the stages. */
+export interface RequestContext {
+  readonly request: Request;
+  /** Forward (listener) name. */
+  readonly forward: string;
+  /** Socket peer address. */
+  readonly peerIp: string;
+  /** Milliseconds since the epoch when the request arrived. */
+  readonly startedAt: number;
+  /** Request path and query (without "?"), split once. */
+  readonly path: string;
+  readonly query: string;
+  /** Set by the request-id stage; echoed as `X-Request-Id`. */
+  requestId: string;
+  /** Set by the client-IP stage: the peer, or a trusted proxy's X-Forwarded-For entry. */
+  clientIp: string;
+  /** Facts for the access log, filled in as stages run. */
+  readonly trace: RequestTrace;
+  /**
+   * Set by the listener when the response body is still flowing after the handler returned
+   * (`trace.pendingBody`); called once with the bytes sent when it is over.
+   */
+  onBodyEnd?: (bytes: number) => void;
+}
+
+/** What the access log reports about a request. */
+export interface RequestTrace {
+  group?: string;
+  upstream?: string;
+  attempts: number;
+  firstByteMs?: number;
+  /** True when the response body is proxied and ends later (see `onBodyEnd`). */
+  pendingBody?: boolean;
+}
+
+/** A pipeline stage. */
+export type Stage = (ctx: RequestContext, next: () => Promise<Response>) => Promise<Response>;
+
+/** The composed pipeline. Never throws: errors become responses. */
+export type Handler = (ctx: RequestContext) => Promise<Response>;
+
+/** Composes stages into one handler; the last stage must answer without calling `next`. */
+export function compose(stages: readonly Stage[]): Handler {
+  return async function pipeline(ctx) {
+    const dispatch = (i: number): Promise<Response> => {
+      const stage = stages[i];
+      if (!stage) return Promise.reject(new Error("pipeline ended without a response"));
+      return stage(ctx, () => dispatch(i + 1));
+    };
+    try {
+      return await dispatch(0);
+    } catch (error) {
+      return toErrorResponse(error, ctx.requestId);
+    }
+  };
+}

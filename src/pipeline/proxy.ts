@@ -1,0 +1,289 @@
+/**
+ * The terminal stage: route → read the body once → loop over attempts (candidates → select →
+ * lease → send → classify → retry decision) → respond. Policies decide; this orchestrates.
+ * Nothing is retried after the first response byte went to the client: a response is only
+ * returned once it is final.
+ *
+ * @module
+ */
+import type { RequestContext, Stage } from "./compose.ts";
+import {
+  BadGatewayError,
+  GatewayTimeoutError,
+  NoUpstreamError,
+  PayloadTooLargeError,
+  ProxyError,
+  RateLimitedError,
+  RequestTimeoutError,
+  sseErrorEvent,
+} from "./errors.ts";
+import type { Router } from "./route.ts";
+import type { Group, GroupMember } from "../upstream/group.ts";
+import {
+  AttemptAbort,
+  type AttemptResult,
+  type OutgoingRequest,
+  sendAttempt,
+} from "../upstream/attempt.ts";
+import { responseHeaders } from "../upstream/headers.ts";
+import { decideRetry } from "../resilience/retry.ts";
+import { type BodyEnd, observeBody } from "../stream/observe.ts";
+import type { Clock, Random } from "../deps.ts";
+
+/** Narrow hooks through which the proxy reports what happened (metrics, logs). */
+export interface ProxyHooks {
+  /** An attempt finished its headers phase (or failed before). */
+  onAttempt?(group: Group, member: GroupMember, result: AttemptResult): void;
+  /** A retry is about to be sent. */
+  onRetry?(group: Group, result: AttemptResult, delayMs: number): void;
+  /** A proxied body ended (end, error, cancel). */
+  onBodyEnd?(group: Group, member: GroupMember, end: BodyEnd): void;
+  /** Every candidate was rate limited by its own per-upstream limit. */
+  onUpstreamRateLimited?(group: Group): void;
+}
+
+/** Options of {@linkcode proxyStage}. */
+export interface ProxyStageOptions {
+  router: Router<Group>;
+  /** Largest request body, bytes. */
+  maxBodySize: number;
+  clock: Clock;
+  random: Random;
+  fetch: typeof fetch;
+  /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
+  inflight: Set<AbortController>;
+  hooks?: ProxyHooks;
+}
+
+const STREAM_TYPES = ["text/event-stream", "application/x-ndjson", "application/jsonl"];
+
+/** Creates the proxy stage. */
+export function proxyStage(options: ProxyStageOptions): Stage {
+  const { router, clock, random, hooks = {} } = options;
+  const now = () => clock.now();
+
+  return async function proxy(ctx) {
+    const group = router.resolve(ctx.path);
+    ctx.trace.group = group.name;
+    const request: OutgoingRequest = {
+      method: ctx.request.method,
+      path: ctx.path,
+      query: ctx.query,
+      headers: ctx.request.headers,
+      body: await readBody(ctx.request, options.maxBodySize),
+      peerIp: ctx.peerIp,
+      proto: ctx.request.url.startsWith("https:") ? "https" : "http",
+    };
+
+    const tried = new Set<GroupMember>();
+    const started = now();
+    let last: AttemptResult | undefined;
+    for (let retryIndex = 0;; retryIndex++) {
+      const candidates = group.candidates(now(), tried);
+      if (candidates.length === 0) {
+        if (last) return finalAnswer(ctx, group, last);
+        throw noCandidateError(group, now(), hooks);
+      }
+      const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
+      const lease = member.upstream.acquire(now());
+      if (!lease) throw noCandidateError(group, now(), hooks);
+      tried.add(member);
+      ctx.trace.attempts++;
+      ctx.trace.upstream = member.name;
+
+      const controller = new AbortController();
+      const onClientGone = () =>
+        controller.abort(new AttemptAbort("client", "client disconnected"));
+      ctx.request.signal.addEventListener("abort", onClientGone, { once: true });
+      options.inflight.add(controller);
+      group.balancer.begin?.(member);
+
+      const result = await sendAttempt(group, member, request, controller, {
+        fetch: options.fetch,
+        now,
+      });
+      hooks.onAttempt?.(group, member, result);
+      last = result;
+      if (result.kind === "response" && result.retryAfterMs !== undefined) {
+        member.upstream.coolDownUntil(now() + result.retryAfterMs);
+      }
+
+      const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
+        ctx.request.signal.removeEventListener("abort", onClientGone);
+        options.inflight.delete(controller);
+        member.upstream.settle(lease, verdict, now());
+        group.balancer.end?.(member, {
+          ok: ok && !(result.kind === "response" && result.response.status === 429),
+          latencyMs: result.kind === "response" ? result.firstByteMs : now() - started,
+        });
+      };
+
+      const decision = decideRetry(
+        result.outcome,
+        { retryIndex, elapsedMs: now() - started, responseStarted: false },
+        group.retry,
+        random,
+      );
+      if (!decision.retry || ctx.request.signal.aborted) {
+        if (result.kind === "response") {
+          return respond(ctx, group, member, result, controller, settle);
+        }
+        settle();
+        throw toProxyError(result);
+      }
+      // An answer we will not use: release it, then try again.
+      if (result.kind === "response") result.response.body?.cancel().catch(() => {});
+      settle();
+      hooks.onRetry?.(group, result, decision.delayMs);
+      await sleep(decision.delayMs, ctx.request.signal);
+    }
+  };
+
+  /** Passes an upstream response through: headers filtered, body observed, never buffered. */
+  function respond(
+    ctx: RequestContext,
+    group: Group,
+    member: GroupMember,
+    result: Extract<AttemptResult, { kind: "response" }>,
+    controller: AbortController,
+    settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
+  ): Response {
+    const upstream = result.response;
+    ctx.trace.firstByteMs = result.firstByteMs;
+    const headers = responseHeaders(upstream.headers);
+    const contentType = headers.get("content-type") ?? "";
+    const streamed = STREAM_TYPES.some((type) => contentType.startsWith(type));
+    const sse = contentType.startsWith("text/event-stream");
+    if (sse) headers.set("x-accel-buffering", "no");
+
+    if (!upstream.body) {
+      settle();
+      return new Response(null, {
+        status: upstream.status,
+        statusText: upstream.statusText,
+        headers,
+      });
+    }
+    ctx.trace.pendingBody = true;
+    const body = observeBody(upstream.body, {
+      idleTimeoutMs: group.deadlines.streamIdleMs,
+      deadlineAt: streamed ? undefined : now() + group.deadlines.requestMs,
+      sse,
+      now,
+      abort: (reason) => controller.abort(reason),
+      errorEvent: (message) => sseErrorEvent(message, "upstream_stream_error"),
+      onEnd: (end) => {
+        // A break mid-body is the upstream's failure; a client leaving is nobody's.
+        if (end.kind === "error") settle("failure");
+        else if (end.kind === "cancel") settle("neutral", true);
+        else settle();
+        hooks.onBodyEnd?.(group, member, end);
+        ctx.onBodyEnd?.(end.bytes);
+      },
+    });
+    return new Response(body, {
+      status: upstream.status,
+      statusText: upstream.statusText,
+      headers,
+    });
+  }
+
+  /** No retry left: the last upstream response as it is, or the error it ended with. */
+  function finalAnswer(ctx: RequestContext, group: Group, last: AttemptResult): Response {
+    if (last.kind === "error") throw toProxyError(last);
+    // Its body was cancelled when we moved on; say what happened instead.
+    throw new NoUpstreamError(
+      `Cannot select upstream for group "${group.name}": every upstream failed or is unavailable (last status ${last.response.status})`,
+      { code: "no_upstream_available" },
+    );
+  }
+}
+
+function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyError {
+  const { outcome, message, error } = result;
+  if (outcome.kind === "timeout") {
+    return new GatewayTimeoutError(message, { code: "upstream_timeout", cause: error });
+  }
+  if (outcome.kind === "proxy") {
+    return new BadGatewayError(message, { code: "outbound_proxy_error", cause: error });
+  }
+  if (outcome.kind === "aborted") {
+    // The client is gone; nobody reads this, but the access log records 499-like intent.
+    return new BadGatewayError(message, { code: "client_disconnected", cause: error });
+  }
+  return new BadGatewayError(message, { code: "upstream_unreachable", cause: error });
+}
+
+function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyError {
+  const total = group.members.length;
+  const limited = group.members.filter((m) => m.upstream.rateLimited(now)).length;
+  if (limited > 0 && group.members.every((m) => !m.upstream.available(now))) {
+    hooks.onUpstreamRateLimited?.(group);
+    const waits = group.members.map((m) => m.upstream.limiter?.msUntil(now) ?? Infinity);
+    const retryAfter = Math.max(1, Math.ceil(Math.min(...waits) / 1000));
+    return new RateLimitedError(
+      `Every upstream of group "${group.name}" is at its rate limit`,
+      { code: "upstream_rate_limited", headers: { "retry-after": String(retryAfter) } },
+    );
+  }
+  return new NoUpstreamError(
+    `Cannot select upstream for group "${group.name}": ${total} of ${total} upstreams unavailable`,
+    { code: "no_upstream_available" },
+  );
+}
+
+/** Reads the request body once, bounded by `limit` bytes, so retries can replay it. */
+async function readBody(request: Request, limit: number): Promise<Uint8Array<ArrayBuffer> | null> {
+  if (!request.body) return null;
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        reader.cancel().catch(() => {});
+        throw tooLarge(limit);
+      }
+      chunks.push(value);
+    }
+  } catch (error) {
+    if (error instanceof ProxyError) throw error;
+    throw new RequestTimeoutError("the request body could not be read completely", {
+      code: "request_body_incomplete",
+      cause: error,
+    });
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
+}
+
+function tooLarge(limit: number): PayloadTooLargeError {
+  return new PayloadTooLargeError(`request body exceeds the limit of ${limit} bytes`, {
+    code: "request_too_large",
+  });
+}
+
+/** Waits `ms`, or less when the client goes away. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * The client stage: resolves the client IP (socket peer, or X-Forwarded-For from a trusted
+ * proxy) and applies the forward's per-client-IP token bucket.
+ *
+ * @module
+ */
+import type { Stage } from "./compose.ts";
+import { RateLimitedError } from "./errors.ts";
+import type { ClientIpResolver } from "../server/client_ip.ts";
+import type { KeyedLimiter } from "../resilience/token_bucket.ts";
+import type { Clock } from "../deps.ts";
+
+/** Options of {@linkcode clientStage}. */
+export interface ClientStageOptions {
+  resolver: ClientIpResolver;
+  /** Per-client-IP limiter; undefined = no limit. */
+  limiter?: KeyedLimiter | undefined;
+  clock: Clock;
+  /** Called for each rejection (metrics). */
+  onReject?: () => void;
+}
+
+/** Creates the client-IP and per-IP rate-limit stage. */
+export function clientStage(options: ClientStageOptions): Stage {
+  const { resolver, limiter, clock, onReject } = options;
+  return async function client(ctx, next) {
+    ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
+    if (!limiter) return next();
+    const decision = limiter.take(ctx.clientIp, clock.now());
+    const rateHeaders = {
+      "x-ratelimit-limit": String(decision.limit),
+      "x-ratelimit-remaining": String(decision.remaining),
+      "x-ratelimit-reset": String(Math.ceil(decision.resetMs / 1000)),
+    };
+    if (!decision.allowed) {
+      onReject?.();
+      throw new RateLimitedError(
+        `Rate limit exceeded for client ${ctx.clientIp}: retry in ${
+          Math.ceil(decision.retryAfterMs / 1000)
+        }s`,
+        {
+          code: "rate_limit_exceeded",
+          headers: {
+            ...rateHeaders,
+            "retry-after": String(Math.ceil(decision.retryAfterMs / 1000)),
+          },
+        },
+      );
+    }
+    const response = await next();
+    for (const [name, value] of Object.entries(rateHeaders)) {
+      if (!response.headers.has(name)) setHeader(response, name, value);
+    }
+    return response;
+  };
+}
+
+function setHeader(response: Response, name: string, value: string): void {
+  try {
+    response.headers.set(name, value);
+  } catch { /* immutable headers: the request-id stage copies them; skip */ }
+}

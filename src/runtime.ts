@@ -1,0 +1,157 @@
+/**
+ * The runtime graph built from a config: upstreams (with breakers and limiters), groups (with
+ * balancers and clients) and one composed pipeline per forward. Config stays plain data;
+ * everything stateful lives here, so a reload builds a new graph and swaps it in.
+ *
+ * @module
+ */
+import type { Config, ForwardConfig } from "./config/schema.ts";
+import type { Clock, Random } from "./deps.ts";
+import type { Logger } from "./log.ts";
+import { compose, type Handler, type RequestContext } from "./pipeline/compose.ts";
+import { requestIdStage } from "./pipeline/request_id.ts";
+import { clientStage } from "./pipeline/rate_limit.ts";
+import { type ProxyHooks, proxyStage } from "./pipeline/proxy.ts";
+import { Router } from "./pipeline/route.ts";
+import { ClientIpResolver } from "./server/client_ip.ts";
+import { KeyedLimiter } from "./resilience/token_bucket.ts";
+import type { BreakerState } from "./resilience/circuit_breaker.ts";
+import { Upstream } from "./upstream/upstream.ts";
+import { Group } from "./upstream/group.ts";
+import { createGroupClient } from "./upstream/client.ts";
+import { splitRequestUrl } from "./upstream/url.ts";
+
+/** What the runtime needs from the outside world. */
+export interface RuntimeDeps {
+  clock: Clock;
+  random: Random;
+  fetch: typeof fetch;
+  log: Logger;
+  /** Creates a group's outbound client (swappable in tests). */
+  createClient?: typeof createGroupClient;
+  hooks?: RuntimeHooks;
+}
+
+/** Observability hooks (metrics, access log). */
+export interface RuntimeHooks extends ProxyHooks {
+  onBreakerChange?(upstream: Upstream, from: BreakerState, to: BreakerState): void;
+  onClientRateLimited?(forward: string): void;
+  onRequestStart?(ctx: RequestContext): void;
+  onResponseEnd?(ctx: RequestContext, status: number, bytes: number): void;
+}
+
+/** A forward's compiled pipeline. */
+export interface ForwardRuntime {
+  readonly config: ForwardConfig;
+  /** Handles one request; `peerIp` is the socket peer. Never throws. */
+  handle(request: Request, peerIp: string): Promise<Response>;
+}
+
+/** The whole graph for one config. */
+export class Runtime {
+  readonly config: Config;
+  readonly upstreams: ReadonlyMap<string, Upstream>;
+  readonly groups: ReadonlyMap<string, Group>;
+  readonly forwards: ReadonlyMap<string, ForwardRuntime>;
+  /** Attempt controllers in flight, for shutdown. */
+  readonly inflight = new Set<AbortController>();
+
+  constructor(config: Config, deps: RuntimeDeps) {
+    this.config = config;
+    const hooks = deps.hooks ?? {};
+    const upstreams = new Map<string, Upstream>();
+    for (const u of config.upstreams) {
+      const upstream: Upstream = new Upstream(u, {
+        onStateChange: (from, to) => {
+          deps.log.warn(`circuit breaker of upstream "${u.name}": ${from} → ${to}`, {
+            upstream: u.name,
+          });
+          hooks.onBreakerChange?.(upstream, from, to);
+        },
+      });
+      upstreams.set(u.name, upstream);
+    }
+    this.upstreams = upstreams;
+
+    const createClient = deps.createClient ?? createGroupClient;
+    const groups = new Map<string, Group>();
+    for (const g of config.upstreamGroups) {
+      groups.set(
+        g.name,
+        new Group(g, { upstreams, client: createClient(g.httpClient), random: deps.random }),
+      );
+    }
+    this.groups = groups;
+
+    const resolver = new ClientIpResolver(config.httpServer.trustedProxies);
+    const forwards = new Map<string, ForwardRuntime>();
+    for (const f of config.httpServer.forwards) {
+      forwards.set(f.name, this.#buildForward(f, resolver, deps, hooks));
+    }
+    this.forwards = forwards;
+  }
+
+  #buildForward(
+    f: ForwardConfig,
+    resolver: ClientIpResolver,
+    deps: RuntimeDeps,
+    hooks: RuntimeHooks,
+  ): ForwardRuntime {
+    const groups = this.groups;
+    const router = new Router(
+      f.routing.map((rule) => ({ path: rule.path, target: groups.get(rule.targetGroup)! })),
+      groups.get(f.defaultGroup)!,
+    );
+    const pipeline: Handler = compose([
+      requestIdStage(),
+      clientStage({
+        resolver,
+        limiter: f.ratelimit ? new KeyedLimiter(f.ratelimit) : undefined,
+        clock: deps.clock,
+        onReject: () => hooks.onClientRateLimited?.(f.name),
+      }),
+      proxyStage({
+        router,
+        maxBodySize: this.config.httpServer.maxBodySize,
+        clock: deps.clock,
+        random: deps.random,
+        fetch: deps.fetch,
+        inflight: this.inflight,
+        hooks,
+      }),
+    ]);
+    return {
+      config: f,
+      handle: async (request, peerIp) => {
+        const { path, query } = splitRequestUrl(request.url);
+        const ctx: RequestContext = {
+          request,
+          forward: f.name,
+          peerIp,
+          startedAt: deps.clock.now(),
+          path,
+          query,
+          requestId: "",
+          clientIp: peerIp,
+          trace: { attempts: 0 },
+        };
+        hooks.onRequestStart?.(ctx);
+        const response = await pipeline(ctx);
+        if (ctx.trace.pendingBody) {
+          ctx.onBodyEnd = (bytes) => hooks.onResponseEnd?.(ctx, response.status, bytes);
+        } else hooks.onResponseEnd?.(ctx, response.status, 0);
+        return response;
+      },
+    };
+  }
+
+  /** Ends every attempt still in flight (shutdown after the drain deadline). */
+  abortAll(reason: unknown): void {
+    for (const controller of this.inflight) controller.abort(reason);
+  }
+
+  /** Releases outbound clients. Call once nothing runs on this graph any more. */
+  close(): void {
+    for (const group of this.groups.values()) group.client.close();
+  }
+}

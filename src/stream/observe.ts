@@ -1,0 +1,127 @@
+/**
+ * The one observing stream between an upstream body and the client. It passes chunks through
+ * untouched and unbuffered (`highWaterMark: 0`: nothing is read ahead of the client), and:
+ * - enforces `streamIdle` (longest silence between chunks) and an optional total deadline,
+ *   with a single timer re-armed lazily rather than one timer per chunk;
+ * - reports first-byte time and bytes, and calls `onEnd` exactly once: end, error or cancel;
+ * - when the upstream breaks mid-stream, ends an SSE stream with an `event: error` so the
+ *   client sees a failure, and errors any other body (an aborted transfer, never a clean end).
+ *
+ * @module
+ */
+
+/** How an observed body ended. */
+export type BodyEnd =
+  | { kind: "end"; bytes: number }
+  | { kind: "error"; bytes: number; error: unknown; timeout?: "streamIdle" | "request" }
+  | { kind: "cancel"; bytes: number };
+
+/** Options of {@linkcode observeBody}. */
+export interface ObserveOptions {
+  /** Longest silence between chunks, ms. */
+  idleTimeoutMs: number;
+  /** Absolute deadline (epoch ms) for the whole body; undefined for streams. */
+  deadlineAt?: number | undefined;
+  /** Whether the body is SSE: a break becomes an error event instead of an aborted body. */
+  sse: boolean;
+  /** Aborts the upstream request (deadline hit, client gone). */
+  abort: (reason: unknown) => void;
+  /** Called once when the body is over. */
+  onEnd: (end: BodyEnd) => void;
+  /** Each chunk as it passes (token usage sniffing); must not hold on to it. */
+  onChunk?: ((chunk: Uint8Array) => void) | undefined;
+  /** Builds the SSE error event for a break. */
+  errorEvent: (reason: string) => Uint8Array;
+  now: () => number;
+}
+
+/** A deadline that ended a body. */
+export class BodyTimeoutError extends Error {
+  override name = "BodyTimeoutError";
+  constructor(readonly phase: "streamIdle" | "request", idleMs = 0) {
+    super(
+      phase === "streamIdle"
+        ? `upstream sent nothing for ${idleMs}ms (streamIdle timeout)`
+        : "upstream response did not complete in time (request timeout)",
+    );
+  }
+}
+
+/** Wraps `body` in the observing stream. */
+export function observeBody(
+  body: ReadableStream<Uint8Array>,
+  options: ObserveOptions,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  const { idleTimeoutMs, deadlineAt, now } = options;
+  let bytes = 0;
+  let lastChunkAt = now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let ended = false;
+  let timeout: BodyTimeoutError | undefined;
+
+  const finish = (end: BodyEnd) => {
+    if (ended) return;
+    ended = true;
+    if (timer !== undefined) clearTimeout(timer);
+    options.onEnd(end);
+  };
+
+  // One timer for both deadlines: when it fires early (chunks arrived meanwhile), it re-arms
+  // for the remaining time instead of being reset on every chunk.
+  const arm = () => {
+    const t = now();
+    const idleLeft = lastChunkAt + idleTimeoutMs - t;
+    const totalLeft = deadlineAt === undefined ? Infinity : deadlineAt - t;
+    if (idleLeft <= 0 || totalLeft <= 0) {
+      timeout = totalLeft <= 0
+        ? new BodyTimeoutError("request")
+        : new BodyTimeoutError("streamIdle", idleTimeoutMs);
+      timer = undefined;
+      options.abort(timeout);
+      reader.cancel(timeout).catch(() => {});
+      return;
+    }
+    timer = setTimeout(arm, Math.min(idleLeft, totalLeft));
+  };
+  arm();
+
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          if (timeout) throw timeout;
+          finish({ kind: "end", bytes });
+          controller.close();
+          return;
+        }
+        bytes += value.byteLength;
+        lastChunkAt = now();
+        options.onChunk?.(value);
+        controller.enqueue(value);
+      } catch (error) {
+        const cause = timeout ?? error;
+        finish(
+          timeout
+            ? { kind: "error", bytes, error: cause, timeout: timeout.phase }
+            : { kind: "error", bytes, error: cause },
+        );
+        if (options.sse) {
+          controller.enqueue(options.errorEvent(describe(cause)));
+          controller.close();
+        } else controller.error(cause);
+      }
+    },
+    cancel(reason) {
+      finish({ kind: "cancel", bytes });
+      options.abort(reason);
+      return reader.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+}
+
+function describe(error: unknown): string {
+  if (error instanceof BodyTimeoutError) return error.message;
+  return `upstream stream broke: ${error instanceof Error ? error.message : String(error)}`;
+}

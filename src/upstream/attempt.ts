@@ -1,0 +1,189 @@
+/**
+ * One attempt: send the request to one upstream with its first-byte deadline joined to the
+ * client's disconnect signal, and classify what came back. The caller (the proxy loop) decides
+ * what to do with the result.
+ *
+ * @module
+ */
+import type { AttemptOutcome } from "../resilience/retry.ts";
+import { parseRetryAfter } from "../resilience/retry.ts";
+import type { Group, GroupMember } from "./group.ts";
+import type { BreakerVerdict } from "./upstream.ts";
+
+/** Why an attempt's controller was aborted. */
+export class AttemptAbort extends Error {
+  override name = "AttemptAbort";
+  constructor(readonly reason: "firstByte" | "client" | "shutdown", message: string) {
+    super(message);
+  }
+}
+
+/** What one attempt produced. */
+export type AttemptResult =
+  | {
+    readonly kind: "response";
+    readonly response: Response;
+    readonly outcome: AttemptOutcome;
+    readonly verdict: BreakerVerdict;
+    readonly firstByteMs: number;
+    /** Set when the upstream asked to be left alone (429 Retry-After). */
+    readonly retryAfterMs?: number | undefined;
+  }
+  | {
+    readonly kind: "error";
+    readonly outcome: AttemptOutcome;
+    readonly verdict: BreakerVerdict;
+    readonly error: unknown;
+    readonly message: string;
+  };
+
+/** The request as it goes to every attempt: the body read once so retries can replay it. */
+export interface OutgoingRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly headers: Headers;
+  readonly body: Uint8Array<ArrayBuffer> | null;
+  readonly peerIp: string;
+  readonly proto: string;
+}
+
+/** Sends one attempt. `controller` is the attempt's own; the client signal is joined to it. */
+export async function sendAttempt(
+  group: Group,
+  member: GroupMember,
+  request: OutgoingRequest,
+  controller: AbortController,
+  options: { fetch: typeof fetch; now: () => number },
+): Promise<AttemptResult> {
+  const upstream = member.upstream;
+  const url = upstream.url.build(request.path, request.query);
+  const headers = member.headers.build(request.headers, request);
+  const started = options.now();
+  const timer = setTimeout(
+    () =>
+      controller.abort(
+        new AttemptAbort(
+          "firstByte",
+          `upstream "${upstream.name}" sent no response headers within ${group.deadlines.firstByteMs}ms`,
+        ),
+      ),
+    group.deadlines.firstByteMs,
+  );
+  try {
+    const response = await options.fetch(url, {
+      method: request.method,
+      headers,
+      body: request.body,
+      signal: controller.signal,
+      client: group.client,
+      redirect: "manual",
+    });
+    return classifyResponse(group, response, options.now() - started, options.now());
+  } catch (error) {
+    return classifyError(group, member, controller.signal, error);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function classifyResponse(
+  group: Group,
+  response: Response,
+  firstByteMs: number,
+  now: number,
+): AttemptResult {
+  const status = response.status;
+  if (group.viaProxy && isProxyAuthFailure(response)) {
+    response.body?.cancel().catch(() => {});
+    return {
+      kind: "error",
+      outcome: { kind: "proxy" },
+      verdict: "neutral",
+      error: new Error(`outbound proxy answered ${status}`),
+      message: `outbound proxy refused the request (${status}): check the proxy credentials`,
+    };
+  }
+  if (status === 429) {
+    const retryAfterMs = parseRetryAfter(response.headers, now);
+    return {
+      kind: "response",
+      response,
+      outcome: retryAfterMs === undefined
+        ? { kind: "response", status }
+        : { kind: "response", status, retryAfterMs },
+      verdict: "neutral",
+      firstByteMs,
+      retryAfterMs,
+    };
+  }
+  return {
+    kind: "response",
+    response,
+    outcome: { kind: "response", status },
+    verdict: status >= 500 ? "failure" : "success",
+    firstByteMs,
+  };
+}
+
+/** 407 only ever comes from a proxy; a 401 is the proxy's when it asks for proxy credentials. */
+function isProxyAuthFailure(response: Response): boolean {
+  return response.status === 407 ||
+    (response.status === 401 && response.headers.has("proxy-authenticate"));
+}
+
+function classifyError(
+  group: Group,
+  member: GroupMember,
+  signal: AbortSignal,
+  error: unknown,
+): AttemptResult {
+  const reason = signal.aborted ? signal.reason : undefined;
+  const name = member.upstream.name;
+  if (reason instanceof AttemptAbort) {
+    if (reason.reason === "firstByte") {
+      return {
+        kind: "error",
+        outcome: { kind: "timeout", phase: "firstByte" },
+        verdict: "failure",
+        error,
+        message: reason.message,
+      };
+    }
+    return {
+      kind: "error",
+      outcome: { kind: "aborted" },
+      verdict: "neutral",
+      error,
+      message: reason.message,
+    };
+  }
+  const detail = describeFetchError(error);
+  if (group.viaProxy && /proxy|tunnel|407/i.test(detail)) {
+    return {
+      kind: "error",
+      outcome: { kind: "proxy" },
+      verdict: "neutral",
+      error,
+      message: `outbound proxy failed for upstream "${name}": ${detail}`,
+    };
+  }
+  return {
+    kind: "error",
+    outcome: { kind: "connect" },
+    verdict: "failure",
+    error,
+    message: `cannot reach upstream "${name}": ${detail}`,
+  };
+}
+
+/** The most specific message of a fetch error (Deno nests the cause). */
+function describeFetchError(error: unknown): string {
+  let message = error instanceof Error ? error.message : String(error);
+  let cause = error instanceof Error ? error.cause : undefined;
+  for (let i = 0; i < 3 && cause instanceof Error; i++) {
+    message = cause.message;
+    cause = cause.cause;
+  }
+  return message;
+}

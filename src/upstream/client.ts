@@ -1,0 +1,70 @@
+/**
+ * The outbound HTTP client of a group: connection pool settings and the outbound proxy.
+ *
+ * Without a configured proxy, Deno applies `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` from the
+ * environment to every client; {@linkcode describeProxy} says so at start-up so that it is
+ * never a surprise.
+ *
+ * @module
+ */
+import type { HttpClientConfig } from "../config/schema.ts";
+
+/** Creates the `Deno.HttpClient` for a group's `httpClient` settings. */
+export function createGroupClient(config: HttpClientConfig): Deno.HttpClient {
+  const options: Deno.CreateHttpClientOptions = {
+    // keepalive 0 turns connection reuse off; otherwise idle pooled connections live for
+    // the shorter of keepalive and timeout.idle (Deno exposes no TCP keep-alive setting).
+    poolMaxIdlePerHost: config.keepalive === 0 ? 0 : config.connect.idlePerHost,
+    poolIdleTimeout: Math.min(config.keepalive, config.timeout.idle),
+  };
+  if (config.proxy) options.proxy = toDenoProxy(config.proxy.url);
+  return Deno.createHttpClient(options);
+}
+
+/** Maps a proxy URL (credentials allowed) to Deno's proxy option. */
+export function toDenoProxy(raw: string): Deno.Proxy {
+  const url = new URL(raw);
+  const transport = url.protocol === "https:"
+    ? "https"
+    : url.protocol.startsWith("socks5")
+    ? "socks5"
+    : "http";
+  const basicAuth = url.username || url.password
+    ? { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) }
+    : undefined;
+  url.username = "";
+  url.password = "";
+  const cleanUrl = url.href.replace(/\/$/, "");
+  return basicAuth ? { transport, url: cleanUrl, basicAuth } : { transport, url: cleanUrl };
+}
+
+/** A proxy URL safe to log: credentials replaced. */
+export function redactProxyUrl(raw: string): string {
+  try {
+    const url = new URL(raw);
+    if (url.username || url.password) {
+      url.username = "***";
+      url.password = "";
+    }
+    return url.href.replace(/\/$/, "");
+  } catch {
+    return "<invalid proxy URL>";
+  }
+}
+
+/** One line for the start-up log: which proxy a group's traffic goes through. */
+export function describeProxy(
+  config: HttpClientConfig,
+  env: (name: string) => string | undefined,
+): string {
+  if (config.proxy) return `proxy ${redactProxyUrl(config.proxy.url)} (from config)`;
+  const http = env("HTTP_PROXY") ?? env("http_proxy");
+  const https = env("HTTPS_PROXY") ?? env("https_proxy");
+  if (!http && !https) return "direct (no proxy configured, none in the environment)";
+  const parts = [];
+  if (http) parts.push(`HTTP_PROXY=${redactProxyUrl(http)}`);
+  if (https) parts.push(`HTTPS_PROXY=${redactProxyUrl(https)}`);
+  const noProxy = env("NO_PROXY") ?? env("no_proxy");
+  if (noProxy) parts.push(`NO_PROXY=${noProxy}`);
+  return `proxy from the environment: ${parts.join(", ")}`;
+}

@@ -1,0 +1,93 @@
+/**
+ * A group at run time: its members (upstreams with a weight and a header recipe), balancer,
+ * outbound client, and the timeouts and retry policy of its `httpClient`.
+ *
+ * @module
+ */
+import type { GroupConfig } from "../config/schema.ts";
+import { type Balancer, createBalancer, type Member } from "../balance/balancer.ts";
+import type { RetryOptions } from "../resilience/retry.ts";
+import { RequestHeaderPlan } from "./headers.ts";
+import type { Upstream } from "./upstream.ts";
+
+/** An upstream as a member of one group. */
+export interface GroupMember extends Member {
+  readonly upstream: Upstream;
+  readonly headers: RequestHeaderPlan;
+}
+
+/** Per-attempt deadlines, in milliseconds. */
+export interface Deadlines {
+  readonly firstByteMs: number;
+  readonly streamIdleMs: number;
+  readonly requestMs: number;
+}
+
+/** One upstream group. */
+export class Group {
+  readonly name: string;
+  readonly config: GroupConfig;
+  readonly members: readonly GroupMember[];
+  readonly balancer: Balancer<GroupMember>;
+  readonly client: Deno.HttpClient;
+  readonly retry: RetryOptions;
+  readonly deadlines: Deadlines;
+  /** Whether traffic goes through a configured outbound proxy (401/407 handling). */
+  readonly viaProxy: boolean;
+
+  constructor(
+    config: GroupConfig,
+    options: {
+      upstreams: ReadonlyMap<string, Upstream>;
+      client: Deno.HttpClient;
+      random: () => number;
+    },
+  ) {
+    this.name = config.name;
+    this.config = config;
+    const http = config.httpClient;
+    this.members = config.upstreams.map((ref, index) => {
+      const upstream = options.upstreams.get(ref.name);
+      if (!upstream) throw new Error(`group "${config.name}": unknown upstream "${ref.name}"`);
+      return {
+        name: ref.name,
+        weight: ref.weight,
+        index,
+        upstream,
+        headers: new RequestHeaderPlan({
+          auth: upstream.config.auth,
+          userAgent: http.agent,
+          ops: upstream.config.headers,
+        }),
+      };
+    });
+    this.balancer = createBalancer(config.balance.strategy, this.members, {
+      random: options.random,
+    });
+    this.client = options.client;
+    this.viaProxy = http.proxy !== undefined;
+    this.retry = {
+      attempts: http.retry.attempts,
+      initialMs: http.retry.initial,
+      maxDelayMs: Math.max(http.retry.initial, 30_000),
+      budgetMs: http.retry.budget,
+    };
+    // Deno's fetch exposes no connect phase: connection set-up is bounded by firstByte.
+    this.deadlines = {
+      firstByteMs: http.timeout.firstByte,
+      streamIdleMs: http.timeout.streamIdle,
+      requestMs: http.timeout.request,
+    };
+  }
+
+  /**
+   * Members a request may go to now, in declared order. Members already tried by this request
+   * are left out while another is available (the same one again only when it is alone).
+   */
+  candidates(now: number, tried: ReadonlySet<GroupMember>): GroupMember[] {
+    const available = this.members.filter((m) => m.upstream.available(now));
+    if (tried.size === 0) return available;
+    const fresh = available.filter((m) => !tried.has(m));
+    return fresh.length > 0 ? fresh : available;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Header handling on both legs: hop-by-hop stripping, forwarding headers, credentials and the
+ * configured header operations. Everything that can be decided at load (auth value, op list)
+ * is prepared once in {@linkcode RequestHeaderPlan}.
+ *
+ * @module
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must not pass on. */
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+] as const;
+
+/** Deletes hop-by-hop headers, including those named by `Connection`. */
+export function stripHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection) {
+    for (const name of connection.split(",")) {
+      const trimmed = name.trim();
+      if (trimmed) headers.delete(trimmed);
+    }
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+/** A configured header operation. */
+export interface HeaderOp {
+  readonly op: "insert" | "replace" | "remove";
+  readonly key: string;
+  readonly value?: string | undefined;
+}
+
+/** Upstream credentials as configured. */
+export type AuthConfig =
+  | { readonly type: "none" }
+  | { readonly type: "bearer"; readonly token: string }
+  | { readonly type: "basic"; readonly username: string; readonly password: string };
+
+/** Per-request facts the outgoing headers depend on. */
+export interface ForwardingFacts {
+  /** The socket peer's address (appended to X-Forwarded-For). */
+  readonly peerIp: string;
+  /** "http" or "https": how the client reached the proxy. */
+  readonly proto: string;
+}
+
+/** The outgoing-request header recipe of one upstream in one group, prepared at load. */
+export class RequestHeaderPlan {
+  readonly #authorization: string | undefined;
+  readonly #userAgent: string;
+  readonly #ops: readonly HeaderOp[];
+
+  constructor(options: { auth: AuthConfig; userAgent: string; ops: readonly HeaderOp[] }) {
+    const { auth } = options;
+    this.#authorization = auth.type === "bearer"
+      ? `Bearer ${auth.token}`
+      : auth.type === "basic"
+      ? `Basic ${encodeBasic(auth.username, auth.password)}`
+      : undefined;
+    this.#userAgent = options.userAgent;
+    this.#ops = options.ops;
+  }
+
+  /** Builds the upstream request's headers from the client's. */
+  build(clientHeaders: Headers, facts: ForwardingFacts): Headers {
+    const headers = new Headers(clientHeaders);
+    stripHopByHop(headers);
+    const host = headers.get("host");
+    // Host comes from the upstream URL (fetch sets it); the length is recomputed by fetch.
+    headers.delete("host");
+    headers.delete("content-length");
+    // Deno's fetch decodes gzip/br only when it chose Accept-Encoding itself. An explicit header
+    // turns that off, so the client's preference travels and compressed bytes pass through
+    // untouched with their Content-Encoding; without one we ask for identity.
+    if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
+
+    if (this.#authorization !== undefined) headers.set("authorization", this.#authorization);
+
+    const forwardedFor = headers.get("x-forwarded-for");
+    headers.set(
+      "x-forwarded-for",
+      forwardedFor ? `${forwardedFor}, ${facts.peerIp}` : facts.peerIp,
+    );
+    headers.set("x-forwarded-proto", facts.proto);
+    if (host) headers.set("x-forwarded-host", host);
+    headers.set("user-agent", this.#userAgent);
+
+    for (const op of this.#ops) {
+      if (op.op === "remove") headers.delete(op.key);
+      else if (op.op === "replace") headers.set(op.key, op.value ?? "");
+      else if (!headers.has(op.key)) headers.set(op.key, op.value ?? "");
+    }
+    return headers;
+  }
+}
+
+function encodeBasic(username: string, password: string): string {
+  const bytes = new TextEncoder().encode(`${username}:${password}`);
+  return btoa(String.fromCharCode(...bytes));
+}
+
+/**
+ * The client response's headers from the upstream's, hop-by-hop stripped. Content-Encoding
+ * and Content-Length stay valid: the request always carries an explicit Accept-Encoding, so
+ * fetch hands over the body exactly as the upstream encoded it.
+ */
+export function responseHeaders(upstream: Headers): Headers {
+  const headers = new Headers(upstream);
+  stripHopByHop(headers);
+  return headers;
+}

@@ -1,0 +1,125 @@
+/**
+ * The runtime state of one upstream: its parsed URL, circuit breaker, optional token bucket
+ * and 429 back-off. Availability belongs here: balancers only ever see available upstreams.
+ *
+ * @module
+ */
+import type { UpstreamConfig } from "../config/schema.ts";
+import { effectivePathMode } from "../config/schema.ts";
+import {
+  type BreakerState,
+  CircuitBreaker,
+  type CircuitBreakerHooks,
+} from "../resilience/circuit_breaker.ts";
+import { TokenBucket } from "../resilience/token_bucket.ts";
+import { UpstreamUrl } from "./url.ts";
+
+/** How an attempt ended, as far as the breaker is concerned. */
+export type BreakerVerdict = "success" | "failure" | "neutral";
+
+/** Permission to send one request to an upstream; settle it exactly once. */
+export interface Lease {
+  readonly generation: number;
+}
+
+/** One upstream at run time. */
+export class Upstream {
+  readonly name: string;
+  readonly config: UpstreamConfig;
+  readonly url: UpstreamUrl;
+  readonly breaker: CircuitBreaker;
+  readonly limiter: TokenBucket | undefined;
+  /** Requests sent and failed (connect, timeout, 5xx, broken stream), for the admin API. */
+  requests = 0;
+  errors = 0;
+  inFlight = 0;
+  #cooldownUntil = 0;
+
+  constructor(config: UpstreamConfig, hooks: CircuitBreakerHooks = {}) {
+    this.name = config.name;
+    this.config = config;
+    this.url = new UpstreamUrl(config.url, {
+      mode: effectivePathMode(config),
+      rewrite: config.path.rewrite,
+    });
+    const b = config.breaker;
+    this.breaker = new CircuitBreaker({
+      threshold: b.threshold,
+      cooldownMs: b.cooldown,
+      maxRequests: b.maxRequests,
+      intervalMs: b.interval,
+      minRequests: b.minRequests,
+    }, hooks);
+    this.limiter = config.ratelimit ? new TokenBucket(config.ratelimit) : undefined;
+  }
+
+  /** Whether a request could go here now: breaker passes, a token is left, no 429 back-off. */
+  available(now: number): boolean {
+    return now >= this.#cooldownUntil && this.breaker.canPass(now) &&
+      (this.limiter === undefined || this.limiter.tokens(now) >= 1);
+  }
+
+  /** Whether the only thing keeping this upstream out is its own rate limit. */
+  rateLimited(now: number): boolean {
+    return this.limiter !== undefined && this.limiter.tokens(now) < 1 &&
+      now >= this.#cooldownUntil && this.breaker.canPass(now);
+  }
+
+  /** Takes a breaker slot and a token; undefined when either is refused. */
+  acquire(now: number): Lease | undefined {
+    if (now < this.#cooldownUntil) return undefined;
+    if (this.limiter && this.limiter.tokens(now) < 1) return undefined;
+    if (!this.breaker.acquire(now)) return undefined;
+    const generation = this.breaker.generation;
+    this.limiter?.tryTake(now);
+    this.requests++;
+    this.inFlight++;
+    return { generation };
+  }
+
+  /** Settles a lease: feeds the breaker and the counters. */
+  settle(lease: Lease, verdict: BreakerVerdict, now: number): void {
+    this.inFlight--;
+    if (verdict === "success") this.breaker.onSuccess(now, lease.generation);
+    else if (verdict === "failure") {
+      this.errors++;
+      this.breaker.onFailure(now, lease.generation);
+    } else this.breaker.onCancel(now, lease.generation);
+  }
+
+  /** Keeps this upstream out of selection until `until` (a 429's Retry-After). */
+  coolDownUntil(until: number): void {
+    if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+  }
+
+  /** State for the admin API. */
+  snapshot(now: number): UpstreamSnapshot {
+    const breaker = this.breaker.snapshot(now);
+    return {
+      name: this.name,
+      available: this.available(now),
+      breaker: breaker.state,
+      breakerCooldownMs: breaker.remainingCooldownMs,
+      inFlight: this.inFlight,
+      requests: this.requests,
+      errors: this.errors,
+      limiterTokens: this.limiter ? Math.floor(this.limiter.tokens(now)) : null,
+      rateLimitedUntil: this.#cooldownUntil > now
+        ? new Date(this.#cooldownUntil).toISOString()
+        : null,
+    };
+  }
+}
+
+/** An upstream's state as the admin API shows it. */
+export interface UpstreamSnapshot {
+  name: string;
+  available: boolean;
+  breaker: BreakerState;
+  breakerCooldownMs: number;
+  inFlight: number;
+  requests: number;
+  errors: number;
+  limiterTokens: number | null;
+  rateLimitedUntil: string | null;
+}
