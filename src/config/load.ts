@@ -6,7 +6,7 @@
  * @module
  */
 import { isAlias, isMap, isScalar, LineCounter, type Node, parseDocument, visit } from "yaml";
-import { z } from "zod";
+import type { z } from "zod";
 import { type Config, configSchema } from "./schema.ts";
 import { interpolateEnv } from "./env.ts";
 

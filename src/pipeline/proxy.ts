@@ -81,7 +81,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     for (let retryIndex = 0;; retryIndex++) {
       const candidates = group.candidates(now(), tried);
       if (candidates.length === 0) {
-        if (last) return finalAnswer(ctx, group, last);
+        if (last) return finalAnswer(group, last);
         throw noCandidateError(group, now(), hooks);
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
@@ -189,7 +189,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   }
 
   /** No retry left: the last upstream response as it is, or the error it ended with. */
-  function finalAnswer(ctx: RequestContext, group: Group, last: AttemptResult): Response {
+  function finalAnswer(group: Group, last: AttemptResult): Response {
     if (last.kind === "error") throw toProxyError(last);
     // Its body was cancelled when we moved on; say what happened instead.
     throw new NoUpstreamError(

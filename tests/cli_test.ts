@@ -1,0 +1,367 @@
+import assert from "node:assert/strict";
+import { type CliOptions, parseArgs, USAGE } from "../src/cli.ts";
+
+// ---------------------------------------------------------------------------------------------
+// parseArgs
+
+const DEFAULTS: CliOptions = {
+  check: false,
+  json: false,
+  logLevel: "info",
+  version: false,
+  help: false,
+};
+
+function options(...args: string[]): CliOptions {
+  const parsed = parseArgs(args);
+  assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+  return parsed.options;
+}
+
+function error(...args: string[]): string {
+  const parsed = parseArgs(args);
+  assert.ok(!parsed.ok, `expected ${JSON.stringify(args)} to be refused`);
+  return parsed.error;
+}
+
+Deno.test("parseArgs: no arguments → defaults, no config (the embedded one)", () => {
+  assert.deepEqual(options(), DEFAULTS);
+  assert.equal(options().config, undefined);
+});
+
+Deno.test("parseArgs: -c / --config PATH and --config=PATH", () => {
+  assert.deepEqual(options("-c", "a.yaml"), { ...DEFAULTS, config: "a.yaml" });
+  assert.deepEqual(options("--config", "/etc/llmproxy.yaml"), {
+    ...DEFAULTS,
+    config: "/etc/llmproxy.yaml",
+  });
+  assert.deepEqual(options("--config=x.yaml"), { ...DEFAULTS, config: "x.yaml" });
+  // Only the first "=" splits.
+  assert.deepEqual(options("--config=a=b.yaml"), { ...DEFAULTS, config: "a=b.yaml" });
+  // "-" alone is a value (a path), not a flag.
+  assert.deepEqual(options("-c", "-"), { ...DEFAULTS, config: "-" });
+  // The last one wins.
+  assert.deepEqual(options("-c", "a", "--config", "b"), { ...DEFAULTS, config: "b" });
+});
+
+Deno.test("parseArgs: boolean flags", () => {
+  assert.deepEqual(options("--check"), { ...DEFAULTS, check: true });
+  assert.deepEqual(options("--json"), { ...DEFAULTS, json: true });
+  assert.deepEqual(options("--version"), { ...DEFAULTS, version: true });
+  assert.deepEqual(options("--help"), { ...DEFAULTS, help: true });
+  assert.deepEqual(options("-h"), { ...DEFAULTS, help: true });
+});
+
+Deno.test("parseArgs: --log-level LEVEL and --log-level=LEVEL", () => {
+  for (const level of ["debug", "info", "warn", "error"] as const) {
+    assert.deepEqual(options("--log-level", level), { ...DEFAULTS, logLevel: level });
+    assert.deepEqual(options(`--log-level=${level}`), { ...DEFAULTS, logLevel: level });
+  }
+});
+
+Deno.test("parseArgs: every flag together, in any order", () => {
+  const all: CliOptions = {
+    config: "c.yaml",
+    check: true,
+    json: true,
+    logLevel: "debug",
+    version: true,
+    help: true,
+  };
+  assert.deepEqual(
+    options("--check", "-c", "c.yaml", "--json", "--log-level", "debug", "--version", "-h"),
+    all,
+  );
+  assert.deepEqual(
+    options("-h", "--version", "--log-level=debug", "--json", "--config=c.yaml", "--check"),
+    all,
+  );
+});
+
+Deno.test("parseArgs: a value flag without its value", () => {
+  assert.equal(error("-c"), "-c needs a value");
+  assert.equal(error("--config"), "--config needs a value");
+  assert.equal(error("--config="), "--config needs a value");
+  assert.equal(error("--log-level"), "--log-level needs a value");
+  // The next argument is a flag, not a value.
+  assert.equal(error("-c", "--check"), "-c needs a value");
+  assert.equal(error("--config", "-h"), "--config needs a value");
+  assert.equal(error("--log-level", "--json"), "--log-level needs a value");
+});
+
+Deno.test("parseArgs: a boolean flag given a value", () => {
+  assert.equal(error("--check=yes"), "--check takes no value");
+  assert.equal(error("--json=1"), "--json takes no value");
+  assert.equal(error("--version="), "--version takes no value");
+  assert.equal(error("--help=me"), "--help takes no value");
+});
+
+Deno.test("parseArgs: unknown flags", () => {
+  assert.equal(error("--bogus"), "unknown flag --bogus");
+  assert.equal(error("-x"), "unknown flag -x");
+  assert.equal(error("--bogus=1"), "unknown flag --bogus");
+  assert.equal(error("--Check"), "unknown flag --Check");
+  assert.equal(error("--"), "unknown flag --");
+  assert.equal(error("-c=x.yaml"), "unknown flag -c=x.yaml");
+  assert.equal(error("--check", "--verbose"), "unknown flag --verbose");
+});
+
+Deno.test("parseArgs: positional arguments are refused", () => {
+  assert.equal(error("config.yaml"), 'unexpected argument "config.yaml"');
+  assert.equal(error("--check", "serve"), 'unexpected argument "serve"');
+  assert.equal(error("-c", "a.yaml", "b.yaml"), 'unexpected argument "b.yaml"');
+});
+
+Deno.test("parseArgs: a bad log level", () => {
+  assert.equal(
+    error("--log-level", "trace"),
+    'invalid --log-level "trace": use debug, info, warn, error',
+  );
+  assert.equal(
+    error("--log-level=INFO"),
+    'invalid --log-level "INFO": use debug, info, warn, error',
+  );
+  assert.equal(error("--log-level="), 'invalid --log-level "": use debug, info, warn, error');
+});
+
+Deno.test("USAGE documents every flag", () => {
+  assert.ok(USAGE.startsWith("Usage: llmproxy [options]\n"));
+  for (
+    const flag of [
+      "-c, --config PATH",
+      "--check",
+      "--json",
+      "--log-level LEVEL",
+      "--version",
+      "-h, --help",
+    ]
+  ) {
+    assert.ok(USAGE.includes(flag), flag);
+  }
+  assert.ok(USAGE.includes("debug | info | warn | error"));
+});
+
+// ---------------------------------------------------------------------------------------------
+// The program
+
+const ROOT = new URL("../", import.meta.url);
+const MAIN = new URL("main.ts", ROOT);
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function runMain(...args: string[]): Promise<Run> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", decodeURIComponent(MAIN.pathname), ...args],
+    cwd: decodeURIComponent(ROOT.pathname),
+    // Empty credentials, whatever the environment running the tests holds.
+    env: { OPENAI_API_KEY: "", ADMIN_TOKEN: "", NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+function assertNoStackTrace(run: Run): void {
+  assert.ok(!run.stderr.includes("    at "), `stack trace on stderr:\n${run.stderr}`);
+  assert.ok(!run.stdout.includes("    at "), `stack trace on stdout:\n${run.stdout}`);
+  assert.ok(!/\berror: Uncaught\b/.test(run.stderr), run.stderr);
+}
+
+async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const path = await Deno.makeTempFile({ prefix: "llmproxy-cli-", suffix: ".yaml" });
+  try {
+    await Deno.writeTextFile(path, text);
+    return await fn(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+const VALID = `httpServer:
+  forwards:
+    - {name: f1, port: 0, defaultGroup: g1}
+upstreams:
+  - {name: u1, url: "https://api.example.com/v1"}
+upstreamGroups:
+  - name: g1
+    upstreams: [{name: u1}]
+`;
+
+Deno.test("main --help: exit 0, usage on stdout", async () => {
+  const run = await runMain("--help");
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout, USAGE + "\n");
+  assert.equal(run.stderr, "");
+});
+
+Deno.test("main -h: exit 0, usage on stdout", async () => {
+  const run = await runMain("-h");
+  assert.equal(run.code, 0, run.stderr);
+  assert.ok(run.stdout.startsWith("Usage: llmproxy"));
+});
+
+Deno.test("main --version: exit 0, prints llmproxy 0.1.0", async () => {
+  const run = await runMain("--version");
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /^llmproxy 0\.1\.0( |\n)/);
+  assert.equal(run.stdout.split("\n").length, 2); // one line
+  assert.equal(run.stderr, "");
+});
+
+Deno.test("main --bogus: exit 2, the error and the usage on stderr", async () => {
+  const run = await runMain("--bogus");
+  assert.equal(run.code, 2);
+  assert.equal(run.stdout, "");
+  assert.ok(run.stderr.startsWith("llmproxy: unknown flag --bogus\n"), run.stderr);
+  assert.ok(run.stderr.includes(USAGE), run.stderr);
+  assertNoStackTrace(run);
+});
+
+Deno.test("main with a positional argument or a missing value: exit 2", async () => {
+  const positional = await runMain("config.yaml");
+  assert.equal(positional.code, 2);
+  assert.ok(positional.stderr.startsWith('llmproxy: unexpected argument "config.yaml"\n'));
+  const missing = await runMain("--check", "-c");
+  assert.equal(missing.code, 2);
+  assert.ok(missing.stderr.startsWith("llmproxy: -c needs a value\n"));
+  const level = await runMain("--log-level", "loud", "--check");
+  assert.equal(level.code, 2);
+  assert.ok(level.stderr.startsWith('llmproxy: invalid --log-level "loud"'));
+});
+
+Deno.test("main --check on the embedded default: exit 0, config OK, warnings on stderr", async () => {
+  const run = await runMain("--check");
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout, "config OK\n");
+  assert.equal(
+    run.stderr,
+    'warning: upstream "openai_primary" has an empty bearer credential: its provider will likely refuse requests (401)\n' +
+      'warning: upstream "openai_api" has an empty bearer credential: its provider will likely refuse requests (401)\n',
+  );
+});
+
+Deno.test("main --check -c <valid file>: exit 0, config OK, no warnings", async () => {
+  await withTempFile(VALID, async (path) => {
+    const run = await runMain("--check", "-c", path);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "config OK\n");
+    assert.equal(run.stderr, "");
+  });
+});
+
+Deno.test("main --check --config=<file with errors>: exit 1, file:line:col lines, no stack trace", async () => {
+  const text = `httpServer:
+  forwards:
+    - name: f1
+      port: 3000
+      defaultGroup: nope
+upstreams:
+  - name: u1
+    url: "ftp://api.example.com/v1"
+    breaker: {treshold: 0.5}
+upstreamGroups:
+  - name: g1
+    upstreams: [{name: u1}]
+`;
+  await withTempFile(text, async (path) => {
+    const run = await runMain("--check", `--config=${path}`);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout, "");
+    assert.equal(
+      run.stderr,
+      [
+        `${path}:5:21 httpServer.forwards.0.defaultGroup: forward "f1": unknown group "nope" (groups: g1)`,
+        `${path}:8:10 upstreams.0.url: upstream "u1": URL "ftp://api.example.com/v1" must use http or https`,
+        `${path}:9:15 upstreams.0.breaker.treshold: upstream "u1": unknown key "treshold" (did you mean "threshold"?)`,
+        "config invalid: 3 error(s)",
+        "",
+      ].join("\n"),
+    );
+    assertNoStackTrace(run);
+  });
+});
+
+Deno.test("main -c <file with errors> (no --check): exit 1 before listening, no stack trace", async () => {
+  await withTempFile(VALID.replace("port: 0", "port: -1"), async (path) => {
+    const run = await runMain("-c", path);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout, "");
+    assert.match(
+      run.stderr,
+      new RegExp(`^${RegExp.escape(path)}:3:24 httpServer\\.forwards\\.0\\.port: forward "f1": `),
+    );
+    assert.ok(!run.stderr.includes("config invalid"));
+    assertNoStackTrace(run);
+  });
+});
+
+Deno.test("main --check -c /nonexistent.yaml: exit 1, file not found", async () => {
+  const run = await runMain("--check", "-c", "/nonexistent.yaml");
+  assert.equal(run.code, 1);
+  assert.equal(run.stdout, "");
+  assert.equal(run.stderr, "/nonexistent.yaml: file not found\nconfig invalid: 1 error(s)\n");
+  assertNoStackTrace(run);
+});
+
+Deno.test("main --check -c <directory>: exit 1, is a directory", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const run = await runMain("--check", "-c", dir);
+    assert.equal(run.code, 1);
+    assert.equal(run.stderr, `${dir}: is a directory\nconfig invalid: 1 error(s)\n`);
+    assertNoStackTrace(run);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main --check -c <invalid YAML>: exit 1, the YAML error with its line", async () => {
+  await withTempFile("httpServer:\n  forwards: [\nupstreams: a: b\n", async (path) => {
+    const run = await runMain("--check", "-c", path);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout, "");
+    const lines = run.stderr.trimEnd().split("\n");
+    assert.match(lines.at(-1)!, /^config invalid: \d+ error\(s\)$/);
+    for (const line of lines.slice(0, -1)) {
+      assert.ok(line.startsWith(`${path}:`), line);
+      assert.match(line.slice(path.length), /^:\d+:\d+: invalid YAML: /);
+    }
+    assertNoStackTrace(run);
+  });
+});
+
+Deno.test("main --check -c <unresolved alias>: exit 1, no stack trace", async () => {
+  await withTempFile(VALID.replace("[{name: u1}]", "*nope"), async (path) => {
+    const run = await runMain("--check", "-c", path);
+    assert.equal(run.code, 1);
+    assert.equal(
+      run.stderr,
+      `${path}:8:16: invalid YAML: Unresolved alias (the anchor must be set before the alias): nope\n` +
+        "config invalid: 1 error(s)\n",
+    );
+    assertNoStackTrace(run);
+  });
+});
+
+Deno.test("main --check with an unset ${VAR}: exit 1 naming the variable", async () => {
+  const text = VALID.replace('"https://api.example.com/v1"', '"${LLMPROXY_TEST_UNSET_URL}"');
+  await withTempFile(text, async (path) => {
+    const run = await runMain("--check", "-c", path);
+    assert.equal(run.code, 1);
+    assert.equal(
+      run.stderr,
+      `${path}:5:21 upstreams.0.url: environment variable LLMPROXY_TEST_UNSET_URL is not set (use \${LLMPROXY_TEST_UNSET_URL:-} to allow it to be empty)\n` +
+        "config invalid: 1 error(s)\n",
+    );
+  });
+});
