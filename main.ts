@@ -59,7 +59,7 @@ async function main(args: readonly string[]): Promise<number> {
     json: options.json,
     secrets: configSecrets(loaded),
   });
-  const app = await startApp(loaded, { log, reload: load });
+  const app = await startApp(loaded, { log, reload: load, watchPath: options.config });
   return await app.finished;
 }
 

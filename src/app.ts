@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { LoadedConfig } from "./config/load.ts";
+import { ConfigError, type LoadedConfig } from "./config/load.ts";
+import { redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
@@ -15,14 +16,17 @@ import { listen, type Listener, within } from "./server/listener.ts";
 import { adminHandler } from "./server/admin.ts";
 import { describeProxy } from "./upstream/client.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
+import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import type { Group } from "./upstream/group.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 
 /** Options of {@linkcode startApp}. */
 export interface AppOptions {
   log: Logger;
-  /** Loads the config again (SIGHUP). */
+  /** Loads the config again (SIGHUP, `POST /reload`, file change). */
   reload?: () => Promise<LoadedConfig>;
+  /** A config file to watch: a change triggers a reload. */
+  watchPath?: string;
   /** Injected for tests; the real ones by default. */
   clock?: Clock;
   random?: Random;
@@ -40,6 +44,8 @@ export interface RunningApp {
   readonly registry: Registry;
   /** The graph currently serving. */
   runtime(): Runtime;
+  /** Loads the config again and swaps it in when valid; an invalid one is logged and ignored. */
+  reload(): Promise<{ ok: boolean; errors: readonly string[] }>;
   /** Drains and stops; resolves when everything has ended. */
   stop(): Promise<void>;
   /** Resolves with the exit code once the proxy has stopped. */
@@ -51,56 +57,169 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const { log } = options;
   const clock = options.clock ?? systemClock;
   const env = options.env ?? ((name: string) => Deno.env.get(name));
-  const config = loaded.config;
+  let current = loaded;
 
   for (const warning of loaded.warnings) log.warn(warning);
 
   const registry = new Registry();
   const metrics = createProxyMetrics(registry);
-  let runtime: Runtime;
-  const groupsOf = (u: Upstream): Group[] =>
-    [...runtime.groups.values()].filter((g) => g.members.some((m) => m.upstream === u));
-  runtime = new Runtime(config, {
+  const deps = {
     clock,
     random: options.random ?? Math.random,
     fetch: options.fetch ?? fetch,
     log,
-    hooks: observabilityHooks(metrics, { log, clock, groupsOf }),
-  });
-  for (const group of runtime.groups.values()) {
-    for (const m of group.members) metrics.breakerState.labels(group.name, m.name).set(0);
-    log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
-      strategy: group.config.balance.strategy,
-      upstreams: group.members.map((m) => m.name),
-    });
+    hooks: observabilityHooks(metrics, {
+      log,
+      clock,
+      groupsOf: (u: Upstream): Group[] =>
+        [...runtime.groups.values()].filter((g) => g.members.some((m) => m.upstream === u)),
+    }),
+  };
+  let runtime = new Runtime(loaded.config, deps);
+  /** Graphs replaced by a reload whose requests are still finishing. */
+  const retiring = new Set<Runtime>();
+  announce(runtime);
+
+  function announce(next: Runtime, previous?: Runtime): void {
+    for (const group of next.groups.values()) {
+      if (previous?.groups.get(group.name) === group) continue;
+      for (const m of group.members) {
+        const state = m.upstream.breaker.state(clock.now());
+        metrics.breakerState.labels(group.name, m.name).set(BREAKER_VALUE[state]);
+      }
+      log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
+        strategy: group.config.balance.strategy,
+        upstreams: group.members.map((m) => m.name),
+      });
+    }
+    const admin = next.config.httpServer.admin;
+    if (admin && !admin.token && !isLoopback(admin.address)) {
+      log.warn(
+        `admin listens on ${admin.address} without a token: anyone who can reach it sees upstream state and config; set httpServer.admin.token`,
+      );
+    }
   }
 
   const forwards = new Map<string, Listener>();
-  for (const [name, forward] of runtime.forwards) {
-    const f = forward.config;
-    // Requests always go to the runtime serving now, so a reload can swap it.
+  const bind = (name: string) => {
+    const f = runtime.forwards.get(name)!.config;
+    // Requests always go to the graph serving now, so a reload swaps it under the listener.
     const listener = listen(
       name,
       { hostname: f.address, port: f.port },
-      (request, peerIp) => runtime.forwards.get(name)!.handle(request, peerIp),
+      (request, peerIp) => {
+        const forward = runtime.forwards.get(name);
+        return forward ? forward.handle(request, peerIp) : Promise.resolve(gone(name));
+      },
       log,
     );
     forwards.set(name, listener);
     log.info(`forward "${name}" listening on http://${listener.hostname}:${listener.port}`, {
       defaultGroup: f.defaultGroup,
     });
-  }
+  };
+  for (const name of runtime.forwards.keys()) bind(name);
 
-  const adminConfig = config.httpServer.admin;
+  const adminConfig = loaded.config.httpServer.admin;
   const admin = adminConfig
     ? listen(
       "admin",
       { hostname: adminConfig.address, port: adminConfig.port },
-      adminHandler({ runtime: () => runtime, registry, clock }),
+      adminHandler({
+        runtime: () => runtime,
+        redactedConfig: () => redactedConfig(current),
+        token: () => current.config.httpServer.admin?.token,
+        reload: () => reload(),
+        registry,
+        clock,
+      }),
       log,
     )
     : undefined;
   if (admin) log.info(`admin listening on http://${admin.hostname}:${admin.port}`);
+
+  let reloading = Promise.resolve<{ ok: boolean; errors: readonly string[] }>({
+    ok: true,
+    errors: [],
+  });
+  /** Reloads one at a time, in order. */
+  function reload(): Promise<{ ok: boolean; errors: readonly string[] }> {
+    reloading = reloading.then(reloadNow, reloadNow);
+    return reloading;
+  }
+
+  async function reloadNow(): Promise<{ ok: boolean; errors: readonly string[] }> {
+    if (!options.reload || stopping) return { ok: false, errors: ["reload is not available"] };
+    let next: LoadedConfig;
+    try {
+      next = await options.reload();
+    } catch (error) {
+      const errors = error instanceof ConfigError
+        ? error.message.split("\n")
+        : [`reload failed: ${(error as Error).message}`];
+      log.error(`config reload rejected; the current config keeps serving`, { errors });
+      metrics.configReloads.labels("failure").inc();
+      return { ok: false, errors };
+    }
+    const previous = runtime;
+    let successor: Runtime;
+    try {
+      successor = new Runtime(next.config, deps, previous);
+    } catch (error) {
+      log.error("config reload failed while building; the current config keeps serving", {
+        error,
+      });
+      metrics.configReloads.labels("failure").inc();
+      return { ok: false, errors: [(error as Error).message] };
+    }
+    runtime = successor;
+    current = next;
+    for (const warning of next.warnings) log.warn(warning);
+    announce(successor, previous);
+    rebindForwards(previous, successor);
+    retire(previous);
+    metrics.configReloads.labels("success").inc();
+    log.info("config reloaded", { source: next.source });
+    return { ok: true, errors: [] };
+  }
+
+  /** Opens listeners of new forwards, moves changed ones, closes removed ones. */
+  function rebindForwards(previous: Runtime, successor: Runtime): void {
+    for (const [name, listener] of forwards) {
+      const before = previous.forwards.get(name)?.config;
+      const after = successor.forwards.get(name)?.config;
+      if (after && before && after.port === before.port && after.address === before.address) {
+        continue;
+      }
+      forwards.delete(name);
+      // Drains on its own: in-flight requests finish, new connections go to the new listener.
+      void listener.shutdown();
+      log.info(`forward "${name}" ${after ? "moves" : "is removed"}`);
+    }
+    for (const name of successor.forwards.keys()) {
+      if (!forwards.has(name)) bind(name);
+    }
+    if (
+      JSON.stringify(previous.config.httpServer.admin) !==
+        JSON.stringify(successor.config.httpServer.admin)
+    ) {
+      log.warn("admin listener settings changed: the address and port apply after a restart");
+    }
+  }
+
+  /** Closes a replaced graph's clients once its last request has finished. */
+  function retire(previous: Runtime): void {
+    retiring.add(previous);
+    const check = () => {
+      if (previous.inflight.size > 0 && !stopping) {
+        Deno.unrefTimer(setTimeout(check, 1_000));
+        return;
+      }
+      retiring.delete(previous);
+      previous.close(runtime);
+    };
+    check();
+  }
 
   let resolveFinished!: (code: number) => void;
   const finished = new Promise<number>((resolve) => resolveFinished = resolve);
@@ -108,36 +227,84 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
 
   const stop = () => {
     stopping ??= (async () => {
-      const drainMs = config.httpServer.shutdownTimeout;
+      const drainMs = runtime.config.httpServer.shutdownTimeout;
       log.info(`shutting down: draining in-flight requests for up to ${drainMs}ms`);
+      watcher?.close();
+      removeSignals();
       const drained = Promise.all([...forwards.values()].map((l) => l.shutdown()));
       if (!await within(drained, drainMs)) {
-        log.warn(`drain deadline passed: ending ${runtime.inflight.size} request(s) still open`);
-        runtime.abortAll(new AttemptAbort("shutdown", "the proxy is shutting down"));
+        const open = [runtime, ...retiring].reduce((n, r) => n + r.inflight.size, 0);
+        log.warn(`drain deadline passed: ending ${open} request(s) still open`);
+        const reason = new AttemptAbort("shutdown", "the proxy is shutting down");
+        for (const r of [runtime, ...retiring]) r.abortAll(reason);
         await within(drained, 5_000);
       }
       await admin?.shutdown();
+      for (const r of retiring) r.close(runtime);
       runtime.close();
-      removeSignals();
       log.info("stopped");
       resolveFinished(0);
     })();
     return stopping;
   };
 
-  const onSignal = () => void stop();
-  const signals: Deno.Signal[] = options.handleSignals === false ? [] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  const onStop = () => void stop();
+  const onHangup = () => void reload();
+  const signals: [Deno.Signal, () => void][] = options.handleSignals === false
+    ? []
+    : [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]];
+  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
   const removeSignals = () => {
-    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
   };
+
+  const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
 
   return Promise.resolve({
     forwards,
     admin,
     registry,
     runtime: () => runtime,
+    reload,
     stop,
     finished,
   });
+}
+
+const BREAKER_VALUE = { closed: 0, open: 1, half_open: 2 } as const;
+
+function gone(forward: string): Response {
+  return toErrorResponse(
+    new NoUpstreamError(`forward "${forward}" was removed by a config reload`, {
+      code: "forward_removed",
+    }),
+  );
+}
+
+function isLoopback(address: string): boolean {
+  return address === "localhost" || address === "::1" || address.startsWith("127.");
+}
+
+/** Reloads when the config file changes (debounced: editors write in several steps). */
+function watchConfig(path: string, reload: () => unknown, log: Logger): Deno.FsWatcher | undefined {
+  let watcher: Deno.FsWatcher;
+  try {
+    watcher = Deno.watchFs(path);
+  } catch (error) {
+    log.warn(`cannot watch ${path} for changes; reload with SIGHUP instead`, { error });
+    return undefined;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    for await (const event of watcher) {
+      if (event.kind !== "modify" && event.kind !== "create") continue;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        log.info(`${path} changed: reloading`);
+        reload();
+      }, 300);
+    }
+    clearTimeout(timer);
+  })().catch(() => {});
+  return watcher;
 }

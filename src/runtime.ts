@@ -56,11 +56,24 @@ export class Runtime {
   /** Attempt controllers in flight, for shutdown. */
   readonly inflight = new Set<AbortController>();
 
-  constructor(config: Config, deps: RuntimeDeps) {
+  readonly #limiters = new Map<string, { config: string; limiter: KeyedLimiter }>();
+
+  /**
+   * Builds the graph for `config`. With `previous` (a reload), upstreams whose config did not
+   * change keep their breaker and limiter state, groups whose config and members did not change
+   * keep their balancer and client, and forwards keep their per-IP limiter when its settings
+   * did not change.
+   */
+  constructor(config: Config, deps: RuntimeDeps, previous?: Runtime) {
     this.config = config;
     const hooks = deps.hooks ?? {};
     const upstreams = new Map<string, Upstream>();
     for (const u of config.upstreams) {
+      const kept = previous?.upstreams.get(u.name);
+      if (kept && sameConfig(kept.config, u)) {
+        upstreams.set(u.name, kept);
+        continue;
+      }
       const upstream: Upstream = new Upstream(u, {
         onStateChange: (from, to) => {
           deps.log.warn(`circuit breaker of upstream "${u.name}": ${from} → ${to}`, {
@@ -76,9 +89,14 @@ export class Runtime {
     const createClient = deps.createClient ?? createGroupClient;
     const groups = new Map<string, Group>();
     for (const g of config.upstreamGroups) {
+      const kept = previous?.groups.get(g.name);
+      const reusable = kept && sameConfig(kept.config, g) &&
+        kept.members.every((m) => upstreams.get(m.name) === m.upstream);
       groups.set(
         g.name,
-        new Group(g, { upstreams, client: createClient(g.httpClient), random: deps.random }),
+        reusable
+          ? kept
+          : new Group(g, { upstreams, client: createClient(g.httpClient), random: deps.random }),
       );
     }
     this.groups = groups;
@@ -86,9 +104,19 @@ export class Runtime {
     const resolver = new ClientIpResolver(config.httpServer.trustedProxies);
     const forwards = new Map<string, ForwardRuntime>();
     for (const f of config.httpServer.forwards) {
-      forwards.set(f.name, this.#buildForward(f, resolver, deps, hooks));
+      forwards.set(f.name, this.#buildForward(f, resolver, deps, hooks, previous));
     }
     this.forwards = forwards;
+  }
+
+  /** The per-IP limiter of a forward, carried over from `previous` when unchanged. */
+  #limiterFor(f: ForwardConfig, previous: Runtime | undefined): KeyedLimiter | undefined {
+    if (!f.ratelimit) return undefined;
+    const key = JSON.stringify(f.ratelimit);
+    const kept = previous ? previous.#limiters.get(f.name) : undefined;
+    const limiter = kept?.config === key ? kept.limiter : new KeyedLimiter(f.ratelimit);
+    this.#limiters.set(f.name, { config: key, limiter });
+    return limiter;
   }
 
   #buildForward(
@@ -96,6 +124,7 @@ export class Runtime {
     resolver: ClientIpResolver,
     deps: RuntimeDeps,
     hooks: RuntimeHooks,
+    previous: Runtime | undefined,
   ): ForwardRuntime {
     const groups = this.groups;
     const router = new Router(
@@ -106,7 +135,7 @@ export class Runtime {
       requestIdStage(),
       clientStage({
         resolver,
-        limiter: f.ratelimit ? new KeyedLimiter(f.ratelimit) : undefined,
+        limiter: this.#limiterFor(f, previous),
         clock: deps.clock,
         onReject: () => hooks.onClientRateLimited?.(f.name),
       }),
@@ -150,8 +179,19 @@ export class Runtime {
     for (const controller of this.inflight) controller.abort(reason);
   }
 
-  /** Releases outbound clients. Call once nothing runs on this graph any more. */
-  close(): void {
-    for (const group of this.groups.values()) group.client.close();
+  /**
+   * Releases outbound clients not used by `successor` (all of them when there is none). Call
+   * once nothing runs on this graph any more.
+   */
+  close(successor?: Runtime): void {
+    const kept = new Set(successor?.groups.values());
+    for (const group of this.groups.values()) {
+      if (!kept.has(group)) group.client.close();
+    }
   }
+}
+
+/** Config sections are plain data: equal JSON means equal config. */
+function sameConfig(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }

@@ -37,3 +37,45 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
   }
   return secrets;
 }
+
+/** What secrets are replaced with wherever config is shown. */
+export const REDACTED = "[REDACTED]";
+
+/**
+ * The effective config for display: every credential field and every string containing a
+ * secret value (see {@linkcode configSecrets}) replaced by `[REDACTED]`, proxy URLs with
+ * their credentials removed. Durations are shown in milliseconds, sizes in bytes.
+ */
+export function redactedConfig(loaded: LoadedConfig): unknown {
+  const secrets = [...configSecrets(loaded)];
+  // Every interpolated value counts here, short ones too: /config shows values, not prose.
+  for (const value of loaded.interpolatedValues) if (value) secrets.push(value);
+  const walk = (value: unknown, key: string): unknown => {
+    if (typeof value === "string") {
+      if (SECRET_KEYS.has(key)) return value === "" ? "" : REDACTED;
+      if (key === "url" && value.includes("@")) return redactUrlCredentials(value);
+      return secrets.some((s) => value.includes(s)) ? REDACTED : value;
+    }
+    if (Array.isArray(value)) return value.map((item) => walk(item, key));
+    if (value !== null && typeof value === "object") {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v, k)]));
+    }
+    return value;
+  };
+  return walk(loaded.config, "");
+}
+
+const SECRET_KEYS = new Set(["token", "password"]);
+
+function redactUrlCredentials(raw: string): string {
+  try {
+    const url = new URL(raw);
+    if (url.username || url.password) {
+      url.username = REDACTED;
+      url.password = "";
+    }
+    return url.href;
+  } catch {
+    return REDACTED;
+  }
+}

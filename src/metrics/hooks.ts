@@ -56,7 +56,15 @@ export function observabilityHooks(
     onRetry(group) {
       metrics.retries.labels(group.name).inc();
     },
-    onBodyEnd(group, member, end) {
+    onBodyEnd(group, member, end, usage) {
+      if (usage) {
+        if (usage.prompt > 0) {
+          metrics.tokens.labels(group.name, member.name, "prompt").inc(usage.prompt);
+        }
+        if (usage.completion > 0) {
+          metrics.tokens.labels(group.name, member.name, "completion").inc(usage.completion);
+        }
+      }
       if (end.kind === "error") {
         const kind = end.timeout ? "timeout" : "stream";
         metrics.upstreamErrors.labels(group.name, member.name, kind).inc();
@@ -97,6 +105,7 @@ export function observabilityHooks(
         firstByteMs: ctx.trace.firstByteMs,
         bytes,
         clientIp: ctx.clientIp,
+        tokens: ctx.trace.tokens,
       });
     },
   };

@@ -38,6 +38,8 @@ export interface RequestTrace {
   upstream?: string;
   attempts: number;
   firstByteMs?: number;
+  /** Token usage the upstream reported. */
+  tokens?: { prompt: number; completion: number };
   /** True when the response body is proxied and ends later (see `onBodyEnd`). */
   pendingBody?: boolean;
 }

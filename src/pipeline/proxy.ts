@@ -29,6 +29,7 @@ import { responseHeaders } from "../upstream/headers.ts";
 import { decideRetry } from "../resilience/retry.ts";
 import { type BodyEnd, observeBody } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
+import { type TokenUsage, usageSniffer } from "../stream/usage.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -36,8 +37,8 @@ export interface ProxyHooks {
   onAttempt?(group: Group, member: GroupMember, result: AttemptResult): void;
   /** A retry is about to be sent. */
   onRetry?(group: Group, result: AttemptResult, delayMs: number): void;
-  /** A proxied body ended (end, error, cancel). */
-  onBodyEnd?(group: Group, member: GroupMember, end: BodyEnd): void;
+  /** A proxied body ended (end, error, cancel), with the token usage it reported. */
+  onBodyEnd?(group: Group, member: GroupMember, end: BodyEnd, usage?: TokenUsage): void;
   /** Every candidate was rate limited by its own per-upstream limit. */
   onUpstreamRateLimited?(group: Group): void;
 }
@@ -108,7 +109,10 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         member.upstream.coolDownUntil(now() + result.retryAfterMs);
       }
 
+      let settled = false;
       const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
+        if (settled) return;
+        settled = true;
         ctx.request.signal.removeEventListener("abort", onClientGone);
         options.inflight.delete(controller);
         member.upstream.settle(lease, verdict, now());
@@ -118,9 +122,12 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         });
       };
 
+      // Alone: no other member could take the retry, so it goes to this one again and its
+      // own Retry-After (429) sets the delay.
+      const alone = !group.members.some((m) => m !== member && m.upstream.available(now()));
       const decision = decideRetry(
         result.outcome,
-        { retryIndex, elapsedMs: now() - started, responseStarted: false },
+        { retryIndex, elapsedMs: now() - started, responseStarted: false, sameUpstream: alone },
         group.retry,
         random,
       );
@@ -131,11 +138,21 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         settle();
         throw toProxyError(result);
       }
+      // Settle first so this result counts (it may open the breaker), then check that some
+      // upstream will take the retry once the delay has passed. If none will, this answer is
+      // final: the upstream's response passes through as it is instead of becoming a 503.
+      settle();
+      const resumeAt = now() + decision.delayMs;
+      if (result.kind === "response" && group.candidates(resumeAt, tried).length === 0) {
+        return respond(ctx, group, member, result, controller, settle);
+      }
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
-      settle();
       hooks.onRetry?.(group, result, decision.delayMs);
       await sleep(decision.delayMs, ctx.request.signal);
+      // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
+      // cool-down measured on that clock must really have passed.
+      if (now() < resumeAt) await sleep(resumeAt - now(), ctx.request.signal);
     }
   };
 
@@ -165,7 +182,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       });
     }
     ctx.trace.pendingBody = true;
+    const sniffer = usageSniffer(contentType);
     const body = observeBody(upstream.body, {
+      onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
       idleTimeoutMs: group.deadlines.streamIdleMs,
       deadlineAt: streamed ? undefined : now() + group.deadlines.requestMs,
       sse,
@@ -177,7 +196,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         if (end.kind === "error") settle("failure");
         else if (end.kind === "cancel") settle("neutral", true);
         else settle();
-        hooks.onBodyEnd?.(group, member, end);
+        const usage = end.kind === "end" ? sniffer?.result() : undefined;
+        if (usage) ctx.trace.tokens = usage;
+        hooks.onBodyEnd?.(group, member, end, usage);
         ctx.onBodyEnd?.(end.bytes);
       },
     });

@@ -1,5 +1,7 @@
 /**
- * The admin handler: liveness, readiness and Prometheus metrics.
+ * The admin handler: liveness, readiness, Prometheus metrics, upstream state, the effective
+ * (redacted) config and reload. With `admin.token` set, the state, config and reload endpoints
+ * need `Authorization: Bearer <token>`, compared in constant time.
  *
  * @module
  */
@@ -7,44 +9,70 @@ import type { Registry } from "../metrics/registry.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../metrics/registry.ts";
 import type { Runtime } from "../runtime.ts";
 import type { Clock } from "../deps.ts";
-import { NotFoundError, toErrorResponse } from "../pipeline/errors.ts";
+import { NotFoundError, toErrorResponse, UnauthorizedError } from "../pipeline/errors.ts";
 
-/** What the admin handler reads. */
+/** What the admin handler reads and can do. */
 export interface AdminOptions {
   /** The runtime currently serving (changes on reload). */
   runtime: () => Runtime;
+  /** The effective config with secrets redacted (changes on reload). */
+  redactedConfig: () => unknown;
+  /** The admin token in force; empty/undefined = none (changes on reload). */
+  token: () => string | undefined;
+  /** Reloads the config; resolves with the errors of a rejected config, or none. */
+  reload: () => Promise<{ ok: boolean; errors: readonly string[] }>;
   registry: Registry;
   clock: Clock;
 }
 
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
+const PROTECTED = new Set(["/upstreams", "/config", "/reload"]);
 
 /** Creates the admin request handler. */
-export function adminHandler(options: AdminOptions): (request: Request) => Response {
-  return function admin(request) {
+export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
+  return async function admin(request) {
     const path = new URL(request.url).pathname;
-    if (request.method !== "GET" && request.method !== "HEAD") {
+    const route = `${request.method === "HEAD" ? "GET" : request.method} ${path}`;
+    if (PROTECTED.has(path) && !await authorized(request, options.token())) {
       return toErrorResponse(
-        new NotFoundError(`no admin route ${request.method} ${path}`, {
-          code: "not_found",
+        new UnauthorizedError("admin token required: send Authorization: Bearer <token>", {
+          code: "invalid_admin_token",
+          headers: { "www-authenticate": 'Bearer realm="llmproxy-admin"' },
         }),
       );
     }
-    switch (path) {
-      case "/health":
-        return new Response(JSON.stringify({ status: "ok" }), { headers: JSON_TYPE });
-      case "/ping":
+    switch (route) {
+      case "GET /health":
+        return json({ status: "ok" });
+      case "GET /ping":
         return new Response("pong", { headers: { "content-type": "text/plain" } });
-      case "/ready":
+      case "GET /ready":
         return ready(options);
-      case "/metrics":
+      case "GET /metrics":
         return new Response(options.registry.render(), {
           headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
         });
+      case "GET /upstreams":
+        return json(upstreamState(options.runtime(), options.clock.now()));
+      case "GET /config":
+        return json(options.redactedConfig());
+      case "POST /reload": {
+        const result = await options.reload();
+        return json(
+          result.ok ? { status: "reloaded" } : { status: "rejected", errors: result.errors },
+          result.ok ? 200 : 400,
+        );
+      }
       default:
-        return toErrorResponse(new NotFoundError(`no admin route ${path}`, { code: "not_found" }));
+        return toErrorResponse(
+          new NotFoundError(`no admin route ${route}`, { code: "not_found" }),
+        );
     }
   };
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body, null, 2), { status, headers: JSON_TYPE });
 }
 
 function ready(options: AdminOptions): Response {
@@ -52,9 +80,36 @@ function ready(options: AdminOptions): Response {
   const empty = [...options.runtime().groups.values()]
     .filter((group) => !group.members.some((m) => m.upstream.available(now)))
     .map((group) => group.name);
-  const status = empty.length === 0 ? 200 : 503;
-  const body = empty.length === 0
-    ? { status: "ready" }
-    : { status: "unavailable", groupsWithoutUpstreams: empty };
-  return new Response(JSON.stringify(body), { status, headers: JSON_TYPE });
+  return empty.length === 0
+    ? json({ status: "ready" })
+    : json({ status: "unavailable", groupsWithoutUpstreams: empty }, 503);
+}
+
+function upstreamState(runtime: Runtime, now: number): unknown {
+  return {
+    groups: [...runtime.groups.values()].map((group) => ({
+      name: group.name,
+      strategy: group.config.balance.strategy,
+      upstreams: group.members.map((m) => ({
+        ...m.upstream.snapshot(now),
+        weight: m.weight,
+        balancer: group.balancer.stats?.(m) ?? null,
+      })),
+    })),
+  };
+}
+
+/** Constant-time check of the bearer token (digests compared, so length leaks nothing). */
+async function authorized(request: Request, token: string | undefined): Promise<boolean> {
+  if (!token) return true;
+  const header = request.headers.get("authorization") ?? "";
+  const offered = header.startsWith("Bearer ") ? header.slice(7).trim() : "";
+  const [a, b] = await Promise.all([digest(offered), digest(token)]);
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0 && offered !== "";
+}
+
+async function digest(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
 }

@@ -92,6 +92,7 @@ export class RequestHeaderPlan {
     headers.set("x-forwarded-proto", facts.proto);
     if (host) headers.set("x-forwarded-host", host);
     headers.set("user-agent", this.#userAgent);
+    headers.set("traceparent", nextTraceparent(headers.get("traceparent")));
 
     for (const op of this.#ops) {
       if (op.op === "remove") headers.delete(op.key);
@@ -100,6 +101,26 @@ export class RequestHeaderPlan {
     }
     return headers;
   }
+}
+
+const TRACEPARENT_RE = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
+
+/**
+ * W3C trace context for the upstream call: the client's trace id continues with a new parent
+ * (span) id, so upstream logs join the client's trace; a trace is started when none (or a
+ * malformed one) came in.
+ */
+export function nextTraceparent(incoming: string | null): string {
+  const match = incoming ? TRACEPARENT_RE.exec(incoming.trim()) : null;
+  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(16);
+  return `00-${traceId}-${randomHex(8)}-${match ? match[2] : "01"}`;
+}
+
+function randomHex(bytes: number): string {
+  const buffer = crypto.getRandomValues(new Uint8Array(bytes));
+  let hex = "";
+  for (const byte of buffer) hex += byte.toString(16).padStart(2, "0");
+  return hex;
 }
 
 function encodeBasic(username: string, password: string): string {

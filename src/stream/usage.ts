@@ -1,0 +1,126 @@
+/**
+ * Token usage read from responses as they pass, without holding the stream back:
+ * - JSON bodies: a bounded copy (up to {@linkcode MAX_JSON_BYTES}) is parsed at the end;
+ * - SSE: only chunks that contain `"usage":` are decoded, and only their `data:` lines with a
+ *   usage object are parsed (OpenAI sends it in the final chunk with `include_usage`).
+ * Field names of OpenAI (`prompt_tokens`/`completion_tokens`) and Anthropic
+ * (`input_tokens`/`output_tokens`) are understood.
+ *
+ * @module
+ */
+
+/** Tokens reported by an upstream. */
+export interface TokenUsage {
+  prompt: number;
+  completion: number;
+}
+
+/** Bodies larger than this are not parsed for usage (bounded sniffing). */
+export const MAX_JSON_BYTES = 1 << 20;
+
+const USAGE_BYTES = new TextEncoder().encode('"usage":');
+
+/** Collects usage from one response body; feed every chunk, then call `result()`. */
+export interface UsageSniffer {
+  chunk(bytes: Uint8Array): void;
+  result(): TokenUsage | undefined;
+}
+
+/** A sniffer for a response of `contentType`, or undefined when it carries no usage. */
+export function usageSniffer(contentType: string): UsageSniffer | undefined {
+  if (contentType.startsWith("text/event-stream")) return sseSniffer();
+  if (contentType.startsWith("application/json")) return jsonSniffer();
+  return undefined;
+}
+
+function jsonSniffer(): UsageSniffer {
+  let chunks: Uint8Array[] | undefined = [];
+  let size = 0;
+  return {
+    chunk(bytes) {
+      if (!chunks) return;
+      size += bytes.byteLength;
+      if (size > MAX_JSON_BYTES) chunks = undefined;
+      else chunks.push(bytes);
+    },
+    result() {
+      if (!chunks || size === 0) return undefined;
+      const whole = new Uint8Array(size);
+      let offset = 0;
+      for (const chunk of chunks) {
+        whole.set(chunk, offset);
+        offset += chunk.byteLength;
+      }
+      chunks = undefined;
+      try {
+        return readUsage(JSON.parse(new TextDecoder().decode(whole)));
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+function sseSniffer(): UsageSniffer {
+  const decoder = new TextDecoder();
+  let usage: TokenUsage | undefined;
+  // The unfinished last line of the previous chunk (usually empty: events end with "\n\n").
+  let carry = "";
+  return {
+    chunk(bytes) {
+      if (carry === "" && indexOf(bytes, USAGE_BYTES) < 0) {
+        // Fast path: nothing to parse; remember only an unfinished tail.
+        const newline = bytes.lastIndexOf(10);
+        if (newline < bytes.length - 1) carry = decoder.decode(bytes.subarray(newline + 1));
+        return;
+      }
+      const text = carry + decoder.decode(bytes);
+      const newline = text.lastIndexOf("\n");
+      carry = text.slice(newline + 1);
+      if (carry.length > 64 * 1024) carry = ""; // bounded: no SSE line is this long
+      for (const line of text.slice(0, Math.max(newline, 0)).split("\n")) {
+        if (!line.startsWith("data:") || !line.includes('"usage":{')) continue;
+        try {
+          usage = readUsage(JSON.parse(line.slice(5))) ?? usage;
+        } catch { /* not JSON: ignore */ }
+      }
+    },
+    result() {
+      if (carry.startsWith("data:") && carry.includes('"usage":{')) {
+        try {
+          usage = readUsage(JSON.parse(carry.slice(5))) ?? usage;
+        } catch { /* not JSON: ignore */ }
+      }
+      return usage;
+    },
+  };
+}
+
+function readUsage(value: unknown): TokenUsage | undefined {
+  const usage = (value as { usage?: Record<string, unknown> } | null)?.usage;
+  if (!usage || typeof usage !== "object") return undefined;
+  const prompt = usage.prompt_tokens ?? usage.input_tokens;
+  const completion = usage.completion_tokens ?? usage.output_tokens;
+  if (typeof prompt !== "number" && typeof completion !== "number") return undefined;
+  return {
+    prompt: typeof prompt === "number" ? prompt : 0,
+    completion: typeof completion === "number" ? completion : 0,
+  };
+}
+
+/** Index of `needle` in `haystack`, or -1. */
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  const first = needle[0]!;
+  const last = haystack.length - needle.length;
+  outer: for (
+    let i = haystack.indexOf(first);
+    i >= 0 && i <= last;
+    i = haystack.indexOf(first, i + 1)
+  ) {
+    for (let j = 1; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
+}
