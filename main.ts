@@ -54,12 +54,15 @@ async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
 
-  const log = createLogger({
-    level: options.logLevel,
-    json: options.json,
-    secrets: configSecrets(loaded),
-  });
-  const app = await startApp(loaded, { log, reload: load, watchPath: options.config });
+  // Read live by the logger: a reload adds the secrets of the new config before it is used.
+  const secrets = configSecrets(loaded);
+  const log = createLogger({ level: options.logLevel, json: options.json, secrets });
+  const reload = async (): Promise<LoadedConfig> => {
+    const next = await load();
+    for (const secret of configSecrets(next)) secrets.add(secret);
+    return next;
+  };
+  const app = await startApp(loaded, { log, reload, watchPath: options.config });
   return await app.finished;
 }
 

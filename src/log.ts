@@ -34,7 +34,11 @@ export interface LoggerOptions {
   json?: boolean;
   /** Where lines go (each ends with "\n"). @default stderr */
   write?: (line: string) => void;
-  /** Strings that must never appear in output; replaced by `[REDACTED]`. */
+  /**
+   * Strings that must never appear in output; replaced by `[REDACTED]`. A `Set` is read live,
+   * so secrets added later (a config reload) are redacted from then on; any other iterable is
+   * read once.
+   */
   secrets?: Iterable<string>;
   /** Clock for timestamps. @default Date.now */
   now?: () => number;
@@ -52,8 +56,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const now = options.now ?? Date.now;
   const json = options.json ?? false;
   // Short secrets would redact ordinary words; a credential is never this short.
-  const secrets = [...(options.secrets ?? [])].filter((s) => s.length >= 4);
-  const redact = secrets.length === 0 ? (line: string) => line : (line: string) => {
+  const usable = (all: Iterable<string>) => [...all].filter((s) => s.length >= 4);
+  const source = options.secrets ?? [];
+  let secrets = usable(source);
+  let seen = source instanceof Set ? source.size : 0;
+  const redact = (line: string) => {
+    // A live set only grows (a reload adds secrets): re-read it when its size changed.
+    if (source instanceof Set && source.size !== seen) {
+      seen = source.size;
+      secrets = usable(source);
+    }
     for (const secret of secrets) {
       if (line.includes(secret)) line = line.replaceAll(secret, "[REDACTED]");
     }
@@ -86,7 +98,11 @@ function formatText(time: string, level: LogLevel, message: string, fields: LogF
   let line = `${time} ${level.toUpperCase().padEnd(5)} ${message}`;
   for (const [key, value] of Object.entries(fields)) {
     if (value === undefined) continue;
-    const text = typeof value === "string" ? value : JSON.stringify(value, jsonSafe);
+    const text = typeof value === "string"
+      ? value
+      : value instanceof Error
+      ? `${value.name}: ${value.message}`
+      : JSON.stringify(value, jsonSafe);
     line += ` ${key}=${/[\s"]/.test(text) ? JSON.stringify(text) : text}`;
   }
   return line;

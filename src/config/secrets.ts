@@ -53,8 +53,9 @@ export function redactedConfig(loaded: LoadedConfig): unknown {
   const walk = (value: unknown, key: string): unknown => {
     if (typeof value === "string") {
       if (SECRET_KEYS.has(key)) return value === "" ? "" : REDACTED;
-      if (key === "url" && value.includes("@")) return redactUrlCredentials(value);
-      return secrets.some((s) => value.includes(s)) ? REDACTED : value;
+      // Credentials go first; an interpolated value elsewhere in the URL still hides it.
+      const shown = key === "url" && value.includes("@") ? redactUrlCredentials(value) : value;
+      return secrets.some((s) => shown.includes(s)) ? REDACTED : shown;
     }
     if (Array.isArray(value)) return value.map((item) => walk(item, key));
     if (value !== null && typeof value === "object") {

@@ -143,8 +143,11 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // final: the upstream's response passes through as it is instead of becoming a 503.
       settle();
       const resumeAt = now() + decision.delayMs;
-      if (result.kind === "response" && group.candidates(resumeAt, tried).length === 0) {
-        return respond(ctx, group, member, result, controller, settle);
+      if (group.candidates(resumeAt, tried).length === 0) {
+        if (result.kind === "response") {
+          return respond(ctx, group, member, result, controller, settle);
+        }
+        throw toProxyError(result);
       }
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
@@ -186,7 +189,8 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     const body = observeBody(upstream.body, {
       onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
       idleTimeoutMs: group.deadlines.streamIdleMs,
-      deadlineAt: streamed ? undefined : now() + group.deadlines.requestMs,
+      // `request` is the attempt's total: it started firstByteMs before the headers came.
+      deadlineAt: streamed ? undefined : now() - result.firstByteMs + group.deadlines.requestMs,
       sse,
       now,
       abort: (reason) => controller.abort(reason),

@@ -63,7 +63,7 @@ function jsonSniffer(): UsageSniffer {
 
 function sseSniffer(): UsageSniffer {
   const decoder = new TextDecoder();
-  let usage: TokenUsage | undefined;
+  let usage: Partial<TokenUsage> | undefined;
   // The unfinished last line of the previous chunk (usually empty: events end with "\n\n").
   let carry = "";
   return {
@@ -81,31 +81,49 @@ function sseSniffer(): UsageSniffer {
       for (const line of text.slice(0, Math.max(newline, 0)).split("\n")) {
         if (!line.startsWith("data:") || !line.includes('"usage":{')) continue;
         try {
-          usage = readUsage(JSON.parse(line.slice(5))) ?? usage;
+          usage = merge(usage, readPartialUsage(JSON.parse(line.slice(5))));
         } catch { /* not JSON: ignore */ }
       }
     },
     result() {
       if (carry.startsWith("data:") && carry.includes('"usage":{')) {
         try {
-          usage = readUsage(JSON.parse(carry.slice(5))) ?? usage;
+          usage = merge(usage, readPartialUsage(JSON.parse(carry.slice(5))));
         } catch { /* not JSON: ignore */ }
       }
-      return usage;
+      return usage && { prompt: usage.prompt ?? 0, completion: usage.completion ?? 0 };
     },
   };
 }
 
 function readUsage(value: unknown): TokenUsage | undefined {
-  const usage = (value as { usage?: Record<string, unknown> } | null)?.usage;
+  const usage = readPartialUsage(value);
+  return usage && { prompt: usage.prompt ?? 0, completion: usage.completion ?? 0 };
+}
+
+/**
+ * The counts an event reports, each only when present. Anthropic streams report input tokens
+ * in `message_start` (under `message.usage`) and the final output count in `message_delta`.
+ */
+function readPartialUsage(value: unknown): Partial<TokenUsage> | undefined {
+  const v = value as { usage?: unknown; message?: { usage?: unknown } } | null;
+  const usage = (v?.usage ?? v?.message?.usage) as Record<string, unknown> | null | undefined;
   if (!usage || typeof usage !== "object") return undefined;
   const prompt = usage.prompt_tokens ?? usage.input_tokens;
   const completion = usage.completion_tokens ?? usage.output_tokens;
   if (typeof prompt !== "number" && typeof completion !== "number") return undefined;
   return {
-    prompt: typeof prompt === "number" ? prompt : 0,
-    completion: typeof completion === "number" ? completion : 0,
+    ...(typeof prompt === "number" ? { prompt } : {}),
+    ...(typeof completion === "number" ? { completion } : {}),
   };
+}
+
+/** Later events win field by field (streamed counts are cumulative). */
+function merge(
+  before: Partial<TokenUsage> | undefined,
+  next: Partial<TokenUsage> | undefined,
+): Partial<TokenUsage> | undefined {
+  return next ? { ...before, ...next } : before;
 }
 
 /** Index of `needle` in `haystack`, or -1. */

@@ -79,7 +79,7 @@ export async function sendAttempt(
       client: group.client,
       redirect: "manual",
     });
-    return classifyResponse(group, response, options.now() - started, options.now());
+    return classifyResponse(group, response, options.now() - started, options.now(), url);
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
@@ -92,9 +92,10 @@ function classifyResponse(
   response: Response,
   firstByteMs: number,
   now: number,
+  url: string,
 ): AttemptResult {
   const status = response.status;
-  if (group.viaProxy && isProxyAuthFailure(response)) {
+  if (group.viaProxy && isProxyAuthFailure(response, url)) {
     response.body?.cancel().catch(() => {});
     return {
       kind: "error",
@@ -126,10 +127,19 @@ function classifyResponse(
   };
 }
 
-/** 407 only ever comes from a proxy; a 401 is the proxy's when it asks for proxy credentials. */
-function isProxyAuthFailure(response: Response): boolean {
-  return response.status === 407 ||
-    (response.status === 401 && response.headers.has("proxy-authenticate"));
+/**
+ * 407 only ever comes from a proxy; a 401 is the proxy's when it asks for proxy credentials.
+ * tinyproxy answers wrong credentials with a 401 and `WWW-Authenticate` instead: for a plain
+ * HTTP upstream (no tunnel, so the proxy relays the upstream's answers and adds `Via` to them)
+ * a challenge without `Via` is the proxy's own. Through a CONNECT tunnel (https) a 401 is
+ * always the upstream's: the proxy's refusals there fail the fetch itself.
+ */
+function isProxyAuthFailure(response: Response, url: string): boolean {
+  if (response.status === 407) return true;
+  if (response.status !== 401) return false;
+  const headers = response.headers;
+  return headers.has("proxy-authenticate") ||
+    (url.startsWith("http:") && headers.has("www-authenticate") && !headers.has("via"));
 }
 
 function classifyError(

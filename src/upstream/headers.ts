@@ -77,10 +77,11 @@ export class RequestHeaderPlan {
     // Host comes from the upstream URL (fetch sets it); the length is recomputed by fetch.
     headers.delete("host");
     headers.delete("content-length");
-    // Deno's fetch decodes gzip/br only when it chose Accept-Encoding itself. An explicit header
-    // turns that off, so the client's preference travels and compressed bytes pass through
-    // untouched with their Content-Encoding; without one we ask for identity.
-    if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
+    // Deno's fetch (2.9) decodes gzip/br whenever the request's Accept-Encoding allows it, even
+    // an explicit one, yet keeps Content-Encoding on the response: passing the client's
+    // preference on would send decoded bytes labelled as compressed. Asking for identity keeps
+    // fetch from decoding, so whatever the upstream sends passes through byte-exact.
+    headers.set("accept-encoding", "identity");
 
     if (this.#authorization !== undefined) headers.set("authorization", this.#authorization);
 
@@ -130,7 +131,7 @@ function encodeBasic(username: string, password: string): string {
 
 /**
  * The client response's headers from the upstream's, hop-by-hop stripped. Content-Encoding
- * and Content-Length stay valid: the request always carries an explicit Accept-Encoding, so
+ * and Content-Length stay valid: the request always asks for identity, so
  * fetch hands over the body exactly as the upstream encoded it.
  */
 export function responseHeaders(upstream: Headers): Headers {

@@ -76,11 +76,14 @@ export class UpstreamUrl {
  */
 export function splitRequestUrl(url: string): { path: string; query: string } {
   const schemeEnd = url.indexOf("://");
-  const pathStart = url.indexOf("/", schemeEnd < 0 ? 0 : schemeEnd + 3);
-  if (pathStart < 0) return { path: "/", query: "" };
-  const queryStart = url.indexOf("?", pathStart);
-  const hashStart = url.indexOf("#", pathStart);
+  const authorityStart = schemeEnd < 0 ? 0 : schemeEnd + 3;
+  const hashStart = url.indexOf("#", authorityStart);
   const end = hashStart < 0 ? url.length : hashStart;
-  if (queryStart < 0 || queryStart > end) return { path: url.slice(pathStart, end), query: "" };
-  return { path: url.slice(pathStart, queryStart), query: url.slice(queryStart + 1, end) };
+  const queryStart = url.indexOf("?", authorityStart);
+  const hasQuery = queryStart >= 0 && queryStart < end;
+  // The authority ends at the first "/", "?" or "#": "http://h?x" has the path "/".
+  const pathStart = url.indexOf("/", authorityStart);
+  const pathEnd = hasQuery ? queryStart : end;
+  const path = pathStart < 0 || pathStart >= pathEnd ? "/" : url.slice(pathStart, pathEnd);
+  return { path, query: hasQuery ? url.slice(queryStart + 1, end) : "" };
 }

@@ -9,19 +9,22 @@ import assert from "node:assert/strict";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A response read off the wire: status line, raw header lines, body bytes as text. */
+/** A response read off the wire: status line, raw header lines, body bytes. */
 export interface RawResponse {
   readonly status: number;
   /** Header lines as sent, lower-cased names, in order. */
   readonly headers: readonly [string, string][];
+  /** The whole response as text (binary bodies come out mangled: use `body`). */
   readonly raw: string;
+  /** The body bytes, de-chunked. */
+  readonly body: Uint8Array<ArrayBuffer>;
   /** The value of the first header named `name`, or undefined. */
   get(name: string): string | undefined;
 }
 
 /**
  * Sends `head` (request line and header lines, without the blank line) and `body` over a
- * fresh TCP connection and reads until the server closes it (send `Connection: close`).
+ * fresh TCP connection and reads one response (send `Connection: close`).
  */
 export async function rawRequest(
   port: number,
@@ -35,17 +38,21 @@ export async function rawRequest(
       conn.close();
     } catch { /* already closed */ }
   }, timeoutMs);
-  const chunks: Uint8Array[] = [];
+  let bytes = new Uint8Array(0);
+  let parsed: RawResponse | undefined;
   try {
     const text = head.replace(/\r?\n/g, "\r\n").replace(/(\r\n)*$/, "") + "\r\n\r\n" + body;
     await conn.write(encoder.encode(text));
     const buffer = new Uint8Array(16 * 1024);
     for (;;) {
       const n = await conn.read(buffer).catch(() => null);
-      if (n === null) break;
-      chunks.push(buffer.slice(0, n));
-      // Stop at the end of the headers plus a complete fixed-length or chunked body.
-      if (complete(decoder.decode(concat(chunks)))) break;
+      if (n === null) {
+        parsed = parse(bytes, true);
+        break;
+      }
+      bytes = concat([bytes, buffer.subarray(0, n)]);
+      parsed = parse(bytes);
+      if (parsed) break;
     }
   } finally {
     clearTimeout(timer);
@@ -53,35 +60,69 @@ export async function rawRequest(
       conn.close();
     } catch { /* closed by the timer */ }
   }
-  const raw = decoder.decode(concat(chunks));
-  const headEnd = raw.indexOf("\r\n\r\n");
-  assert.ok(headEnd > 0, `no complete response head received: ${JSON.stringify(raw)}`);
-  const lines = raw.slice(0, headEnd).split("\r\n");
+  assert.ok(parsed, `no complete response received: ${JSON.stringify(decoder.decode(bytes))}`);
+  return parsed;
+}
+
+/**
+ * Parses a complete response (fixed-length or chunked body), or undefined if incomplete;
+ * at `eof` a body without framing is whatever arrived.
+ */
+function parse(bytes: Uint8Array, eof = false): RawResponse | undefined {
+  const headEnd = indexOf(bytes, CRLF2, 0);
+  if (headEnd < 0) return undefined;
+  const lines = decoder.decode(bytes.subarray(0, headEnd)).split("\r\n");
   const status = Number(lines[0]!.split(" ")[1]);
   const headers = lines.slice(1).map((line): [string, string] => {
     const colon = line.indexOf(":");
     return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()];
   });
-  return {
-    status,
-    headers,
-    raw,
-    get: (name) => headers.find(([n]) => n === name.toLowerCase())?.[1],
-  };
+  const get = (name: string) => headers.find(([n]) => n === name.toLowerCase())?.[1];
+  const rest = bytes.subarray(headEnd + 4);
+  let body: Uint8Array<ArrayBuffer>;
+  const length = get("content-length");
+  if (length !== undefined) {
+    if (rest.byteLength < Number(length)) return undefined;
+    body = rest.slice(0, Number(length));
+  } else if (get("transfer-encoding")?.toLowerCase() === "chunked") {
+    const parts: Uint8Array[] = [];
+    let at = 0;
+    for (;;) {
+      const lineEnd = indexOf(rest, CRLF, at);
+      if (lineEnd < 0) return undefined;
+      const size = parseInt(decoder.decode(rest.subarray(at, lineEnd)), 16);
+      if (size === 0) {
+        if (indexOf(rest, CRLF2, lineEnd) < 0 && indexOf(rest, CRLF, lineEnd + 2) < 0) {
+          return undefined;
+        }
+        break;
+      }
+      if (rest.byteLength < lineEnd + 2 + size + 2) return undefined;
+      parts.push(rest.subarray(lineEnd + 2, lineEnd + 2 + size));
+      at = lineEnd + 2 + size + 2;
+    }
+    body = concat(parts);
+  } else if (status === 204 || status === 304 || (status >= 100 && status < 200)) {
+    body = new Uint8Array(0);
+  } else if (eof) body = rest.slice();
+  else return undefined;
+  return { status, headers, raw: decoder.decode(bytes), body, get };
 }
 
-function complete(raw: string): boolean {
-  const headEnd = raw.indexOf("\r\n\r\n");
-  if (headEnd < 0) return false;
-  const head = raw.slice(0, headEnd).toLowerCase();
-  const body = raw.slice(headEnd + 4);
-  const length = /\r\ncontent-length:\s*(\d+)/.exec(head);
-  if (length) return encoder.encode(body).byteLength >= Number(length[1]);
-  if (/\r\ntransfer-encoding:\s*chunked/.test(head)) return /(^|\r\n)0\r\n\r\n$/.test(body);
-  return false;
+const CRLF = new Uint8Array([13, 10]);
+const CRLF2 = new Uint8Array([13, 10, 13, 10]);
+
+function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
+  outer: for (let i = from; i <= haystack.byteLength - needle.byteLength; i++) {
+    for (let j = 0; j < needle.byteLength; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
+function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   const size = chunks.reduce((n, c) => n + c.byteLength, 0);
   const out = new Uint8Array(size);
   let offset = 0;
@@ -101,19 +142,29 @@ export interface TimedEvent {
 
 /**
  * Reads an SSE body to its end (or until `stopAfter` events), recording each event's arrival
- * time relative to `start`. Cancels the body when stopping early.
+ * time relative to `start`. Cancels the body when stopping early; fails (after cancelling)
+ * when the body has not ended within `timeoutMs`, so a stream that never ends cannot hang
+ * the suite.
  */
 export async function readEvents(
   body: ReadableStream<Uint8Array>,
   start: number,
   stopAfter = Infinity,
+  timeoutMs = 5000,
 ): Promise<TimedEvent[]> {
   const events: TimedEvent[] = [];
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`the stream did not end within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
   let buffer = "";
   try {
     while (events.length < stopAfter) {
-      const { done, value } = await reader.read();
+      const { done, value } = await Promise.race([reader.read(), timedOut]);
       if (done) break;
       const at = performance.now() - start;
       buffer += value;
@@ -125,6 +176,7 @@ export async function readEvents(
     }
     if (buffer.trim()) events.push({ at: performance.now() - start, text: buffer });
   } finally {
+    clearTimeout(timer);
     await reader.cancel().catch(() => {});
   }
   return events;

@@ -357,6 +357,25 @@ Deno.test("e2e: a breaker opening during retries passes the last 5xx through, no
   });
 });
 
+Deno.test("e2e: a refused lone upstream answers 502 upstream_unreachable", async () => {
+  const dead = `http://127.0.0.1:${closedPort()}${CHAT}`;
+  const yaml = simpleConfig([dead], {
+    upstream: `breaker: {threshold: 0.5, minRequests: 2, interval: 10, cooldown: 30}`,
+    group: `httpClient:
+  retry: {attempts: 3, initial: "10ms"}`,
+  });
+  await withProxy(yaml, async (proxy) => {
+    // Two refusals open the breaker: the retries stop there, with the connect error.
+    const reply = await chat(proxy);
+    assert.equal(reply.status, 502, reply.text);
+    assert.equal(errorCode(reply), "upstream_unreachable");
+    assert.equal(proxy.app.runtime().upstreams.get("u0")!.requests, 2);
+    const next = await chat(proxy);
+    assert.equal(next.status, 503);
+    assert.equal(errorCode(next), "no_upstream_available");
+  });
+});
+
 Deno.test("e2e: the retry budget bounds the time spent retrying", async () => {
   await withMocks(["a"], async ([a]) => {
     a!.always({ status: 503 });

@@ -1,0 +1,262 @@
+/**
+ * The benchmark harness: `deno task bench [options]`. Compares the project with a minimal
+ * pass-through proxy (`reference_proxy.ts`) in the same session, in front of the project's
+ * mock upstream, and writes `bench/results/<timestamp>.json` and `bench/results/latest.md`.
+ *
+ * Options:
+ * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak (CI; < 1 min).
+ *   Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
+ * - `--duration S`: seconds per run (default 10).
+ * - `--runs N`: runs per target and scenario (default 3).
+ * - `--scenarios a,b,c,d`: a JSON, b SSE, c chunk timing, d memory (default all).
+ * - `--soak S`: also soak the project for S seconds (scenario e; e.g. `--soak 600`).
+ * - `--pin`: `taskset` the load generator and mock to CPU 0 and the proxies to CPU 1.
+ * - `--load wrk|builtin`: the load generator (default wrk when installed).
+ * - `--streams N`: slow streams in scenario d (default 1000).
+ *
+ * Exits 0 unless the harness itself breaks (including a chunk check that cannot fail).
+ *
+ * @module
+ */
+import type { LoadTool } from "./loadgen.ts";
+import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
+import { markdown, type Results } from "./report.ts";
+import * as sc from "./scenarios.ts";
+import { startMinimalProxy, startMock, startProject, type Target } from "./targets.ts";
+
+interface Cli {
+  smoke: boolean;
+  durationS: number;
+  runs: number;
+  scenarios: Set<string>;
+  soakS: number;
+  pin: boolean;
+  load?: LoadTool;
+  streams: number;
+}
+
+function parseCli(args: readonly string[]): Cli {
+  const smoke = args.includes("--smoke");
+  const cli: Cli = {
+    smoke,
+    durationS: smoke ? 2 : 10,
+    runs: smoke ? 1 : 3,
+    scenarios: new Set(["a", "b", "c", "d"]),
+    soakS: 0,
+    pin: false,
+    streams: smoke ? 100 : 1000,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i];
+    const value = () => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    const positive = () => {
+      const n = Number(value());
+      if (!(n > 0)) throw new Error(`${flag} must be a positive number`);
+      return n;
+    };
+    if (flag === "--smoke") continue;
+    else if (flag === "--duration") cli.durationS = positive();
+    else if (flag === "--runs") cli.runs = Math.round(positive());
+    else if (flag === "--soak") cli.soakS = positive();
+    else if (flag === "--streams") cli.streams = Math.round(positive());
+    else if (flag === "--pin") cli.pin = true;
+    else if (flag === "--scenarios") cli.scenarios = new Set(value().split(","));
+    else if (flag === "--load") {
+      const v = value();
+      if (v !== "wrk" && v !== "builtin") throw new Error(`--load must be wrk or builtin`);
+      cli.load = v;
+    } else throw new Error(`Unknown argument "${flag}"; see the header of bench/run.ts`);
+  }
+  if (smoke) cli.soakS = 0;
+  return cli;
+}
+
+async function main(): Promise<number> {
+  const cli = parseCli(Deno.args);
+  const log = (line: string) => console.log(line);
+  const notes: string[] = [];
+  const startedAt = new Date().toISOString();
+
+  const hasWrk = await hasCommand("wrk");
+  const tool: LoadTool = cli.load ?? (hasWrk ? "wrk" : "builtin");
+  if (tool === "wrk" && !hasWrk) throw new Error("--load wrk: wrk is not installed");
+  if (!hasWrk) {
+    notes.push(
+      "wrk not found: using the built-in generator (bench/load.ts, one Deno process of " +
+        "concurrent keep-alive fetch loops), which is slower and may itself limit req/s. " +
+        "Install wrk for better figures: apt-get install -y wrk",
+    );
+  }
+  let pinned = cli.pin;
+  if (pinned && !(await hasCommand("taskset"))) {
+    pinned = false;
+    notes.push("--pin ignored: taskset not found (apt-get install -y util-linux)");
+  }
+  if (pinned && navigator.hardwareConcurrency < 2) {
+    pinned = false;
+    notes.push("--pin ignored: fewer than 2 CPUs");
+  }
+  const loadCpu = pinned ? 0 : undefined;
+  const proxyCpu = pinned ? 1 : undefined;
+  for (const note of notes) log(`note: ${note}`);
+  log(
+    `load generator: ${tool === "wrk" ? "wrk (-t1, --latency, bench/wrk/post.lua)" : "built-in"}`,
+  );
+
+  const session: sc.Session = {
+    tool,
+    durationS: cli.durationS,
+    runs: cli.runs,
+    connections: 50,
+    clockTicks: await clockTicks(),
+    loadCpu,
+    log,
+  };
+  const results: Results = {
+    meta: {
+      startedAt,
+      mode: cli.smoke ? "smoke" : "normal",
+      loadTool: tool === "wrk" ? await wrkVersion() : "built-in generator (bench/load.ts)",
+      pinned,
+      runs: cli.runs,
+      durationS: cli.durationS,
+      connections: session.connections,
+      clockTicks: session.clockTicks,
+      deno: Deno.version.deno,
+      cpus: navigator.hardwareConcurrency,
+      notes,
+    },
+    mockAlone: {},
+    throughput: {},
+    checks: {},
+  };
+
+  const dir = await Deno.makeTempDir({ prefix: "llmproxy-bench-" });
+  let exitCode = 0;
+  try {
+    const mock = await startMock({ dir, cpu: loadCpu });
+    log(`mock upstream: ${mock.origin} (pid ${mock.proc.pid}); logs in ${dir}`);
+    const load = ["a", "b"].filter((k) => cli.scenarios.has(k));
+    if (load.length > 0) {
+      log("mock alone (load generator → mock, no proxy):");
+      await sc.mockAlone({ ...session, durationS: 1, log: () => {} }, mock, "a"); // warm-up
+    }
+    for (const key of load) results.mockAlone[key] = await sc.mockAlone(session, mock, key);
+
+    const targets = {
+      reference: await startMinimalProxy("reference", mock, { dir, cpu: proxyCpu }),
+      project: await startProject(mock, { dir, cpu: proxyCpu }),
+    };
+    await sleep(500);
+    const idleMiB = {
+      reference: (await procInfo(targets.reference.proc.pid)).rssMiB,
+      project: (await procInfo(targets.project.proc.pid)).rssMiB,
+    };
+    log(
+      `RSS idle: reference ${idleMiB.reference.toFixed(1)} MiB, project ${
+        idleMiB.project.toFixed(1)
+      } MiB`,
+    );
+    await warmUp(session, targets);
+
+    for (const key of load) {
+      log(`scenario ${key}:`);
+      results.throughput[key] = await sc.throughput(session, targets, key);
+    }
+    if (cli.scenarios.has("c")) {
+      log("scenario c (chunk-by-chunk):");
+      const buffering = await startMinimalProxy("buffering", mock, { dir, cpu: proxyCpu });
+      try {
+        const probe = await sc.sseCheck(session, { direct: mock, ...targets, buffering }, 20, 10);
+        results.sse = { chunks: 20, delayMs: 10, targets: probe };
+        const controlFailed = probe.buffering?.pass === false;
+        results.checks["buffering control"] = controlFailed
+          ? "FAIL as required"
+          : "PASSED — the check cannot tell buffering apart";
+        if (!controlFailed) exitCode = 1;
+      } finally {
+        await buffering.proc.stop();
+      }
+    }
+    if (cli.scenarios.has("d")) {
+      const streams = { count: cli.streams, chunks: 20, delayMs: cli.smoke ? 100 : 500 };
+      log(`scenario d (${streams.count} slow streams, ${streams.chunks} × ${streams.delayMs} ms):`);
+      const a = results.throughput.a;
+      results.memory = {
+        idleMiB,
+        underLoadMiB: a && {
+          reference: Math.max(...a.reference.map((r) => r.rssPeakMiB)),
+          project: Math.max(...a.project.map((r) => r.rssPeakMiB)),
+        },
+        streams,
+        streamRuns: await sc.slowStreams(session, targets, streams),
+      };
+    }
+    if (cli.soakS > 0) {
+      log(`scenario e (soak, ${cli.soakS} s):`);
+      results.soak = await sc.soak(session, targets.project, cli.soakS);
+    }
+    await projectChecks(targets.project, dir, results.checks);
+  } finally {
+    await stopAll();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+
+  const text = markdown(results);
+  const outDir = new URL("./results/", import.meta.url).pathname;
+  await Deno.mkdir(outDir, { recursive: true });
+  const stamp = startedAt.replace(/[:.]/g, "-");
+  const suffix = cli.smoke ? "-smoke" : "";
+  await Deno.writeTextFile(`${outDir}${stamp}${suffix}.json`, JSON.stringify(results, null, 2));
+  await Deno.writeTextFile(`${outDir}latest${suffix}.md`, text);
+  log("");
+  log(text);
+  log(`results: bench/results/${stamp}${suffix}.json, bench/results/latest${suffix}.md`);
+  return exitCode;
+}
+
+/** A short load on each target so the JIT and connection pools are warm before measuring. */
+async function warmUp(s: sc.Session, targets: Record<string, Target>): Promise<void> {
+  const quiet = { ...s, durationS: 1, runs: 1, log: () => {} };
+  await sc.throughput(quiet, targets as Record<"reference" | "project", Target>, "a");
+}
+
+/** Confirms the project really logged and counted: access log lines and the metrics endpoint. */
+async function projectChecks(project: Target, dir: string, checks: Record<string, string>) {
+  const logText = await Deno.readTextFile(`${dir}/project.log`).catch(() => "");
+  const accessLines = logText.split("\n").filter((l) => l.includes(" log=access")).length;
+  checks["project access log lines"] = String(accessLines);
+  if (project.adminOrigin) {
+    const res = await fetch(`${project.adminOrigin}/metrics`).catch(() => undefined);
+    const text = res ? await res.text() : "";
+    checks["project /metrics"] = res?.ok ? `${text.split("\n").length} lines` : "unreachable";
+  }
+}
+
+async function wrkVersion(): Promise<string> {
+  const out = await new Deno.Command("wrk", { args: ["-v"], stdout: "piped", stderr: "piped" })
+    .output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return /wrk [\d.]+/.exec(text)?.[0] ?? "wrk";
+}
+
+if (import.meta.main) {
+  let code = 1;
+  const onSignal = () => {
+    stopAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    code = await main();
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.stack : error}`);
+  } finally {
+    await stopAll();
+  }
+  Deno.exit(code);
+}

@@ -1,0 +1,216 @@
+/**
+ * The measured scenarios. Each run is time-bounded; runs alternate between the reference
+ * and the project so both see the same machine conditions.
+ *
+ * @module
+ */
+import { type LoadTool, runCommand, runLoad } from "./loadgen.ts";
+import type { LoadReport } from "./load.ts";
+import { procInfo, rssSampler } from "./procs.ts";
+import type { Results, RunResult, TargetName } from "./report.ts";
+import { type ProbeResult, probeSse } from "./sse_probe.ts";
+import { slope } from "./stats.ts";
+import type { Target } from "./targets.ts";
+
+/** What every scenario needs. */
+export interface Session {
+  tool: LoadTool;
+  durationS: number;
+  runs: number;
+  connections: number;
+  clockTicks: number;
+  /** CPU core of the load generator (when pinned). */
+  loadCpu?: number;
+  log(line: string): void;
+}
+
+const PATH = "/v1/chat/completions";
+const MESSAGES = [{ role: "user", content: "Say hello" }];
+
+/** Request bodies of the load scenarios (the mock reads `mock_*` fields). */
+export const BODIES: Record<string, string> = {
+  a: JSON.stringify({ model: "bench-model", messages: MESSAGES }),
+  b: JSON.stringify({
+    model: "bench-model",
+    messages: MESSAGES,
+    stream: true,
+    mock_chunks: 20,
+    mock_delay_ms: 0,
+  }),
+};
+
+/** Direct load on the mock: shows whether the mock (with the generator) is the bottleneck. */
+export async function mockAlone(s: Session, mock: Target, key: string): Promise<LoadReport> {
+  const report = await runLoad({
+    tool: s.tool,
+    url: mock.origin + PATH,
+    body: BODIES[key]!,
+    connections: s.connections,
+    durationS: s.durationS,
+    cpu: s.loadCpu,
+  });
+  s.log(`  mock alone, scenario ${key}: ${describe(report)}`);
+  return report;
+}
+
+/** One load run against `target`, with the proxy's CPU and peak RSS. */
+async function measured(
+  s: Session,
+  target: Target,
+  load: () => Promise<LoadReport>,
+): Promise<RunResult> {
+  const pid = target.proc.pid;
+  const ticks0 = (await procInfo(pid)).ticks;
+  const sampler = rssSampler(pid);
+  let report: LoadReport;
+  let rssPeakMiB: number;
+  try {
+    report = await load();
+  } finally {
+    rssPeakMiB = await sampler.stop();
+  }
+  const cpuS = ((await procInfo(pid)).ticks - ticks0) / s.clockTicks;
+  return {
+    ...report,
+    cpuUsPerRequest: (cpuS * 1e6) / report.completed,
+    rssPeakMiB,
+  };
+}
+
+/** Scenarios a and b: `runs` interleaved runs per target. */
+export async function throughput(
+  s: Session,
+  targets: Record<TargetName, Target>,
+  key: string,
+): Promise<Record<TargetName, RunResult[]>> {
+  const out: Record<TargetName, RunResult[]> = { reference: [], project: [] };
+  for (let i = 0; i < s.runs; i++) {
+    for (const name of ["reference", "project"] as const) {
+      const target = targets[name];
+      const run = await measured(s, target, () =>
+        runLoad({
+          tool: s.tool,
+          url: target.origin + PATH,
+          body: BODIES[key]!,
+          connections: s.connections,
+          durationS: s.durationS,
+          cpu: s.loadCpu,
+        }));
+      s.log(`  ${key} run ${i + 1} ${name}: ${describe(run)}`);
+      out[name].push(run);
+    }
+  }
+  return out;
+}
+
+/** Scenario c: the chunk-by-chunk check on each target. */
+export async function sseCheck(
+  s: Session,
+  targets: Record<string, Target>,
+  chunks: number,
+  delayMs: number,
+): Promise<Record<string, ProbeResult>> {
+  const out: Record<string, ProbeResult> = {};
+  for (const [name, target] of Object.entries(targets)) {
+    const r = await probeSse({ url: target.origin + PATH, chunks, delayMs, samples: 3 });
+    s.log(
+      `  c ${name}: first event ${r.ttfbMs.toFixed(1)} ms, spread ${
+        r.spreadMs.toFixed(0)
+      }/${r.expectedSpreadMs} ms over ${r.reads} reads → ${r.pass ? "PASS" : "FAIL"}${
+        r.error ? ` (${r.error})` : ""
+      }`,
+    );
+    out[name] = r;
+  }
+  return out;
+}
+
+const LOAD_TS = new URL("./load.ts", import.meta.url).pathname;
+
+/** Scenario d: `count` concurrent slow SSE streams, one per connection; all must complete. */
+export async function slowStreams(
+  s: Session,
+  targets: Record<TargetName, Target>,
+  o: { count: number; chunks: number; delayMs: number },
+): Promise<Record<TargetName, RunResult[]>> {
+  const body = JSON.stringify({
+    model: "bench-model",
+    messages: MESSAGES,
+    stream: true,
+    mock_chunks: o.chunks,
+    mock_delay_ms: o.delayMs,
+  });
+  const limitS = Math.ceil((o.chunks * o.delayMs) / 1000) + 20;
+  const pin = s.loadCpu === undefined ? [] : ["taskset", "-c", String(s.loadCpu)];
+  const out: Record<TargetName, RunResult[]> = { reference: [], project: [] };
+  for (let i = 0; i < s.runs; i++) {
+    for (const name of ["reference", "project"] as const) {
+      const target = targets[name];
+      const run = await measured(s, target, async () => {
+        const text = await runCommand([
+          ...pin,
+          Deno.execPath(),
+          "run",
+          "--allow-net",
+          LOAD_TS,
+          ...["--url", target.origin + PATH, "--connections", String(o.count)],
+          ...["--duration", String(limitS), "--timeout", String(limitS), "--body", body],
+          "--once",
+          "--expect-done",
+        ], limitS + 10);
+        return JSON.parse(text.trim().split("\n").pop()!) as LoadReport;
+      });
+      s.log(
+        `  d run ${i + 1} ${name}: ${run.completed}/${o.count} streams completed, peak RSS ${
+          run.rssPeakMiB.toFixed(1)
+        } MiB${run.firstError ? ` (first error: ${run.firstError})` : ""}`,
+      );
+      out[name].push(run);
+    }
+  }
+  return out;
+}
+
+/** Scenario e: steady scenario-a load on the project; RSS sampled at `samples` intervals. */
+export async function soak(
+  s: Session,
+  project: Target,
+  durationS: number,
+): Promise<NonNullable<Results["soak"]>> {
+  const intervalS = Math.max(1, Math.round(durationS / 20));
+  const samples: { s: number; rssMiB: number }[] = [];
+  const t0 = performance.now();
+  const sample = async () => {
+    const rss = (await procInfo(project.proc.pid)).rssMiB;
+    const at = (performance.now() - t0) / 1000;
+    samples.push({ s: at, rssMiB: rss });
+    s.log(`  soak t=${at.toFixed(0)} s: RSS ${rss.toFixed(1)} MiB`);
+  };
+  await sample();
+  const timer = setInterval(() => void sample(), intervalS * 1000);
+  try {
+    const report = await runLoad({
+      tool: s.tool,
+      url: project.origin + PATH,
+      body: BODIES.a!,
+      connections: s.connections,
+      durationS,
+      cpu: s.loadCpu,
+    });
+    s.log(`  soak load: ${describe(report)}`);
+  } finally {
+    clearInterval(timer);
+  }
+  await sample();
+  const perMin = slope(samples.map((p) => ({ x: p.s / 60, y: p.rssMiB })));
+  return { durationS, samples, slopeMiBPerMin: perMin };
+}
+
+function describe(r: LoadReport): string {
+  const errs = r.errors + r.non2xx;
+  return `${r.rps.toFixed(0)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms` +
+    `${
+      "cpuUsPerRequest" in r ? `, ${(r as RunResult).cpuUsPerRequest.toFixed(0)} µs CPU/req` : ""
+    }` +
+    `${errs > 0 ? `, ${errs} errors (${r.firstError ?? "non-2xx"})` : ""}`;
+}

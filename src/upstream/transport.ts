@@ -1,0 +1,213 @@
+/**
+ * How a group talks to its upstreams. Two transports behind one small interface:
+ *
+ * - `node`: `node:http`/`node:https` with a keep-alive agent, for direct traffic. Measured here
+ *   it streams SSE at about twice the rate of `fetch` (Deno's fetch body reader costs an op
+ *   per chunk), and it never decodes bodies, so compressed answers pass through byte-exact.
+ * - `fetch`: `fetch` with a `Deno.createHttpClient`, for traffic through an outbound proxy
+ *   (HTTP, HTTPS CONNECT, SOCKS5, with credentials) — configured, or from `HTTP_PROXY`/
+ *   `HTTPS_PROXY` in the environment, which only Deno's client honours.
+ *
+ * Both return a Response-shaped reply whose body is a web `ReadableStream`, so everything
+ * downstream (observing, deadlines, error events) is the same for either.
+ *
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import type { Buffer } from "node:buffer";
+
+/** Where a request goes, split once so the transports need no URL parsing. */
+export interface UpstreamTarget {
+  /** The full URL (fetch). */
+  readonly url: string;
+  readonly protocol: "http:" | "https:";
+  readonly hostname: string;
+  readonly port: number;
+  /** Path and query. */
+  readonly path: string;
+}
+
+/** What one request sends. */
+export interface SendInit {
+  readonly method: string;
+  readonly headers: Headers;
+  readonly body: Uint8Array<ArrayBuffer> | null;
+  /** Aborting it ends the request (before or during the response body). */
+  readonly signal: AbortSignal;
+}
+
+/** The upstream's answer: status, headers, and the body as a stream. */
+export interface UpstreamReply {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: Headers;
+  readonly body: ReadableStream<Uint8Array> | null;
+}
+
+/** A group's way to send requests upstream. */
+export interface Transport {
+  readonly kind: "node" | "fetch";
+  /** Resolves with the response head; rejects on connection errors or abort. */
+  send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply>;
+  /** Releases pooled connections. */
+  close(): void;
+}
+
+/** `fetch` with a Deno HTTP client (proxies, env proxies). */
+export class FetchTransport implements Transport {
+  readonly kind = "fetch";
+  readonly #client: Deno.HttpClient;
+  readonly #fetch: typeof fetch;
+
+  constructor(client: Deno.HttpClient, fetchImpl: typeof fetch = fetch) {
+    this.#client = client;
+    this.#fetch = fetchImpl;
+  }
+
+  send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
+    return this.#fetch(target.url, {
+      method: init.method,
+      headers: init.headers,
+      body: init.body,
+      signal: init.signal,
+      client: this.#client,
+      redirect: "manual",
+    });
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}
+
+/** Options of {@linkcode NodeTransport}. */
+export interface NodeTransportOptions {
+  /** Keep connections for reuse. */
+  keepAlive: boolean;
+  /** Idle connections kept per host. */
+  maxFreeSockets: number;
+  /** Idle pooled connections close after this, ms. */
+  idleTimeoutMs: number;
+}
+
+/** Direct traffic through `node:http`/`node:https` keep-alive agents. */
+export class NodeTransport implements Transport {
+  readonly kind = "node";
+  readonly #http: http.Agent;
+  readonly #https: https.Agent;
+
+  constructor(options: NodeTransportOptions) {
+    const agentOptions = {
+      keepAlive: options.keepAlive,
+      maxFreeSockets: Math.max(1, options.maxFreeSockets),
+      timeout: options.idleTimeoutMs,
+      scheduling: "lifo" as const, // reuse the warmest connection; idle ones time out
+    };
+    this.#http = new http.Agent(agentOptions);
+    this.#https = new https.Agent(agentOptions);
+  }
+
+  send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
+    const { signal } = init;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const secure = target.protocol === "https:";
+    const headers: Record<string, string> = {};
+    init.headers.forEach((value, name) => headers[name] = value);
+    if (init.body) headers["content-length"] = String(init.body.byteLength);
+
+    return new Promise<UpstreamReply>((resolve, reject) => {
+      const request = (secure ? https : http).request({
+        protocol: target.protocol,
+        hostname: target.hostname,
+        port: target.port,
+        path: target.path,
+        method: init.method,
+        headers,
+        agent: secure ? this.#https : this.#http,
+      });
+      let settled = false;
+      const onAbort = () => request.destroy(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      request.on("error", (error) => {
+        signal.removeEventListener("abort", onAbort);
+        if (!settled) {
+          settled = true;
+          reject(signal.aborted ? signal.reason : error);
+        }
+      });
+      request.on("response", (response) => {
+        settled = true;
+        resolve({
+          status: response.statusCode ?? 502,
+          statusText: response.statusMessage ?? "",
+          headers: toHeaders(response.rawHeaders),
+          body: bodyStream(response, signal, () => {
+            signal.removeEventListener("abort", onAbort);
+          }),
+        });
+      });
+      request.end(init.body ?? undefined);
+    });
+  }
+
+  close(): void {
+    this.#http.destroy();
+    this.#https.destroy();
+  }
+}
+
+function toHeaders(raw: readonly string[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    try {
+      headers.append(raw[i]!, raw[i + 1]!);
+    } catch { /* a header value fetch would also refuse: drop it */ }
+  }
+  return headers;
+}
+
+/**
+ * The response body as a web stream with backpressure: the socket is paused while the
+ * client is not reading, so a slow client never makes the proxy buffer a fast upstream.
+ * A connection that closes before the body is complete errors the stream.
+ */
+function bodyStream(
+  response: http.IncomingMessage,
+  signal: AbortSignal,
+  done: () => void,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      let finished = false;
+      const fail = (error: unknown) => {
+        if (finished) return;
+        finished = true;
+        done();
+        controller.error(signal.aborted ? signal.reason : error);
+      };
+      response.on("data", (chunk: Buffer) => {
+        if (finished) return;
+        controller.enqueue(chunk);
+        if ((controller.desiredSize ?? 1) <= 0) response.pause();
+      });
+      response.on("end", () => {
+        if (finished) return;
+        finished = true;
+        done();
+        controller.close();
+      });
+      response.on("error", fail);
+      response.on("close", () => {
+        if (!response.complete) fail(new Error("upstream closed the connection mid-body"));
+      });
+    },
+    pull() {
+      response.resume();
+    },
+    cancel(reason) {
+      done();
+      response.destroy(reason instanceof Error ? reason : undefined);
+    },
+  }, { highWaterMark: 1 });
+}

@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
+import { assertErrorBody, rawRequest } from "./_e2e.ts";
+
+const LIMIT = 1024;
+
+async function withProxy(fn: (proxy: TestProxy, mock: MockUpstream) => Promise<void>) {
+  const mock = await startMockUpstream();
+  const proxy = await startTestProxy(
+    simpleConfig([`${mock.url}/echo`], { server: `maxBodySize: "1KiB"` }),
+  );
+  try {
+    await fn(proxy, mock);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+}
+
+/** A body streamed in `chunks` pieces of `size` bytes: sent chunked, with no length. */
+function chunkedBody(chunks: number, size: number): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent++ === chunks) controller.close();
+      else controller.enqueue(new Uint8Array(size).fill(0x61));
+    },
+  });
+}
+
+Deno.test("e2e body limit: an oversized body with Content-Length → 413, upstream untouched", async () => {
+  await withProxy(async (proxy, mock) => {
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      body: "x".repeat(LIMIT + 1),
+    });
+    const error = await assertErrorBody(response, 413, "request_too_large");
+    assert.equal(error.type, "invalid_request_error");
+    assert.ok(response.headers.get("x-request-id"));
+    assert.equal(mock.requests.length, 0);
+  });
+});
+
+Deno.test("e2e body limit: an oversized chunked body → 413, upstream untouched", async () => {
+  await withProxy(async (proxy, mock) => {
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      body: chunkedBody(4, 512),
+      duplex: "half",
+    } as RequestInit);
+    await assertErrorBody(response, 413, "request_too_large");
+    assert.equal(mock.requests.length, 0);
+  });
+});
+
+Deno.test("e2e body limit: a raw chunked body over the limit → 413", async () => {
+  await withProxy(async (proxy, mock) => {
+    const port = Number(new URL(proxy.url()).port);
+    const chunk = "y".repeat(600);
+    const body = `258\r\n${chunk}\r\n258\r\n${chunk}\r\n0\r\n\r\n`;
+    const response = await rawRequest(
+      port,
+      `POST /v1/chat/completions HTTP/1.1\nHost: x\nConnection: close\nTransfer-Encoding: chunked`,
+      body,
+    );
+    assert.equal(response.status, 413);
+    assert.equal(
+      JSON.parse(new TextDecoder().decode(response.body)).error.code,
+      "request_too_large",
+    );
+    assert.equal(mock.requests.length, 0);
+  });
+});
+
+Deno.test("e2e body limit: bodies up to the limit pass, chunked or not", async () => {
+  await withProxy(async (proxy, mock) => {
+    const exact = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      body: "z".repeat(LIMIT),
+    });
+    assert.equal(exact.status, 200);
+    assert.equal((await exact.json()).body.length, LIMIT);
+
+    const chunked = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      body: chunkedBody(2, 512),
+      duplex: "half",
+    } as RequestInit);
+    assert.equal(chunked.status, 200);
+    assert.equal((await chunked.json()).body, "a".repeat(LIMIT));
+    assert.equal(mock.requests.length, 2);
+  });
+});

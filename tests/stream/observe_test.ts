@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import {
+  type BodyEnd,
+  BodyTimeoutError,
+  observeBody,
+  type ObserveOptions,
+} from "../../src/stream/observe.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A source the test drives by hand; `highWaterMark: 0` so it is only pulled on demand. */
+function manualSource() {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const state = { pulls: 0, cancelReason: undefined as unknown, cancelled: false };
+  const stream = new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+    },
+    pull() {
+      state.pulls++;
+    },
+    cancel(reason) {
+      state.cancelled = true;
+      state.cancelReason = reason;
+    },
+  }, { highWaterMark: 0 });
+  return {
+    stream,
+    state,
+    push: (text: string) => controller.enqueue(encoder.encode(text)),
+    close: () => controller.close(),
+    error: (error: unknown) => controller.error(error),
+  };
+}
+
+function fromChunks(chunks: string[]): ReadableStream<Uint8Array> {
+  return ReadableStream.from(chunks.map((c) => encoder.encode(c)));
+}
+
+/** observeBody with recording hooks; overrides as given. */
+function observe(body: ReadableStream<Uint8Array>, overrides: Partial<ObserveOptions> = {}) {
+  const ends: BodyEnd[] = [];
+  const aborts: unknown[] = [];
+  const chunks: string[] = [];
+  const observed = observeBody(body, {
+    idleTimeoutMs: 10_000,
+    sse: false,
+    now: () => Date.now(),
+    abort: (reason) => aborts.push(reason),
+    onEnd: (end) => ends.push(end),
+    onChunk: (chunk) => chunks.push(decoder.decode(chunk)),
+    errorEvent: (message) => encoder.encode(`event: error\ndata: ${message}\n\n`),
+    ...overrides,
+  });
+  return { observed, ends, aborts, chunks };
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return await new Response(stream).text();
+}
+
+Deno.test("observeBody() passes every byte through and reports the end once", async () => {
+  const { observed, ends, aborts, chunks } = observe(
+    fromChunks(["data: a\n\n", "data: bé\n\n", "x"]),
+  );
+  assert.equal(await readAll(observed), "data: a\n\ndata: bé\n\nx");
+  assert.deepEqual(chunks, ["data: a\n\n", "data: bé\n\n", "x"]);
+  assert.deepEqual(ends, [{ kind: "end", bytes: 9 + 11 + 1 }]);
+  assert.deepEqual(aborts, []);
+});
+
+Deno.test("observeBody() reports an empty body's end with 0 bytes", async () => {
+  const { observed, ends } = observe(fromChunks([]));
+  assert.equal(await readAll(observed), "");
+  assert.deepEqual(ends, [{ kind: "end", bytes: 0 }]);
+});
+
+Deno.test("observeBody() reads nothing ahead of the client", async () => {
+  const source = manualSource();
+  const { observed, ends } = observe(source.stream);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(source.state.pulls, 0);
+  const reader = observed.getReader();
+  const first = reader.read();
+  assert.equal(source.state.pulls, 1);
+  source.push("one");
+  assert.equal(decoder.decode((await first).value), "one");
+  await reader.cancel("done");
+  assert.deepEqual(ends, [{ kind: "cancel", bytes: 3 }]);
+});
+
+Deno.test("observeBody() cancel: onEnd once, the upstream aborted and its body cancelled", async () => {
+  const source = manualSource();
+  const { observed, ends, aborts } = observe(source.stream);
+  const reader = observed.getReader();
+  const read = reader.read();
+  source.push("abc");
+  await read;
+  await reader.cancel("client gone");
+  assert.deepEqual(ends, [{ kind: "cancel", bytes: 3 }]);
+  assert.deepEqual(aborts, ["client gone"]);
+  assert.equal(source.state.cancelled, true);
+  assert.equal(source.state.cancelReason, "client gone");
+});
+
+Deno.test("observeBody() non-SSE: a source error errors the body (never a clean end)", async () => {
+  const source = manualSource();
+  const { observed, ends } = observe(source.stream);
+  const reader = observed.getReader();
+  const read = reader.read();
+  source.push("partial");
+  assert.equal(decoder.decode((await read).value), "partial");
+  const boom = new Error("connection reset");
+  const next = reader.read();
+  source.error(boom);
+  await assert.rejects(next, (error) => error === boom);
+  assert.equal(ends.length, 1);
+  assert.deepEqual(ends[0], { kind: "error", bytes: 7, error: boom });
+  reader.releaseLock();
+});
+
+Deno.test("observeBody() SSE: a source error ends the stream with an error event", async () => {
+  const source = manualSource();
+  const { observed, ends } = observe(source.stream, { sse: true });
+  const text = readAll(observed);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  source.push("data: 1\n\n");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  source.error(new Error("connection reset"));
+  assert.equal(
+    await text,
+    "data: 1\n\nevent: error\ndata: upstream stream broke: connection reset\n\n",
+  );
+  assert.equal(ends.length, 1);
+  assert.equal(ends[0]!.kind, "error");
+  assert.equal(ends[0]!.bytes, 9, "the error event is not counted as upstream bytes");
+});
+
+Deno.test("observeBody() streamIdle: silence past the limit aborts and errors the body", async () => {
+  const source = manualSource();
+  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20 });
+  const reader = observed.getReader();
+  const read = reader.read();
+  source.push("first");
+  await read;
+  await assert.rejects(reader.read(), (error) => {
+    assert.ok(error instanceof BodyTimeoutError);
+    assert.equal(error.phase, "streamIdle");
+    assert.match(error.message, /sent nothing for 20ms/);
+    return true;
+  });
+  assert.equal(aborts.length, 1);
+  assert.ok(aborts[0] instanceof BodyTimeoutError);
+  assert.equal(source.state.cancelled, true);
+  assert.equal(ends.length, 1);
+  assert.equal(ends[0]!.kind, "error");
+  assert.equal((ends[0] as { timeout?: string }).timeout, "streamIdle");
+  assert.equal(ends[0]!.bytes, 5);
+  reader.releaseLock();
+});
+
+Deno.test("observeBody() streamIdle on SSE ends with an error event naming the timeout", async () => {
+  const source = manualSource();
+  const { observed, ends } = observe(source.stream, { idleTimeoutMs: 15, sse: true });
+  assert.equal(
+    await readAll(observed),
+    "event: error\ndata: upstream sent nothing for 15ms (streamIdle timeout)\n\n",
+  );
+  assert.equal(ends.length, 1);
+  assert.equal((ends[0] as { timeout?: string }).timeout, "streamIdle");
+});
+
+Deno.test("observeBody() chunks in time keep a stream alive past the idle limit in total", async () => {
+  let t = 0;
+  const source = manualSource();
+  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20, now: () => t });
+  const reader = observed.getReader();
+  let read = reader.read();
+  source.push("a");
+  await read;
+  t = 15;
+  read = reader.read();
+  source.push("b");
+  await read;
+  t = 30; // 30 ms in total, but only 15 since the last chunk
+  await new Promise((resolve) => setTimeout(resolve, 25)); // the timer fires and re-arms
+  assert.deepEqual(aborts, []);
+  read = reader.read();
+  source.push("c");
+  await read;
+  source.close();
+  assert.equal((await reader.read()).done, true);
+  assert.deepEqual(ends, [{ kind: "end", bytes: 3 }]);
+});
+
+Deno.test("observeBody() total deadline ends a body that keeps trickling", async () => {
+  let t = 0;
+  const source = manualSource();
+  const { observed, ends, aborts } = observe(source.stream, {
+    idleTimeoutMs: 10_000,
+    deadlineAt: 10,
+    now: () => t,
+  });
+  const reader = observed.getReader();
+  const read = reader.read();
+  source.push("a");
+  await read;
+  t = 10;
+  await assert.rejects(reader.read(), (error) => {
+    assert.ok(error instanceof BodyTimeoutError);
+    assert.equal(error.phase, "request");
+    return true;
+  });
+  assert.equal(aborts.length, 1);
+  assert.deepEqual(ends.map((e) => [e.kind, (e as { timeout?: string }).timeout]), [
+    ["error", "request"],
+  ]);
+  reader.releaseLock();
+});
+
+Deno.test("observeBody() onEnd fires once even when cancelled after the end", async () => {
+  const { observed, ends } = observe(fromChunks(["x"]));
+  const reader = observed.getReader();
+  assert.equal((await reader.read()).done, false);
+  assert.equal((await reader.read()).done, true);
+  await reader.cancel("late");
+  assert.deepEqual(ends, [{ kind: "end", bytes: 1 }]);
+});
