@@ -62,7 +62,14 @@ async function main(args: readonly string[]): Promise<number> {
     for (const secret of configSecrets(next)) secrets.add(secret);
     return next;
   };
-  const app = await startApp(loaded, { log, reload, watchPath: options.config });
+  // A diagnostic switch: force one upstream transport for every group (default: auto).
+  const transport = Deno.env.get("LLMPROXY_TRANSPORT");
+  const app = await startApp(loaded, {
+    log,
+    reload,
+    watchPath: options.config,
+    ...(transport === "fetch" || transport === "node" ? { transport } : {}),
+  });
   return await app.finished;
 }
 

@@ -14,7 +14,8 @@ import { observabilityHooks } from "./metrics/hooks.ts";
 import { Runtime } from "./runtime.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
 import { adminHandler } from "./server/admin.ts";
-import { describeProxy } from "./upstream/client.ts";
+import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
+import type { HttpClientConfig } from "./config/schema.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
 import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import type { Group } from "./upstream/group.ts";
@@ -31,6 +32,8 @@ export interface AppOptions {
   clock?: Clock;
   random?: Random;
   fetch?: typeof fetch;
+  /** Upstream transport: `auto` (default) = node:http when direct, fetch through proxies. */
+  transport?: TransportChoice;
   env?: (name: string) => string | undefined;
   /** Install SIGINT/SIGTERM handlers. @default true */
   handleSignals?: boolean;
@@ -66,8 +69,13 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const deps = {
     clock,
     random: options.random ?? Math.random,
-    fetch: options.fetch ?? fetch,
     log,
+    createTransport: (config: HttpClientConfig) =>
+      createGroupTransport(config, {
+        env,
+        ...(options.transport ? { choice: options.transport } : {}),
+        ...(options.fetch ? { fetch: options.fetch } : {}),
+      }),
     hooks: observabilityHooks(metrics, {
       log,
       clock,
@@ -88,6 +96,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         metrics.breakerState.labels(group.name, m.name).set(BREAKER_VALUE[state]);
       }
       log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
+        transport: group.transport.kind,
         strategy: group.config.balance.strategy,
         upstreams: group.members.map((m) => m.name),
       });

@@ -18,17 +18,16 @@ import { KeyedLimiter } from "./resilience/token_bucket.ts";
 import type { BreakerState } from "./resilience/circuit_breaker.ts";
 import { Upstream } from "./upstream/upstream.ts";
 import { Group } from "./upstream/group.ts";
-import { createGroupClient } from "./upstream/client.ts";
+import type { Transport } from "./upstream/transport.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
   clock: Clock;
   random: Random;
-  fetch: typeof fetch;
   log: Logger;
-  /** Creates a group's outbound client (swappable in tests). */
-  createClient?: typeof createGroupClient;
+  /** Creates a group's transport. */
+  createTransport: (config: Config["upstreamGroups"][number]["httpClient"]) => Transport;
   hooks?: RuntimeHooks;
 }
 
@@ -86,7 +85,6 @@ export class Runtime {
     }
     this.upstreams = upstreams;
 
-    const createClient = deps.createClient ?? createGroupClient;
     const groups = new Map<string, Group>();
     for (const g of config.upstreamGroups) {
       const kept = previous?.groups.get(g.name);
@@ -94,9 +92,11 @@ export class Runtime {
         kept.members.every((m) => upstreams.get(m.name) === m.upstream);
       groups.set(
         g.name,
-        reusable
-          ? kept
-          : new Group(g, { upstreams, client: createClient(g.httpClient), random: deps.random }),
+        reusable ? kept : new Group(g, {
+          upstreams,
+          transport: deps.createTransport(g.httpClient),
+          random: deps.random,
+        }),
       );
     }
     this.groups = groups;
@@ -144,7 +144,6 @@ export class Runtime {
         maxBodySize: this.config.httpServer.maxBodySize,
         clock: deps.clock,
         random: deps.random,
-        fetch: deps.fetch,
         inflight: this.inflight,
         hooks,
       }),
@@ -186,7 +185,7 @@ export class Runtime {
   close(successor?: Runtime): void {
     const kept = new Set(successor?.groups.values());
     for (const group of this.groups.values()) {
-      if (!kept.has(group)) group.client.close();
+      if (!kept.has(group)) group.transport.close();
     }
   }
 }

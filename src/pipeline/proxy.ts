@@ -50,7 +50,6 @@ export interface ProxyStageOptions {
   maxBodySize: number;
   clock: Clock;
   random: Random;
-  fetch: typeof fetch;
   /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
   inflight: Set<AbortController>;
   hooks?: ProxyHooks;
@@ -99,10 +98,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       options.inflight.add(controller);
       group.balancer.begin?.(member);
 
-      const result = await sendAttempt(group, member, request, controller, {
-        fetch: options.fetch,
-        now,
-      });
+      const result = await sendAttempt(group, member, request, controller, { now });
       hooks.onAttempt?.(group, member, result);
       last = result;
       if (result.kind === "response" && result.retryAfterMs !== undefined) {

@@ -9,6 +9,7 @@ import type { AttemptOutcome } from "../resilience/retry.ts";
 import { parseRetryAfter } from "../resilience/retry.ts";
 import type { Group, GroupMember } from "./group.ts";
 import type { BreakerVerdict } from "./upstream.ts";
+import type { UpstreamReply } from "./transport.ts";
 
 /** Why an attempt's controller was aborted. */
 export class AttemptAbort extends Error {
@@ -22,7 +23,7 @@ export class AttemptAbort extends Error {
 export type AttemptResult =
   | {
     readonly kind: "response";
-    readonly response: Response;
+    readonly response: UpstreamReply;
     readonly outcome: AttemptOutcome;
     readonly verdict: BreakerVerdict;
     readonly firstByteMs: number;
@@ -54,10 +55,10 @@ export async function sendAttempt(
   member: GroupMember,
   request: OutgoingRequest,
   controller: AbortController,
-  options: { fetch: typeof fetch; now: () => number },
+  options: { now: () => number },
 ): Promise<AttemptResult> {
   const upstream = member.upstream;
-  const url = upstream.url.build(request.path, request.query);
+  const target = upstream.url.target(request.path, request.query);
   const headers = member.headers.build(request.headers, request);
   const started = options.now();
   const timer = setTimeout(
@@ -71,15 +72,13 @@ export async function sendAttempt(
     group.deadlines.firstByteMs,
   );
   try {
-    const response = await options.fetch(url, {
+    const response = await group.transport.send(target, {
       method: request.method,
       headers,
       body: request.body,
       signal: controller.signal,
-      client: group.client,
-      redirect: "manual",
     });
-    return classifyResponse(group, response, options.now() - started, options.now(), url);
+    return classifyResponse(group, response, options.now() - started, options.now(), target.url);
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
@@ -89,7 +88,7 @@ export async function sendAttempt(
 
 function classifyResponse(
   group: Group,
-  response: Response,
+  response: UpstreamReply,
   firstByteMs: number,
   now: number,
   url: string,
@@ -134,7 +133,7 @@ function classifyResponse(
  * a challenge without `Via` is the proxy's own. Through a CONNECT tunnel (https) a 401 is
  * always the upstream's: the proxy's refusals there fail the fetch itself.
  */
-function isProxyAuthFailure(response: Response, url: string): boolean {
+function isProxyAuthFailure(response: UpstreamReply, url: string): boolean {
   if (response.status === 407) return true;
   if (response.status !== 401) return false;
   const headers = response.headers;

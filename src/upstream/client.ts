@@ -8,6 +8,39 @@
  * @module
  */
 import type { HttpClientConfig } from "../config/schema.ts";
+import { FetchTransport, NodeTransport, type Transport } from "./transport.ts";
+
+/** Which transport to use: `auto` picks `node` for direct traffic and `fetch` for proxies. */
+export type TransportChoice = "auto" | "node" | "fetch";
+
+/**
+ * Creates a group's transport. Traffic through an outbound proxy (configured, or from
+ * `HTTP_PROXY`/`HTTPS_PROXY` in the environment) goes through `fetch` and Deno's client, which
+ * implement every proxy kind; direct traffic goes through the faster `node:http` agents.
+ */
+export function createGroupTransport(
+  config: HttpClientConfig,
+  options: {
+    choice?: TransportChoice;
+    env: (name: string) => string | undefined;
+    fetch?: typeof fetch;
+  },
+): Transport {
+  const choice = options.choice ?? "auto";
+  const useFetch = choice === "fetch" ||
+    (choice === "auto" && (config.proxy !== undefined || envProxy(options.env) !== undefined));
+  if (useFetch) return new FetchTransport(createGroupClient(config), options.fetch);
+  return new NodeTransport({
+    keepAlive: config.keepalive > 0,
+    maxFreeSockets: config.connect.idlePerHost,
+    idleTimeoutMs: Math.min(config.keepalive, config.timeout.idle),
+  });
+}
+
+function envProxy(env: (name: string) => string | undefined): string | undefined {
+  return env("HTTP_PROXY") || env("http_proxy") || env("HTTPS_PROXY") || env("https_proxy") ||
+    undefined;
+}
 
 /** Creates the `Deno.HttpClient` for a group's `httpClient` settings. */
 export function createGroupClient(config: HttpClientConfig): Deno.HttpClient {

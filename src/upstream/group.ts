@@ -1,6 +1,6 @@
 /**
  * A group at run time: its members (upstreams with a weight and a header recipe), balancer,
- * outbound client, and the timeouts and retry policy of its `httpClient`.
+ * transport, and the timeouts and retry policy of its `httpClient`.
  *
  * @module
  */
@@ -9,6 +9,7 @@ import { type Balancer, createBalancer, type Member } from "../balance/balancer.
 import type { RetryOptions } from "../resilience/retry.ts";
 import { RequestHeaderPlan } from "./headers.ts";
 import type { Upstream } from "./upstream.ts";
+import type { Transport } from "./transport.ts";
 
 /** An upstream as a member of one group. */
 export interface GroupMember extends Member {
@@ -29,7 +30,7 @@ export class Group {
   readonly config: GroupConfig;
   readonly members: readonly GroupMember[];
   readonly balancer: Balancer<GroupMember>;
-  readonly client: Deno.HttpClient;
+  readonly transport: Transport;
   readonly retry: RetryOptions;
   readonly deadlines: Deadlines;
   /** Whether traffic goes through a configured outbound proxy (401/407 handling). */
@@ -39,7 +40,7 @@ export class Group {
     config: GroupConfig,
     options: {
       upstreams: ReadonlyMap<string, Upstream>;
-      client: Deno.HttpClient;
+      transport: Transport;
       random: () => number;
     },
   ) {
@@ -64,7 +65,7 @@ export class Group {
     this.balancer = createBalancer(config.balance.strategy, this.members, {
       random: options.random,
     });
-    this.client = options.client;
+    this.transport = options.transport;
     this.viaProxy = http.proxy !== undefined;
     this.retry = {
       attempts: http.retry.attempts,

@@ -177,9 +177,9 @@ function bodyStream(
   signal: AbortSignal,
   done: () => void,
 ): ReadableStream<Uint8Array> {
+  let finished = false;
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      let finished = false;
       const fail = (error: unknown) => {
         if (finished) return;
         finished = true;
@@ -206,6 +206,7 @@ function bodyStream(
       response.resume();
     },
     cancel(reason) {
+      finished = true;
       done();
       response.destroy(reason instanceof Error ? reason : undefined);
     },

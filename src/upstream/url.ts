@@ -10,6 +10,8 @@
  * @module
  */
 
+import type { UpstreamTarget } from "./transport.ts";
+
 /** A rewrite rule compiled at load. */
 interface RewriteRule {
   readonly match: RegExp;
@@ -21,6 +23,9 @@ export class UpstreamUrl {
   /** `scheme://host[:port]`, from the configured URL. */
   readonly origin: string;
   readonly mode: "replace" | "append";
+  readonly protocol: "http:" | "https:";
+  readonly hostname: string;
+  readonly port: number;
   readonly #basePath: string;
   readonly #baseQuery: string;
   readonly #rules: readonly RewriteRule[];
@@ -35,6 +40,10 @@ export class UpstreamUrl {
     const parsed = new URL(url);
     this.origin = parsed.origin;
     this.mode = options.mode;
+    this.protocol = parsed.protocol === "https:" ? "https:" : "http:";
+    // Node's client wants IPv6 literals without brackets.
+    this.hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+    this.port = parsed.port ? Number(parsed.port) : this.protocol === "https:" ? 443 : 80;
     // In append mode a trailing slash is the joint, so it is dropped here and the client
     // path (which always starts with "/") supplies it.
     this.#basePath = options.mode === "append"
@@ -51,6 +60,23 @@ export class UpstreamUrl {
    * The outgoing URL for a client request path and query (`search` without "?", may be "").
    */
   build(clientPath: string, clientQuery: string): string {
+    return this.origin + this.pathAndQuery(clientPath, clientQuery);
+  }
+
+  /** Where a request for this client path and query goes, for a transport. */
+  target(clientPath: string, clientQuery: string): UpstreamTarget {
+    const path = this.pathAndQuery(clientPath, clientQuery);
+    return {
+      url: this.origin + path,
+      protocol: this.protocol,
+      hostname: this.hostname,
+      port: this.port,
+      path,
+    };
+  }
+
+  /** The outgoing path and query. */
+  pathAndQuery(clientPath: string, clientQuery: string): string {
     let path = this.#basePath;
     if (this.mode === "append") {
       let tail = clientPath;
@@ -66,7 +92,7 @@ export class UpstreamUrl {
     const query = clientQuery && this.#baseQuery
       ? `${clientQuery}&${this.#baseQuery}`
       : clientQuery || this.#baseQuery;
-    return query ? `${this.origin}${path}?${query}` : this.origin + path;
+    return query ? `${path}?${query}` : path;
   }
 }
 

@@ -49,8 +49,11 @@ export async function startTestProxy(
       write: (line) => logs.push(line),
     })
     : silentLogger;
+  // LLMPROXY_TRANSPORT=fetch runs the suite against the fetch transport (see .ci/run).
+  const transport = Deno.env.get("LLMPROXY_TRANSPORT");
   const app = await startApp(loaded, {
     log,
+    ...(transport === "fetch" || transport === "node" ? { transport } : {}),
     handleSignals: false,
     env: (name) => env[name],
     ...(options.clock ? { clock: options.clock } : {}),

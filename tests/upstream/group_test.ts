@@ -1,10 +1,11 @@
+import type { Transport } from "../../src/upstream/transport.ts";
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load.ts";
 import { Group, type GroupMember } from "../../src/upstream/group.ts";
 import { Upstream } from "../../src/upstream/upstream.ts";
 
 /** No sockets: the group only stores its client. */
-const NO_CLIENT = { close() {} } as unknown as Deno.HttpClient;
+const NO_TRANSPORT = { close() {} } as unknown as Transport;
 
 /** A group `g` of upstreams a, b, c (`upstreamExtra` applies to each; `groupExtra` to g). */
 function makeGroup(upstreamExtra = "", groupExtra = ""): Group {
@@ -24,7 +25,7 @@ ${groupExtra ? `    ${groupExtra}\n` : ""}`;
   const map = new Map(config.upstreams.map((u) => [u.name, new Upstream(u)]));
   return new Group(config.upstreamGroups[0]!, {
     upstreams: map,
-    client: NO_CLIENT,
+    transport: NO_TRANSPORT,
     random: () => 0.5,
   });
 }
@@ -78,7 +79,7 @@ upstreamGroups: [{name: g, upstreams: [{name: a}]}]
     () =>
       new Group(config.upstreamGroups[0]!, {
         upstreams: new Map(),
-        client: NO_CLIENT,
+        transport: NO_TRANSPORT,
         random: Math.random,
       }),
     /unknown upstream "a"/,
