@@ -9,7 +9,7 @@ import defaultConfigText from "./config.default.yaml" with { type: "text" };
 import denoJson from "./deno.json" with { type: "json" };
 import { parseArgs, USAGE } from "./src/cli.ts";
 import { ConfigError, loadConfigFile, type LoadedConfig, parseConfig } from "./src/config/load.ts";
-import { createLogger } from "./src/log.ts";
+import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
 import { startApp } from "./src/app.ts";
 
@@ -56,7 +56,15 @@ async function main(args: readonly string[]): Promise<number> {
 
   // Read live by the logger: a reload adds the secrets of the new config before it is used.
   const secrets = configSecrets(loaded);
-  const log = createLogger({ level: options.logLevel, json: options.json, secrets });
+  const sink = batchedStderr();
+  const log = createLogger({
+    level: options.logLevel,
+    json: options.json,
+    secrets,
+    write: sink.write,
+  });
+  // Uncaught errors end the process without the stop path: write what the log still holds.
+  globalThis.addEventListener("unload", () => sink.flush());
   const reload = async (): Promise<LoadedConfig> => {
     const next = await load();
     for (const secret of configSecrets(next)) secrets.add(secret);
@@ -70,7 +78,9 @@ async function main(args: readonly string[]): Promise<number> {
     watchPath: options.config,
     ...(transport === "fetch" || transport === "node" ? { transport } : {}),
   });
-  return await app.finished;
+  const code = await app.finished;
+  sink.flush();
+  return code;
 }
 
 if (import.meta.main) {

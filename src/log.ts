@@ -45,8 +45,48 @@ export interface LoggerOptions {
 }
 
 const encoder = new TextEncoder();
+
+/** A line sink that batches writes; `flush()` writes what is pending at once. */
+export interface BatchedWriter {
+  write(line: string): void;
+  flush(): void;
+}
+
+/**
+ * Batches lines to stderr: one write per `flushMs` (or per 64 KiB) instead of one per line,
+ * so an access log at info level does not cost a system call per request. The timer is unref'd;
+ * call `flush()` before exiting.
+ */
+export function batchedStderr(flushMs = 20): BatchedWriter {
+  let pending: string[] = [];
+  let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    if (pending.length === 0) return;
+    let bytes = encoder.encode(pending.join(""));
+    pending = [];
+    size = 0;
+    while (bytes.byteLength > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+  };
+  return {
+    write(line) {
+      pending.push(line);
+      size += line.length;
+      if (size >= 65_536) flush();
+      else if (timer === undefined) {
+        timer = setTimeout(flush, flushMs);
+        Deno.unrefTimer(timer);
+      }
+    },
+    flush,
+  };
+}
+
 const writeStderr = (line: string) => {
-  Deno.stderr.writeSync(encoder.encode(line));
+  let bytes = encoder.encode(line);
+  while (bytes.byteLength > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
 };
 
 /** Creates a logger. */

@@ -167,7 +167,7 @@ export class Runtime {
         const response = await pipeline(ctx);
         if (ctx.trace.pendingBody) {
           ctx.onBodyEnd = (bytes) => hooks.onResponseEnd?.(ctx, response.status, bytes);
-        } else hooks.onResponseEnd?.(ctx, response.status, 0);
+        } else hooks.onResponseEnd?.(ctx, response.status, ctx.trace.bodyBytes ?? 0);
         return response;
       },
     };

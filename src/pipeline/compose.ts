@@ -40,6 +40,8 @@ export interface RequestTrace {
   firstByteMs?: number;
   /** Token usage the upstream reported. */
   tokens?: { prompt: number; completion: number };
+  /** Body bytes sent, when the body was complete before the handler returned. */
+  bodyBytes?: number;
   /** True when the response body is proxied and ends later (see `onBodyEnd`). */
   pendingBody?: boolean;
 }

@@ -27,9 +27,17 @@ import {
 } from "../upstream/attempt.ts";
 import { responseHeaders } from "../upstream/headers.ts";
 import { decideRetry } from "../resilience/retry.ts";
-import { type BodyEnd, observeBody } from "../stream/observe.ts";
+import { type BodyEnd, BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
-import { type TokenUsage, usageSniffer } from "../stream/usage.ts";
+import {
+  MAX_JSON_BYTES,
+  type TokenUsage,
+  usageFromJsonBytes,
+  usageSniffer,
+} from "../stream/usage.ts";
+
+/** Largest non-streamed body read whole before answering (see `respond`). */
+const WHOLE_BODY_MAX = MAX_JSON_BYTES;
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -155,7 +163,13 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     }
   };
 
-  /** Passes an upstream response through: headers filtered, body observed, never buffered. */
+  /**
+   * Passes an upstream response through with its headers filtered. Streams (SSE, NDJSON) and
+   * bodies of unknown or large size flow through the observing stream, chunk by chunk. A
+   * non-streamed body of known length up to {@linkcode WHOLE_BODY_MAX} bytes — one JSON
+   * document — is read whole first: it is complete only at its last byte anyway, this costs
+   * far less CPU per request than two web streams, and a body that breaks becomes a clean 502.
+   */
   function respond(
     ctx: RequestContext,
     group: Group,
@@ -163,7 +177,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     result: Extract<AttemptResult, { kind: "response" }>,
     controller: AbortController,
     settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
-  ): Response {
+  ): Response | Promise<Response> {
     const upstream = result.response;
     ctx.trace.firstByteMs = result.firstByteMs;
     const headers = responseHeaders(upstream.headers);
@@ -172,7 +186,21 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     const sse = contentType.startsWith("text/event-stream");
     if (sse) headers.set("x-accel-buffering", "no");
 
-    if (!upstream.body) {
+    if (!upstream.hasBody) {
+      upstream.bytes().catch(() => {}); // drains an empty body so the connection is reused
+      settle();
+      return new Response(null, {
+        status: upstream.status,
+        statusText: upstream.statusText,
+        headers,
+      });
+    }
+    const length = streamed ? null : upstream.headers.get("content-length");
+    if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
+      return respondWhole(ctx, group, member, result, controller, settle, headers);
+    }
+    const source = upstream.body;
+    if (!source) {
       settle();
       return new Response(null, {
         status: upstream.status,
@@ -182,7 +210,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     }
     ctx.trace.pendingBody = true;
     const sniffer = usageSniffer(contentType);
-    const body = observeBody(upstream.body, {
+    const body = observeBody(source, {
       onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
       idleTimeoutMs: group.deadlines.streamIdleMs,
       // `request` is the attempt's total: it started firstByteMs before the headers came.
@@ -203,6 +231,64 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       },
     });
     return new Response(body, {
+      status: upstream.status,
+      statusText: upstream.statusText,
+      headers,
+    });
+  }
+
+  /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */
+  async function respondWhole(
+    ctx: RequestContext,
+    group: Group,
+    member: GroupMember,
+    result: Extract<AttemptResult, { kind: "response" }>,
+    controller: AbortController,
+    settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
+    headers: Headers,
+  ): Promise<Response> {
+    const upstream = result.response;
+    const remainingMs = group.deadlines.requestMs - result.firstByteMs;
+    const timer = setTimeout(
+      () => controller.abort(new BodyTimeoutError("request")),
+      Math.max(0, remainingMs),
+    );
+    let bytes: Uint8Array<ArrayBuffer>;
+    try {
+      bytes = await upstream.bytes();
+    } catch (error) {
+      const reason = controller.signal.aborted ? controller.signal.reason : error;
+      const clientGone = reason instanceof AttemptAbort;
+      settle(clientGone ? "neutral" : "failure");
+      const timeout = reason instanceof BodyTimeoutError ? reason.phase : undefined;
+      hooks.onBodyEnd?.(
+        group,
+        member,
+        timeout
+          ? { kind: "error", bytes: 0, error: reason, timeout }
+          : { kind: "error", bytes: 0, error: reason },
+      );
+      if (timeout) {
+        throw new GatewayTimeoutError(`upstream "${member.name}": ${reason.message}`, {
+          code: "upstream_timeout",
+          cause: reason,
+        });
+      }
+      throw new BadGatewayError(
+        `upstream "${member.name}" broke off its response: ${(reason as Error).message}`,
+        { code: clientGone ? "client_disconnected" : "upstream_body_broken", cause: reason },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    settle();
+    const usage = headers.get("content-type")?.startsWith("application/json")
+      ? usageFromJsonBytes(bytes)
+      : undefined;
+    if (usage) ctx.trace.tokens = usage;
+    ctx.trace.bodyBytes = bytes.byteLength;
+    hooks.onBodyEnd?.(group, member, { kind: "end", bytes: bytes.byteLength }, usage);
+    return new Response(bytes, {
       status: upstream.status,
       statusText: upstream.statusText,
       headers,

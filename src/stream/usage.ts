@@ -33,6 +33,42 @@ export function usageSniffer(contentType: string): UsageSniffer | undefined {
   return undefined;
 }
 
+const decoder = new TextDecoder();
+
+/**
+ * Usage from a whole JSON body. Only the `"usage"` object is parsed (found from the end, where
+ * OpenAI puts it), not the whole document; falls back to a full parse when that fails.
+ */
+export function usageFromJsonBytes(bytes: Uint8Array): TokenUsage | undefined {
+  if (bytes.byteLength === 0 || bytes.byteLength > MAX_JSON_BYTES) return undefined;
+  const text = decoder.decode(bytes);
+  const at = text.lastIndexOf('"usage":');
+  if (at < 0) return undefined;
+  const open = text.indexOf("{", at);
+  let depth = 0;
+  for (let i = open; open >= 0 && i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b) depth++;
+    else if (c === 0x7d && --depth === 0) {
+      try {
+        return readUsage({ usage: JSON.parse(text.slice(open, i + 1)) });
+      } catch {
+        break;
+      }
+    } else if (c === 0x22) {
+      // Skip a string, escapes included, so braces inside it do not count.
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) {
+        if (text.charCodeAt(i) === 0x5c) i++;
+      }
+    }
+  }
+  try {
+    return readUsage(JSON.parse(text));
+  } catch {
+    return undefined;
+  }
+}
+
 function jsonSniffer(): UsageSniffer {
   let chunks: Uint8Array[] | undefined = [];
   let size = 0;

@@ -113,15 +113,20 @@ const TRACEPARENT_RE = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
  */
 export function nextTraceparent(incoming: string | null): string {
   const match = incoming ? TRACEPARENT_RE.exec(incoming.trim()) : null;
-  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(16);
-  return `00-${traceId}-${randomHex(8)}-${match ? match[2] : "01"}`;
+  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(32);
+  return `00-${traceId}-${randomHex(16)}-${match ? match[2] : "01"}`;
 }
 
-function randomHex(bytes: number): string {
-  const buffer = crypto.getRandomValues(new Uint8Array(bytes));
+/** Random lowercase hex of `length` characters, from the fast native UUID source. */
+function randomHex(length: number): string {
   let hex = "";
-  for (const byte of buffer) hex += byte.toString(16).padStart(2, "0");
-  return hex;
+  while (hex.length < length) {
+    // The 30 random digits of a v4 UUID: its version and variant digits are fixed.
+    const uuid = crypto.randomUUID();
+    hex += uuid.slice(0, 8) + uuid.slice(9, 13) + uuid.slice(15, 18) + uuid.slice(20, 23) +
+      uuid.slice(24);
+  }
+  return hex.slice(0, length);
 }
 
 function encodeBasic(username: string, password: string): string {
