@@ -142,6 +142,7 @@ export class Runtime {
       proxyStage({
         router,
         maxBodySize: this.config.httpServer.maxBodySize,
+        bodyTimeoutMs: this.config.httpServer.bodyTimeout,
         clock: deps.clock,
         random: deps.random,
         inflight: this.inflight,

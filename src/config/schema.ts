@@ -112,6 +112,9 @@ const httpServerSchema = z.strictObject({
   maxBodySize: size().default(32 * 1024 * 1024).describe(
     'Largest request body accepted (bytes or "32MiB"); larger → 413.',
   ),
+  bodyTimeout: duration("s", { minMs: 1 }).default(60_000).describe(
+    "Longest time a client may take to send its request body (seconds); then 408.",
+  ),
   shutdownTimeout: duration("s").default(30_000).describe(
     "Drain deadline on SIGTERM/SIGINT (seconds); then remaining streams are ended.",
   ),

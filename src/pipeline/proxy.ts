@@ -9,6 +9,7 @@
 import type { RequestContext, Stage } from "./compose.ts";
 import {
   BadGatewayError,
+  BadRequestError,
   GatewayTimeoutError,
   NoUpstreamError,
   PayloadTooLargeError,
@@ -56,6 +57,8 @@ export interface ProxyStageOptions {
   router: Router<Group>;
   /** Largest request body, bytes. */
   maxBodySize: number;
+  /** Longest time to receive the request body, ms (then 408). */
+  bodyTimeoutMs: number;
   clock: Clock;
   random: Random;
   /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
@@ -78,7 +81,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       path: ctx.path,
       query: ctx.query,
       headers: ctx.request.headers,
-      body: await readBody(ctx.request, options.maxBodySize),
+      body: await readBody(ctx.request, options.maxBodySize, options.bodyTimeoutMs),
       peerIp: ctx.peerIp,
       proto: ctx.request.url.startsWith("https:") ? "https" : "http",
     };
@@ -339,40 +342,69 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
   );
 }
 
-/** Reads the request body once, bounded by `limit` bytes, so retries can replay it. */
-async function readBody(request: Request, limit: number): Promise<Uint8Array<ArrayBuffer> | null> {
+/**
+ * Reads the request body once, bounded by `limit` bytes and `timeoutMs` (a client too slow to
+ * send it gets 408), so retries can replay it. A declared length is read in one go.
+ */
+async function readBody(
+  request: Request,
+  limit: number,
+  timeoutMs: number,
+): Promise<Uint8Array<ArrayBuffer> | null> {
   if (!request.body) return null;
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
-  const reader = request.body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new RequestTimeoutError(`the request body did not arrive within ${timeoutMs}ms`, {
+            code: "request_body_timeout",
+          }),
+        ),
+      timeoutMs,
+    );
+  });
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        reader.cancel().catch(() => {});
-        throw tooLarge(limit);
-      }
-      chunks.push(value);
-    }
+    const reading = declared !== null ? request.bytes() : readChunks(request.body, limit);
+    return await Promise.race([reading, timeout]);
   } catch (error) {
     if (error instanceof ProxyError) throw error;
-    throw new RequestTimeoutError("the request body could not be read completely", {
+    throw new BadRequestError("the request body could not be read completely", {
       code: "request_body_incomplete",
       cause: error,
     });
+  } finally {
+    clearTimeout(timer);
   }
-  if (chunks.length === 1) return chunks[0]!;
-  const body = new Uint8Array(size);
+}
+
+/** Reads a body of undeclared length chunk by chunk, stopping as soon as it passes `limit`. */
+async function readChunks(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw tooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  const whole = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {
-    body.set(chunk, offset);
+    whole.set(chunk, offset);
     offset += chunk.byteLength;
   }
-  return body;
+  return whole;
 }
 
 function tooLarge(limit: number): PayloadTooLargeError {

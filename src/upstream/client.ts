@@ -50,8 +50,24 @@ export function createGroupClient(config: HttpClientConfig): Deno.HttpClient {
     poolMaxIdlePerHost: config.keepalive === 0 ? 0 : config.connect.idlePerHost,
     poolIdleTimeout: Math.min(config.keepalive, config.timeout.idle),
   };
-  if (config.proxy) options.proxy = toDenoProxy(config.proxy.url);
-  return Deno.createHttpClient(options);
+  if (!config.proxy) return Deno.createHttpClient(options);
+  options.proxy = toDenoProxy(config.proxy.url);
+  return withoutNoProxy(() => Deno.createHttpClient(options));
+}
+
+/**
+ * Deno applies `NO_PROXY` from the environment even to a proxy given explicitly, and reads it
+ * when the client is created. A proxy configured for a group is meant for all of its
+ * upstreams, so the variable is hidden for that moment (synchronously: nothing else runs).
+ */
+function withoutNoProxy<T>(create: () => T): T {
+  const saved = ["NO_PROXY", "no_proxy"].map((name) => [name, Deno.env.get(name)] as const);
+  for (const [name] of saved) Deno.env.delete(name);
+  try {
+    return create();
+  } finally {
+    for (const [name, value] of saved) if (value !== undefined) Deno.env.set(name, value);
+  }
 }
 
 /** Maps a proxy URL (credentials allowed) to Deno's proxy option. */

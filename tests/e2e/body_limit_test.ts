@@ -92,3 +92,30 @@ Deno.test("e2e body limit: bodies up to the limit pass, chunked or not", async (
     assert.equal(mock.requests.length, 2);
   });
 });
+
+Deno.test("e2e body timeout: a client too slow to send its body gets 408, upstream untouched", async () => {
+  const mock = await startMockUpstream();
+  const proxy = await startTestProxy(
+    simpleConfig([`${mock.url}/echo`], { server: `bodyTimeout: "200ms"` }),
+  );
+  try {
+    const port = Number(new URL(proxy.url()).port);
+    const started = performance.now();
+    // Declares 100 bytes, sends 10, then waits: the proxy must not wait forever.
+    const response = await rawRequest(
+      port,
+      "POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: 100\nConnection: close",
+      "0123456789",
+      3000,
+    );
+    const elapsed = performance.now() - started;
+    assert.equal(response.status, 408, response.raw);
+    const body = JSON.parse(new TextDecoder().decode(response.body));
+    assert.equal(body.error.code, "request_body_timeout");
+    assert.ok(elapsed >= 150 && elapsed < 2000, `answered after ${elapsed}ms`);
+    assert.equal(mock.requests.length, 0);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
