@@ -163,6 +163,7 @@ export class Runtime {
           requestId: "",
           clientIp: peerIp,
           trace: { attempts: 0 },
+          responseHeaders: [],
         };
         hooks.onRequestStart?.(ctx);
         const response = await pipeline(ctx);

@@ -26,6 +26,11 @@ export interface RequestContext {
   /** Facts for the access log, filled in as stages run. */
   readonly trace: RequestTrace;
   /**
+   * Headers the proxy adds to whatever response this request gets (`X-Request-Id`,
+   * `X-RateLimit-*`), set over the upstream's. Stages push them before calling `next`.
+   */
+  readonly responseHeaders: [string, string][];
+  /**
    * Set by the listener when the response body is still flowing after the handler returned
    * (`trace.pendingBody`); called once with the bytes sent when it is over.
    */
@@ -63,7 +68,7 @@ export function compose(stages: readonly Stage[]): Handler {
     try {
       return await dispatch(0);
     } catch (error) {
-      return toErrorResponse(error, ctx.requestId);
+      return toErrorResponse(error, ctx.requestId, ctx.responseHeaders);
     }
   };
 }

@@ -97,7 +97,11 @@ const JSON_HEADERS = { "content-type": "application/json; charset=utf-8" } as co
  * The only place an error becomes a response. Anything that is not a {@linkcode ProxyError}
  * is a bug: it gets a 500 with a generic message, so internals never leak to clients.
  */
-export function toErrorResponse(error: unknown, requestId?: string): Response {
+export function toErrorResponse(
+  error: unknown,
+  requestId?: string,
+  extra: readonly (readonly [string, string])[] = [],
+): Response {
   const known = error instanceof ProxyError ? error : undefined;
   const status = known?.status ?? 500;
   const body = {
@@ -113,6 +117,7 @@ export function toErrorResponse(error: unknown, requestId?: string): Response {
       headers.set(name, value);
     }
   }
+  for (const [name, value] of extra) if (!headers.has(name)) headers.set(name, value);
   if (requestId) headers.set("x-request-id", requestId);
   return new Response(JSON.stringify(body), { status, headers });
 }

@@ -183,11 +183,11 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   ): Response | Promise<Response> {
     const upstream = result.response;
     ctx.trace.firstByteMs = result.firstByteMs;
-    const headers = responseHeaders(upstream.headers);
-    const contentType = headers.get("content-type") ?? "";
+    const contentType = upstream.headers.get("content-type") ?? "";
     const streamed = STREAM_TYPES.some((type) => contentType.startsWith(type));
     const sse = contentType.startsWith("text/event-stream");
-    if (sse) headers.set("x-accel-buffering", "no");
+    if (sse) ctx.responseHeaders.push(["x-accel-buffering", "no"]);
+    const headers = responseHeaders(upstream.headers, ctx.responseHeaders);
 
     if (!upstream.hasBody) {
       upstream.bytes().catch(() => {}); // drains an empty body so the connection is reused
@@ -248,7 +248,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     result: Extract<AttemptResult, { kind: "response" }>,
     controller: AbortController,
     settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
-    headers: Headers,
+    headers: [string, string][],
   ): Promise<Response> {
     const upstream = result.response;
     const remainingMs = group.deadlines.requestMs - result.firstByteMs;
@@ -285,7 +285,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       clearTimeout(timer);
     }
     settle();
-    const usage = headers.get("content-type")?.startsWith("application/json")
+    const usage = upstream.headers.get("content-type")?.startsWith("application/json")
       ? usageFromJsonBytes(bytes)
       : undefined;
     if (usage) ctx.trace.tokens = usage;

@@ -27,36 +27,23 @@ export function clientStage(options: ClientStageOptions): Stage {
     ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
     if (!limiter) return next();
     const decision = limiter.take(ctx.clientIp, clock.now());
-    const rateHeaders = {
-      "x-ratelimit-limit": String(decision.limit),
-      "x-ratelimit-remaining": String(decision.remaining),
-      "x-ratelimit-reset": String(Math.ceil(decision.resetMs / 1000)),
-    };
+    const limit: [string, string][] = [
+      ["x-ratelimit-limit", String(decision.limit)],
+      ["x-ratelimit-remaining", String(decision.remaining)],
+      ["x-ratelimit-reset", String(Math.ceil(decision.resetMs / 1000))],
+    ];
     if (!decision.allowed) {
       onReject?.();
+      const retryAfter = String(Math.ceil(decision.retryAfterMs / 1000));
       throw new RateLimitedError(
-        `Rate limit exceeded for client ${ctx.clientIp}: retry in ${
-          Math.ceil(decision.retryAfterMs / 1000)
-        }s`,
+        `Rate limit exceeded for client ${ctx.clientIp}: retry in ${retryAfter}s`,
         {
           code: "rate_limit_exceeded",
-          headers: {
-            ...rateHeaders,
-            "retry-after": String(Math.ceil(decision.retryAfterMs / 1000)),
-          },
+          headers: { ...Object.fromEntries(limit), "retry-after": retryAfter },
         },
       );
     }
-    const response = await next();
-    for (const [name, value] of Object.entries(rateHeaders)) {
-      if (!response.headers.has(name)) setHeader(response, name, value);
-    }
-    return response;
+    ctx.responseHeaders.push(...limit);
+    return next();
   };
-}
-
-function setHeader(response: Response, name: string, value: string): void {
-  try {
-    response.headers.set(name, value);
-  } catch { /* immutable headers: the request-id stage copies them; skip */ }
 }

@@ -149,7 +149,10 @@ export function decideRetry(
  * as OpenAI sends it) wins, else `Retry-After` as delta-seconds or an HTTP date (relative to
  * `now`, epoch ms). Clamped to [0, 1 hour]; garbage is ignored (undefined).
  */
-export function parseRetryAfter(headers: Headers, now: number): number | undefined {
+export function parseRetryAfter(
+  headers: { get(name: string): string | null },
+  now: number,
+): number | undefined {
   const ms = headers.get("retry-after-ms")?.trim();
   if (ms !== undefined && /^-?\d+(\.\d+)?$/.test(ms)) return clampMs(Number(ms));
 

@@ -16,6 +16,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { Buffer } from "node:buffer";
+import type { ReplyHeaders } from "./headers.ts";
 
 /** Where a request goes, split once so the transports need no URL parsing. */
 export interface UpstreamTarget {
@@ -31,7 +32,8 @@ export interface UpstreamTarget {
 /** What one request sends. */
 export interface SendInit {
   readonly method: string;
-  readonly headers: Headers;
+  /** Lower-case names; the transport adds Host and Content-Length. */
+  readonly headers: Record<string, string>;
   readonly body: Uint8Array<ArrayBuffer> | null;
   /** Aborting it ends the request (before or during the response body). */
   readonly signal: AbortSignal;
@@ -41,7 +43,7 @@ export interface SendInit {
 export interface UpstreamReply {
   readonly status: number;
   readonly statusText: string;
-  readonly headers: Headers;
+  readonly headers: ReplyHeaders;
   /** Whether there is a body (false for 204, 304, HEAD). Does not touch the body. */
   readonly hasBody: boolean;
   /** The body as a stream. Use either this or `bytes()`, not both. */
@@ -147,8 +149,7 @@ export class NodeTransport implements Transport {
     const { signal } = init;
     if (signal.aborted) return Promise.reject(signal.reason);
     const secure = target.protocol === "https:";
-    const headers: Record<string, string> = {};
-    init.headers.forEach((value, name) => headers[name] = value);
+    const headers = init.headers;
     if (init.body) headers["content-length"] = String(init.body.byteLength);
 
     return new Promise<UpstreamReply>((resolve, reject) => {
@@ -179,7 +180,7 @@ export class NodeTransport implements Transport {
         resolve({
           status,
           statusText: response.statusMessage ?? "",
-          headers: toHeaders(response.rawHeaders),
+          headers: new RawHeaders(response.rawHeaders),
           hasBody: init.method !== "HEAD" && status !== 204 && status !== 304 && status >= 200,
           // Built on first use: `bytes()` reads the socket without any web stream.
           get body() {
@@ -233,14 +234,38 @@ function readAll(
   });
 }
 
-function toHeaders(raw: readonly string[]): Headers {
-  const headers = new Headers();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    try {
-      headers.append(raw[i]!, raw[i + 1]!);
-    } catch { /* a header value fetch would also refuse: drop it */ }
+/**
+ * Response headers straight from Node's raw list, without building a `Headers` (which would
+ * validate and re-sort every one): read once by the proxy, then copied into the client's
+ * response.
+ */
+class RawHeaders implements ReplyHeaders {
+  readonly #values = new Map<string, string[]>();
+
+  constructor(raw: readonly string[]) {
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const list = this.#values.get(name);
+      if (list) list.push(raw[i + 1]!);
+      else this.#values.set(name, [raw[i + 1]!]);
+    }
   }
-  return headers;
+
+  get(name: string): string | null {
+    return this.#values.get(name)?.join(", ") ?? null;
+  }
+
+  has(name: string): boolean {
+    return this.#values.has(name);
+  }
+
+  forEach(callback: (value: string, name: string) => void): void {
+    for (const [name, list] of this.#values) {
+      // Set-Cookie values must stay separate; others combine as HTTP allows.
+      if (name === "set-cookie") { for (const value of list) callback(value, name); }
+      else callback(list.length === 1 ? list[0]! : list.join(", "), name);
+    }
+  }
 }
 
 /**

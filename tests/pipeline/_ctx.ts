@@ -22,5 +22,6 @@ export function testContext(
     requestId: "",
     clientIp: peerIp,
     trace: { attempts: 0 },
+    responseHeaders: [],
   };
 }

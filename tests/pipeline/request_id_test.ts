@@ -4,6 +4,11 @@ import { BadGatewayError } from "../../src/pipeline/errors.ts";
 import { requestIdStage } from "../../src/pipeline/request_id.ts";
 import { testContext } from "./_ctx.ts";
 
+/** The X-Request-Id the stage asked the proxy to put on the response. */
+function sentId(ctx: { responseHeaders: [string, string][] }): string | null {
+  return new Headers(ctx.responseHeaders).get("x-request-id");
+}
+
 function request(id?: string): Request {
   return new Request("http://proxy.test/v1/models", {
     headers: id === undefined ? {} : { "x-request-id": id },
@@ -18,7 +23,7 @@ Deno.test("requestIdStage() accepts a sane X-Request-Id from the client", async 
     const ctx = testContext(request(id));
     const response = await stage(ctx, () => Promise.resolve(new Response("ok")));
     assert.equal(ctx.requestId, id);
-    assert.equal(response.headers.get("x-request-id"), id);
+    assert.equal(sentId(ctx), id);
     await response.body?.cancel();
   }
 });
@@ -30,7 +35,7 @@ Deno.test("requestIdStage() replaces a missing or unsafe X-Request-Id", async ()
     const ctx = testContext(request(id));
     const response = await stage(ctx, () => Promise.resolve(new Response("ok")));
     assert.equal(ctx.requestId, `gen-${n}`, String(id));
-    assert.equal(response.headers.get("x-request-id"), `gen-${n}`);
+    assert.equal(sentId(ctx), `gen-${n}`);
     await response.body?.cancel();
   }
 });
@@ -42,7 +47,7 @@ Deno.test("requestIdStage() generates UUIDs by default", async () => {
     ctx.requestId,
     /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
   );
-  assert.equal(response.headers.get("x-request-id"), ctx.requestId);
+  assert.equal(sentId(ctx), ctx.requestId);
   await response.body?.cancel();
 });
 
@@ -55,27 +60,6 @@ Deno.test("requestIdStage() sets the id before later stages run", async () => {
   });
   assert.equal(seen, "early");
   await response.body?.cancel();
-});
-
-Deno.test("requestIdStage() replaces an upstream's X-Request-Id on the response", async () => {
-  const ctx = testContext(request("mine"));
-  const response = await requestIdStage()(
-    ctx,
-    () => Promise.resolve(new Response("ok", { headers: { "x-request-id": "upstream-id" } })),
-  );
-  assert.equal(response.headers.get("x-request-id"), "mine");
-  await response.body?.cancel();
-});
-
-Deno.test("requestIdStage() copies a response whose headers are immutable", async () => {
-  const ctx = testContext(request("rid-1"));
-  const response = await requestIdStage()(
-    ctx,
-    () => Promise.resolve(Response.redirect("http://elsewhere.test/", 307)),
-  );
-  assert.equal(response.status, 307);
-  assert.equal(response.headers.get("location"), "http://elsewhere.test/");
-  assert.equal(response.headers.get("x-request-id"), "rid-1");
 });
 
 Deno.test("requestIdStage() id reaches error responses rendered by compose()", async () => {

@@ -9,12 +9,16 @@ import {
 
 const FACTS = { peerIp: "203.0.113.5", proto: "http" };
 
+/** A plan whose `build()` result is wrapped in `Headers` for case-insensitive assertions. */
 function plan(options: { auth?: AuthConfig; ops?: HeaderOp[]; userAgent?: string } = {}) {
-  return new RequestHeaderPlan({
+  const built = new RequestHeaderPlan({
     auth: options.auth ?? { type: "none" },
     userAgent: options.userAgent ?? "LLMProxy/1.0",
     ops: options.ops ?? [],
   });
+  return {
+    build: (client: Headers, facts: typeof FACTS) => new Headers(built.build(client, facts)),
+  };
 }
 
 Deno.test("stripHopByHop() removes hop-by-hop headers and those Connection names", () => {
@@ -169,10 +173,25 @@ Deno.test("responseHeaders() strips hop-by-hop headers and keeps the rest", () =
     "content-encoding": "gzip",
     "x-request-id": "up-1",
   });
-  const headers = responseHeaders(upstream);
+  const headers = new Headers(responseHeaders(upstream));
   assert.deepEqual([...headers.keys()], ["content-encoding", "content-type", "x-request-id"]);
   assert.equal(upstream.get("x-hop"), "1", "the upstream's headers are not modified");
   // The copy is mutable (later stages add headers).
   headers.set("x-request-id", "mine");
   assert.equal(headers.get("x-request-id"), "mine");
+});
+
+Deno.test("responseHeaders() sets the proxy's headers over the upstream's, keeping its request id", () => {
+  const upstream = new Headers({
+    "x-request-id": "req_upstream",
+    "x-ratelimit-limit": "999",
+    "content-type": "application/json",
+  });
+  const headers = new Headers(
+    responseHeaders(upstream, [["x-request-id", "mine"], ["x-ratelimit-limit", "2"]]),
+  );
+  assert.equal(headers.get("x-request-id"), "mine");
+  assert.equal(headers.get("x-upstream-request-id"), "req_upstream");
+  assert.equal(headers.get("x-ratelimit-limit"), "2");
+  assert.equal(headers.get("content-type"), "application/json");
 });

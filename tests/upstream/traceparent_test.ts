@@ -73,8 +73,8 @@ Deno.test("traceparent: the header plan sets it on the outgoing request", () => 
   const plan = new RequestHeaderPlan({ auth: { type: "none" }, userAgent: "t", ops: [] });
   const facts = { peerIp: "127.0.0.1", proto: "http" };
   const continued = plan.build(new Headers({ traceparent: `00-${TRACE}-${PARENT}-01` }), facts);
-  assert.equal(parts(continued.get("traceparent")!).traceId, TRACE);
-  assert.notEqual(parts(continued.get("traceparent")!).parentId, PARENT);
+  assert.equal(parts(continued["traceparent"]!).traceId, TRACE);
+  assert.notEqual(parts(continued["traceparent"]!).parentId, PARENT);
   const started = plan.build(new Headers(), facts);
-  assert.ok(SHAPE.test(started.get("traceparent")!));
+  assert.ok(SHAPE.test(started["traceparent"]!));
 });
