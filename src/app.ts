@@ -12,6 +12,7 @@ import { Registry } from "./metrics/registry.ts";
 import { createProxyMetrics } from "./metrics/proxy_metrics.ts";
 import { observabilityHooks } from "./metrics/hooks.ts";
 import { Runtime } from "./runtime.ts";
+import { Deadlines } from "./deadlines.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
 import { adminHandler } from "./server/admin.ts";
 import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
@@ -70,6 +71,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     clock,
     random: options.random ?? Math.random,
     log,
+    // Real time: deadlines wait for real I/O, whatever clock the policies are given.
+    deadlines: new Deadlines(),
     createTransport: (config: HttpClientConfig) =>
       createGroupTransport(config, {
         env,

@@ -19,6 +19,7 @@ import type { BreakerState } from "./resilience/circuit_breaker.ts";
 import { Upstream } from "./upstream/upstream.ts";
 import { Group } from "./upstream/group.ts";
 import type { Transport } from "./upstream/transport.ts";
+import type { Deadlines } from "./deadlines.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 
 /** What the runtime needs from the outside world. */
@@ -26,6 +27,8 @@ export interface RuntimeDeps {
   clock: Clock;
   random: Random;
   log: Logger;
+  /** Shared deadline ticks for every request. */
+  deadlines: Deadlines;
   /** Creates a group's transport. */
   createTransport: (config: Config["upstreamGroups"][number]["httpClient"]) => Transport;
   hooks?: RuntimeHooks;
@@ -143,6 +146,7 @@ export class Runtime {
         router,
         maxBodySize: this.config.httpServer.maxBodySize,
         bodyTimeoutMs: this.config.httpServer.bodyTimeout,
+        deadlines: deps.deadlines,
         clock: deps.clock,
         random: deps.random,
         inflight: this.inflight,

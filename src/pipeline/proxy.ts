@@ -30,6 +30,7 @@ import { responseHeaders } from "../upstream/headers.ts";
 import { decideRetry } from "../resilience/retry.ts";
 import { type BodyEnd, BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
+import type { Deadline, Deadlines } from "../deadlines.ts";
 import {
   MAX_JSON_BYTES,
   type TokenUsage,
@@ -59,6 +60,8 @@ export interface ProxyStageOptions {
   maxBodySize: number;
   /** Longest time to receive the request body, ms (then 408). */
   bodyTimeoutMs: number;
+  /** Shared deadline ticks (body read, first byte, total). */
+  deadlines: Deadlines;
   clock: Clock;
   random: Random;
   /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
@@ -81,7 +84,12 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       path: ctx.path,
       query: ctx.query,
       headers: ctx.request.headers,
-      body: await readBody(ctx.request, options.maxBodySize, options.bodyTimeoutMs),
+      body: await readBody(
+        ctx.request,
+        options.maxBodySize,
+        options.bodyTimeoutMs,
+        options.deadlines,
+      ),
       peerIp: ctx.peerIp,
       proto: ctx.request.url.startsWith("https:") ? "https" : "http",
     };
@@ -109,7 +117,10 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       options.inflight.add(controller);
       group.balancer.begin?.(member);
 
-      const result = await sendAttempt(group, member, request, controller, { now });
+      const result = await sendAttempt(group, member, request, controller, {
+        now,
+        deadlines: options.deadlines,
+      });
       hooks.onAttempt?.(group, member, result);
       last = result;
       if (result.kind === "response" && result.retryAfterMs !== undefined) {
@@ -252,9 +263,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   ): Promise<Response> {
     const upstream = result.response;
     const remainingMs = group.deadlines.requestMs - result.firstByteMs;
-    const timer = setTimeout(
+    const deadline = options.deadlines.after(
+      remainingMs,
       () => controller.abort(new BodyTimeoutError("request")),
-      Math.max(0, remainingMs),
     );
     let bytes: Uint8Array<ArrayBuffer>;
     try {
@@ -282,7 +293,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         { code: clientGone ? "client_disconnected" : "upstream_body_broken", cause: reason },
       );
     } finally {
-      clearTimeout(timer);
+      deadline.cancel();
     }
     settle();
     const usage = upstream.headers.get("content-type")?.startsWith("application/json")
@@ -350,20 +361,21 @@ async function readBody(
   request: Request,
   limit: number,
   timeoutMs: number,
+  deadlines: Deadlines,
 ): Promise<Uint8Array<ArrayBuffer> | null> {
   if (!request.body) return null;
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let deadline: Deadline | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+    deadline = deadlines.after(
+      timeoutMs,
       () =>
         reject(
           new RequestTimeoutError(`the request body did not arrive within ${timeoutMs}ms`, {
             code: "request_body_timeout",
           }),
         ),
-      timeoutMs,
     );
   });
   try {
@@ -376,7 +388,7 @@ async function readBody(
       cause: error,
     });
   } finally {
-    clearTimeout(timer);
+    deadline?.cancel();
   }
 }
 

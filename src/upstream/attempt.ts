@@ -10,6 +10,7 @@ import { parseRetryAfter } from "../resilience/retry.ts";
 import type { Group, GroupMember } from "./group.ts";
 import type { BreakerVerdict } from "./upstream.ts";
 import type { UpstreamReply } from "./transport.ts";
+import type { Deadlines } from "../deadlines.ts";
 
 /** Why an attempt's controller was aborted. */
 export class AttemptAbort extends Error {
@@ -55,13 +56,14 @@ export async function sendAttempt(
   member: GroupMember,
   request: OutgoingRequest,
   controller: AbortController,
-  options: { now: () => number },
+  options: { now: () => number; deadlines: Deadlines },
 ): Promise<AttemptResult> {
   const upstream = member.upstream;
   const target = upstream.url.target(request.path, request.query);
   const headers = member.headers.build(request.headers, request);
   const started = options.now();
-  const timer = setTimeout(
+  const deadline = options.deadlines.after(
+    group.deadlines.firstByteMs,
     () =>
       controller.abort(
         new AttemptAbort(
@@ -69,7 +71,6 @@ export async function sendAttempt(
           `upstream "${upstream.name}" sent no response headers within ${group.deadlines.firstByteMs}ms`,
         ),
       ),
-    group.deadlines.firstByteMs,
   );
   try {
     const response = await group.transport.send(target, {
@@ -82,7 +83,7 @@ export async function sendAttempt(
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
-    clearTimeout(timer);
+    deadline.cancel();
   }
 }
 
