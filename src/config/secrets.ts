@@ -25,6 +25,8 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
       add(u.auth.password);
       add(btoa(`${u.auth.username}:${u.auth.password}`));
     }
+    // A credential can also be sent as a header op (e.g. `x-api-key`, `api-key` for Azure).
+    for (const op of u.headers) if (isSensitiveHeader(op.key)) add(op.value);
   }
   for (const g of config.upstreamGroups) {
     const proxy = g.httpClient.proxy;
@@ -67,6 +69,11 @@ export function redactedConfig(loaded: LoadedConfig): unknown {
 }
 
 const SECRET_KEYS = new Set(["token", "password"]);
+
+/** Header names that carry credentials by convention. */
+export function isSensitiveHeader(name: string): boolean {
+  return /authorization|api[-_]?key|token|secret|password|cookie/i.test(name);
+}
 
 function redactUrlCredentials(raw: string): string {
   try {

@@ -36,15 +36,18 @@ export class ClientIpResolver {
 
   /** The client IP for a request from `peer` carrying `forwardedFor` (may be null). */
   resolve(peer: string, forwardedFor: string | null): string {
+    // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d: one client, one key.
+    const client = peer.startsWith("::ffff:") ? normalizeIp(peer) ?? peer : peer;
     // Fast path: nothing trusted, so the header is never consulted.
-    if (this.#trusted.length === 0 || !forwardedFor || !this.isTrusted(peer)) return peer;
+    if (this.#trusted.length === 0 || !forwardedFor || !this.isTrusted(client)) return client;
     const hops = forwardedFor.split(",");
+    let hop: string | undefined;
     for (let i = hops.length - 1; i >= 0; i--) {
-      const hop = hops[i]!.trim();
-      if (!parseIp(hop)) return peer; // garbage in the chain: believe only the socket
+      hop = normalizeIp(hops[i]!);
+      if (hop === undefined) return client; // garbage in the chain: believe only the socket
       if (!this.isTrusted(hop)) return hop;
     }
-    return hops[0]!.trim();
+    return hop ?? client;
   }
 }
 
@@ -58,6 +61,25 @@ function parseCidr(text: string): Cidr {
     throw new Error(`invalid CIDR prefix in "${text}"`);
   }
   return { v6: ip.v6, network: ip.value, prefix };
+}
+
+/**
+ * The canonical text of an address as X-Forwarded-For may carry it: trimmed, a port dropped
+ * (`1.2.3.4:5678`, `[::1]:443`), IPv4-mapped IPv6 as plain IPv4, IPv6 lower-cased. Undefined
+ * when it is not an address.
+ */
+export function normalizeIp(text: string): string | undefined {
+  let s = text.trim();
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(s);
+  if (bracketed) s = bracketed[1]!;
+  else if (/^[\d.]+:\d+$/.test(s)) s = s.slice(0, s.lastIndexOf(":"));
+  const parsed = parseIp(s);
+  if (!parsed) return undefined;
+  if (!parsed.v6) {
+    const v = Number(parsed.value);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+  }
+  return s.toLowerCase();
 }
 
 /** Parses an IPv4 or IPv6 address (IPv4-mapped IPv6 counts as IPv4). */
@@ -79,7 +101,8 @@ function parseIpv4(s: string): { v6: boolean; value: bigint } | undefined {
   if (parts.length !== 4) return undefined;
   let value = 0n;
   for (const part of parts) {
-    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) return undefined;
+    // Leading zeros are refused: some parsers read them as octal.
+    if (!/^(0|[1-9]\d{0,2})$/.test(part) || Number(part) > 255) return undefined;
     value = (value << 8n) | BigInt(part);
   }
   return { v6: false, value };

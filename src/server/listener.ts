@@ -9,6 +9,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import { BrokenBodyError } from "../stream/observe.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -31,8 +32,12 @@ export function listen(
     port: options.port,
     onListen() {},
     onError(error) {
-      // Only reached on a bug: the pipeline turns every failure into a response.
-      log.error("unhandled error in request handler", { listener: name, error });
+      // An upstream body that broke mid-transfer reaches the server as a body error; the
+      // client's transfer is aborted, which is the intended signal. Anything else is a bug:
+      // the pipeline turns every failure into a response.
+      if (error instanceof BrokenBodyError) {
+        log.warn("response body aborted: the upstream broke off", { listener: name, error });
+      } else log.error("unhandled error in request handler", { listener: name, error });
       return new Response(
         JSON.stringify({
           error: { message: "internal proxy error", type: "proxy_error", code: "internal_error" },

@@ -35,6 +35,14 @@ export interface ObserveOptions {
   now: () => number;
 }
 
+/**
+ * What a non-SSE client body errors with when the upstream breaks: the HTTP server sees it
+ * (and aborts the transfer), and can tell it apart from a bug in the proxy.
+ */
+export class BrokenBodyError extends Error {
+  override name = "BrokenBodyError";
+}
+
 /** A deadline that ended a body. */
 export class BodyTimeoutError extends Error {
   override name = "BodyTimeoutError";
@@ -110,7 +118,7 @@ export function observeBody(
         if (options.sse) {
           controller.enqueue(options.errorEvent(describe(cause)));
           controller.close();
-        } else controller.error(cause);
+        } else controller.error(new BrokenBodyError(describe(cause), { cause }));
       }
     },
     cancel(reason) {

@@ -169,7 +169,10 @@ function classifyError(
     };
   }
   const detail = describeFetchError(error);
-  if (group.viaProxy && /proxy|tunnel|407/i.test(detail)) {
+  // Through an outbound proxy every connection goes to the proxy: a connection that fails is
+  // the proxy's failure (unreachable, refused the tunnel), not the upstream's, so it must not
+  // count against the upstream's breaker.
+  if (group.viaProxy) {
     return {
       kind: "error",
       outcome: { kind: "proxy" },

@@ -119,7 +119,9 @@ function connectionTokens(value: string): string[] {
   return value.split(",").map((token) => token.trim().toLowerCase()).filter((t) => t !== "");
 }
 
-const TRACEPARENT_RE = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
+// Version 00 is exactly this; later versions may append fields after the flags (W3C §3.2.4).
+const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+const ZEROS_RE = /^0+$/;
 
 /**
  * W3C trace context for the upstream call: the client's trace id continues with a new parent
@@ -128,8 +130,10 @@ const TRACEPARENT_RE = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
  */
 export function nextTraceparent(incoming: string | null): string {
   const match = incoming ? TRACEPARENT_RE.exec(incoming.trim()) : null;
-  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(32);
-  return `00-${traceId}-${randomHex(16)}-${match ? match[2] : "01"}`;
+  const valid = match !== null && match[1] !== "ff" && (match[1] !== "00" || !match[5]) &&
+    !ZEROS_RE.test(match[2]!) && !ZEROS_RE.test(match[3]!);
+  const traceId = valid ? match[2]! : randomHex(32);
+  return `00-${traceId}-${randomHex(16)}-${valid ? match[4] : "01"}`;
 }
 
 /** Random lowercase hex of `length` characters, from the fast native UUID source. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load.ts";
-import { configSecrets } from "../../src/config/secrets.ts";
+import { configSecrets, redactedConfig } from "../../src/config/secrets.ts";
 
 function secretsOf(text: string, env: Record<string, string> = {}): string[] {
   const loaded = parseConfig(
@@ -114,4 +114,28 @@ upstreamGroups:
     secretsOf(text, env),
     ["admin-secret", "sk-shared-key", "pw", btoa("u:pw"), "proxypass"].sort(),
   );
+});
+
+Deno.test("configSecrets() includes the values of credential-like header ops", () => {
+  const loaded = parseConfig(
+    `httpServer:
+  forwards: [{name: f, port: 0, defaultGroup: g}]
+upstreams:
+  - name: azure
+    url: "https://example.openai.azure.com/openai"
+    headers:
+      - {op: replace, key: api-key, value: "azure-key-123456"}
+      - {op: insert, key: X-Team, value: "platform-team"}
+upstreamGroups:
+  - {name: g, upstreams: [{name: azure}]}
+`,
+    "t.yaml",
+    () => undefined,
+  );
+  const secrets = configSecrets(loaded);
+  assert.ok(secrets.has("azure-key-123456"));
+  assert.ok(!secrets.has("platform-team"));
+  const shown = JSON.stringify(redactedConfig(loaded));
+  assert.ok(!shown.includes("azure-key-123456"));
+  assert.ok(shown.includes("platform-team"));
 });

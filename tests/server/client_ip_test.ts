@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ClientIpResolver, parseIp } from "../../src/server/client_ip.ts";
+import { ClientIpResolver, normalizeIp, parseIp } from "../../src/server/client_ip.ts";
 
 Deno.test("parseIp() reads IPv4 dotted quads", () => {
   assert.deepEqual(parseIp("127.0.0.1"), { v6: false, value: 0x7f000001n });
@@ -136,4 +136,19 @@ Deno.test("ClientIpResolver.resolve() falls back to the peer on garbage in the c
 Deno.test("ClientIpResolver.resolve() trusts an IPv4-mapped loopback peer", () => {
   const resolver = new ClientIpResolver(["127.0.0.1/32"]);
   assert.equal(resolver.resolve("::ffff:127.0.0.1", "198.51.100.7"), "198.51.100.7");
+});
+
+Deno.test("normalizeIp() drops ports, unmaps IPv4-mapped IPv6 and refuses leading zeros", () => {
+  assert.equal(normalizeIp(" 1.2.3.4:5678 "), "1.2.3.4");
+  assert.equal(normalizeIp("[2001:DB8::1]:443"), "2001:db8::1");
+  assert.equal(normalizeIp("::ffff:10.1.2.3"), "10.1.2.3");
+  assert.equal(normalizeIp("010.0.0.1"), undefined);
+  assert.equal(normalizeIp("not-an-ip"), undefined);
+});
+
+Deno.test("ClientIpResolver keys an IPv4-mapped peer and its plain form alike", () => {
+  const resolver = new ClientIpResolver([]);
+  assert.equal(resolver.resolve("::ffff:192.0.2.7", null), "192.0.2.7");
+  const trusted = new ClientIpResolver(["10.0.0.0/8"]);
+  assert.equal(trusted.resolve("::ffff:10.0.0.1", "198.51.100.4:31337"), "198.51.100.4");
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   type BodyEnd,
   BodyTimeoutError,
+  BrokenBodyError,
   observeBody,
   type ObserveOptions,
 } from "../../src/stream/observe.ts";
@@ -114,7 +115,7 @@ Deno.test("observeBody() non-SSE: a source error errors the body (never a clean 
   const boom = new Error("connection reset");
   const next = reader.read();
   source.error(boom);
-  await assert.rejects(next, (error) => error === boom);
+  await assert.rejects(next, (error) => error instanceof BrokenBodyError && error.cause === boom);
   assert.equal(ends.length, 1);
   assert.deepEqual(ends[0], { kind: "error", bytes: 7, error: boom });
   reader.releaseLock();
@@ -145,9 +146,11 @@ Deno.test("observeBody() streamIdle: silence past the limit aborts and errors th
   source.push("first");
   await read;
   await assert.rejects(reader.read(), (error) => {
-    assert.ok(error instanceof BodyTimeoutError);
-    assert.equal(error.phase, "streamIdle");
-    assert.match(error.message, /sent nothing for 20ms/);
+    assert.ok(error instanceof BrokenBodyError);
+    const cause = error.cause;
+    assert.ok(cause instanceof BodyTimeoutError);
+    assert.equal(cause.phase, "streamIdle");
+    assert.match(cause.message, /sent nothing for 20ms/);
     return true;
   });
   assert.equal(aborts.length, 1);
@@ -208,8 +211,9 @@ Deno.test("observeBody() total deadline ends a body that keeps trickling", async
   await read;
   t = 10;
   await assert.rejects(reader.read(), (error) => {
-    assert.ok(error instanceof BodyTimeoutError);
-    assert.equal(error.phase, "request");
+    assert.ok(error instanceof BrokenBodyError);
+    assert.ok(error.cause instanceof BodyTimeoutError);
+    assert.equal(error.cause.phase, "request");
     return true;
   });
   assert.equal(aborts.length, 1);

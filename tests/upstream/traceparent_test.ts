@@ -78,3 +78,10 @@ Deno.test("traceparent: the header plan sets it on the outgoing request", () => 
   const started = plan.build(new Headers(), facts);
   assert.ok(SHAPE.test(started["traceparent"]!));
 });
+
+Deno.test("nextTraceparent(): an all-zero parent or version ff starts a new trace; later versions continue", () => {
+  assert.notEqual(parts(nextTraceparent(`00-${TRACE}-${"0".repeat(16)}-01`)).traceId, TRACE);
+  assert.notEqual(parts(nextTraceparent(`ff-${TRACE}-${PARENT}-01`)).traceId, TRACE);
+  assert.equal(parts(nextTraceparent(`01-${TRACE}-${PARENT}-01-future`)).traceId, TRACE);
+  assert.notEqual(parts(nextTraceparent(`00-${TRACE}-${PARENT}-01-extra`)).traceId, TRACE);
+});
