@@ -113,6 +113,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   }
 
   const forwards = new Map<string, Listener>();
+  /** Listeners a reload moved or removed, still draining their own requests. */
+  const draining = new Set<Promise<void>>();
   const bind = (name: string) => {
     const f = runtime.forwards.get(name)!.config;
     // Requests always go to the graph serving now, so a reload swaps it under the listener.
@@ -205,7 +207,10 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       }
       forwards.delete(name);
       // Drains on its own: in-flight requests finish, new connections go to the new listener.
-      void listener.shutdown();
+      // A stop waits for it like for the serving listeners.
+      const drained = listener.shutdown();
+      draining.add(drained);
+      drained.finally(() => draining.delete(drained)).catch(() => {});
       log.info(`forward "${name}" ${after ? "moves" : "is removed"}`);
     }
     for (const name of successor.forwards.keys()) {
@@ -223,12 +228,14 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   function retire(previous: Runtime): void {
     retiring.add(previous);
     const check = () => {
+      if (!retiring.has(previous)) return; // closed by stop()
       if (previous.inflight.size > 0 && !stopping) {
         Deno.unrefTimer(setTimeout(check, 1_000));
         return;
       }
       retiring.delete(previous);
-      previous.close(runtime);
+      // A group carried over by a reload is shared: the last graph using it closes it.
+      previous.close([runtime, ...retiring]);
     };
     check();
   }
@@ -243,7 +250,10 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       log.info(`shutting down: draining in-flight requests for up to ${drainMs}ms`);
       watcher?.close();
       removeSignals();
-      const drained = Promise.all([...forwards.values()].map((l) => l.shutdown()));
+      const drained = Promise.all([
+        ...[...forwards.values()].map((l) => l.shutdown()),
+        ...draining,
+      ]);
       if (!await within(drained, drainMs)) {
         const open = [runtime, ...retiring].reduce((n, r) => n + r.inflight.size, 0);
         log.warn(`drain deadline passed: ending ${open} request(s) still open`);
@@ -252,7 +262,10 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         await within(drained, 5_000);
       }
       await admin?.shutdown();
-      for (const r of retiring) r.close(runtime);
+      for (const r of [...retiring]) {
+        retiring.delete(r);
+        r.close([runtime, ...retiring]);
+      }
       runtime.close();
       log.info("stopped");
       resolveFinished(0);

@@ -185,11 +185,13 @@ export class Runtime {
   }
 
   /**
-   * Releases outbound clients not used by `successor` (all of them when there is none). Call
-   * once nothing runs on this graph any more.
+   * Releases outbound clients not shared with a graph in `live` (the serving one and any other
+   * still retiring: a group carried over by a reload is shared). Call once nothing runs on
+   * this graph any more.
    */
-  close(successor?: Runtime): void {
-    const kept = new Set(successor?.groups.values());
+  close(live: Iterable<Runtime> = []): void {
+    const kept = new Set<Group>();
+    for (const runtime of live) for (const group of runtime.groups.values()) kept.add(group);
     for (const group of this.groups.values()) {
       if (!kept.has(group)) group.transport.close();
     }

@@ -23,7 +23,10 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
     if (u.auth.type === "bearer") add(u.auth.token);
     if (u.auth.type === "basic") {
       add(u.auth.password);
-      add(btoa(`${u.auth.username}:${u.auth.password}`));
+      // As the Authorization header carries it: base64 of the UTF-8 bytes (btoa alone would
+      // throw on non-Latin-1 characters and mis-encode Latin-1 ones).
+      const bytes = new TextEncoder().encode(`${u.auth.username}:${u.auth.password}`);
+      add(btoa(String.fromCharCode(...bytes)));
     }
     // A credential can also be sent as a header op (e.g. `x-api-key`, `api-key` for Azure).
     for (const op of u.headers) if (isSensitiveHeader(op.key)) add(op.value);

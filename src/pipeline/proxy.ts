@@ -114,6 +114,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       const onClientGone = () =>
         controller.abort(new AttemptAbort("client", "client disconnected"));
       ctx.request.signal.addEventListener("abort", onClientGone, { once: true });
+      if (ctx.request.signal.aborted) onClientGone(); // left before the listener was added
       options.inflight.add(controller);
       group.balancer.begin?.(member);
 
@@ -174,6 +175,13 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
       // cool-down measured on that clock must really have passed.
       if (now() < resumeAt) await sleep(resumeAt - now(), ctx.request.signal);
+      // A client that left during the delay must not cost another upstream call: the next
+      // attempt's abort listener would never fire on a signal that is already aborted.
+      if (ctx.request.signal.aborted) {
+        throw new BadGatewayError("client disconnected before the retry", {
+          code: "client_disconnected",
+        });
+      }
     }
   };
 

@@ -23,6 +23,8 @@ export interface ClientStageOptions {
 /** Creates the client-IP and per-IP rate-limit stage. */
 export function clientStage(options: ClientStageOptions): Stage {
   const { resolver, limiter, clock, onReject } = options;
+  // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
+  // deno-lint-ignore require-await
   return async function client(ctx, next) {
     ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
     if (!limiter) return next();

@@ -67,6 +67,8 @@ export function observeBody(
   let timer: ReturnType<typeof setTimeout> | undefined;
   let ended = false;
   let timeout: BodyTimeoutError | undefined;
+  /** A read of the upstream is pending: the client asked for more. */
+  let waiting = false;
 
   const finish = (end: BodyEnd) => {
     if (ended) return;
@@ -79,6 +81,9 @@ export function observeBody(
   // for the remaining time instead of being reset on every chunk.
   const arm = () => {
     const t = now();
+    // Only the upstream's silence counts: while the client is not reading (backpressure),
+    // nothing is asked of the upstream, so a slow client never times out a healthy upstream.
+    if (!waiting) lastChunkAt = t;
     const idleLeft = lastChunkAt + idleTimeoutMs - t;
     const totalLeft = deadlineAt === undefined ? Infinity : deadlineAt - t;
     if (idleLeft <= 0 || totalLeft <= 0) {
@@ -97,7 +102,10 @@ export function observeBody(
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
+        waiting = true;
+        lastChunkAt = now();
         const { done, value } = await reader.read();
+        waiting = false;
         if (done) {
           if (timeout) throw timeout;
           finish({ kind: "end", bytes });

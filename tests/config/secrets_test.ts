@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load.ts";
 import { configSecrets, redactedConfig } from "../../src/config/secrets.ts";
+import { RequestHeaderPlan } from "../../src/upstream/headers.ts";
 
 function secretsOf(text: string, env: Record<string, string> = {}): string[] {
   const loaded = parseConfig(
@@ -138,4 +139,16 @@ upstreamGroups:
   const shown = JSON.stringify(redactedConfig(loaded));
   assert.ok(!shown.includes("azure-key-123456"));
   assert.ok(shown.includes("platform-team"));
+});
+
+Deno.test("basic auth: non-ASCII credentials give the base64 of their UTF-8, as sent", () => {
+  const text = SERVER + `upstreams:
+  - {name: u1, url: "https://a.example", auth: {type: basic, username: jürgen, password: пароль}}
+` + GROUP;
+  const header = new RequestHeaderPlan({
+    auth: { type: "basic", username: "jürgen", password: "пароль" },
+    userAgent: "t",
+    ops: [],
+  }).build(new Headers(), { peerIp: "127.0.0.1", proto: "http" })["authorization"]!;
+  assert.deepEqual(secretsOf(text), [header.slice("Basic ".length), "пароль"].sort());
 });

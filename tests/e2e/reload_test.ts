@@ -57,7 +57,11 @@ interface Running {
   admin: string;
 }
 
-async function withApp(fn: (r: Running) => Promise<void>, initial?: Options): Promise<void> {
+async function withApp(
+  fn: (r: Running) => Promise<void>,
+  initial?: Options,
+  transport?: "node" | "fetch",
+): Promise<void> {
   const m1 = await startMockUpstream({ name: "m1" });
   const m2 = await startMockUpstream({ name: "m2" });
   const logs: string[] = [];
@@ -67,6 +71,7 @@ async function withApp(fn: (r: Running) => Promise<void>, initial?: Options): Pr
     log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
     handleSignals: false,
     env: () => undefined,
+    ...(transport ? { transport } : {}),
     reload: () => Promise.resolve(parseConfig(running.next, "test.yaml", () => undefined)),
   });
   Object.assign(running, {
@@ -103,8 +108,12 @@ async function reloads(r: Running, result: "success" | "failure"): Promise<numbe
   return sampleValue(parsePrometheusText(text), "llmproxy_config_reloads_total", { result }) ?? 0;
 }
 
-/** Starts a slow SSE stream (10 chunks, 100 ms apart) and waits for its first event. */
-async function slowStream(url: string): Promise<Promise<string[]>> {
+/**
+ * Starts a slow SSE stream (10 chunks, 100 ms apart) and waits for its response headers. The
+ * events come wrapped: an async function returning a bare promise would be flattened by
+ * `await`, which would wait for the whole stream.
+ */
+async function slowStream(url: string): Promise<{ events: Promise<string[]> }> {
   const start = performance.now();
   const response = await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
@@ -113,7 +122,7 @@ async function slowStream(url: string): Promise<Promise<string[]>> {
   });
   assert.equal(response.status, 200);
   const reader = response.body!;
-  return readEvents(reader, start).then((events) => events.map((e) => e.text));
+  return { events: readEvents(reader, start).then((events) => events.map((e) => e.text)) };
 }
 
 const bearer = { authorization: `Bearer ${TOKEN}` };
@@ -142,7 +151,7 @@ Deno.test("reload: app.reload() adds an upstream, changes weights and opens a ne
     assert.equal((await servedBy(r.url("second"), 4)).length, 4);
 
     // The stream started before the reload ends cleanly with all its chunks.
-    const events = await stream;
+    const events = await stream.events;
     assert.equal(events.filter((e) => e.includes("chat.completion.chunk")).length, 10);
     assert.equal(events.at(-1), "data: [DONE]");
     assert.equal(await reloads(r, "success"), 1);
@@ -164,7 +173,7 @@ Deno.test("reload: POST /reload with the token swaps the config; without it 401 
     assert.equal(response.status, 200);
     assert.deepEqual(await response.json(), { status: "reloaded" });
     assert.deepEqual(await servedBy(r.url(), 3), ["m2", "m2", "m2"]);
-    const events = await stream;
+    const events = await stream.events;
     assert.equal(events.filter((e) => e.includes("chat.completion.chunk")).length, 10);
     assert.equal(events.at(-1), "data: [DONE]");
     assert.equal(await reloads(r, "success"), 1);
@@ -265,7 +274,7 @@ Deno.test("reload: an invalid config is rejected, the old one keeps serving, fai
     assert.equal(await reloads(r, "failure"), 3);
     assert.equal(await reloads(r, "success"), 0);
     assert.deepEqual(await servedBy(r.url(), 2), ["m1", "m1"]);
-    const events = await stream;
+    const events = await stream.events;
     assert.equal(events.at(-1), "data: [DONE]");
     assert.ok(r.logs.some((l) => l.includes("config reload rejected")));
 
@@ -405,4 +414,63 @@ Deno.test("reload: secrets of the new config never reach the logs (live secret s
     await m1.close();
     await m2.close();
   }
+});
+
+Deno.test("reload: a stream survives two reloads when the graph between them shared its group", async () => {
+  await withApp(async (r) => {
+    const stream = await slowStream(r.url());
+    // First reload: group g unchanged, so the new graph shares its transport with the old one.
+    r.next = yaml(r.m1, r.m2, {
+      forwards: "    - {name: second, port: 0, address: 127.0.0.1, defaultGroup: g}",
+    });
+    assert.deepEqual(await r.app.reload(), { ok: true, errors: [] });
+    // Second reload: g changes. The middle graph has nothing in flight and retires at once;
+    // it must not close g's transport, which the first graph's stream still uses.
+    r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}" });
+    assert.deepEqual(await r.app.reload(), { ok: true, errors: [] });
+    const events = await stream.events;
+    assert.equal(events.filter((e) => e.includes("chat.completion.chunk")).length, 10);
+    assert.equal(events.at(-1), "data: [DONE]");
+  });
+});
+
+Deno.test("reload: stop closes a client shared by two retiring graphs once, after their streams", async () => {
+  // fetch: closing a Deno.HttpClient twice throws, which would reject stop().
+  await withApp(
+    async (r) => {
+      const first = await slowStream(r.url());
+      r.next = yaml(r.m1, r.m2, {
+        forwards: "    - {name: second, port: 0, address: 127.0.0.1, defaultGroup: g}",
+      });
+      assert.deepEqual(await r.app.reload(), { ok: true, errors: [] });
+      const second = await slowStream(r.url());
+      r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}" });
+      assert.deepEqual(await r.app.reload(), { ok: true, errors: [] });
+      await r.app.stop(); // drains both streams, then closes the retiring graphs
+      for (const stream of [first, second]) {
+        const events = await stream.events;
+        assert.equal(events.filter((e) => e.includes("chat.completion.chunk")).length, 10);
+        assert.equal(events.at(-1), "data: [DONE]");
+      }
+      assert.equal(await r.app.finished, 0);
+    },
+    undefined,
+    "fetch",
+  );
+});
+
+Deno.test("reload: stop drains a stream on a listener that a reload moved away", async () => {
+  await withApp(async (r) => {
+    const stream = await slowStream(r.url());
+    // `main` moves to another port: its old listener drains on its own.
+    r.next = yaml(r.m1, r.m2).replace(
+      "{name: main, port: 0,",
+      `{name: main, port: ${freePort()},`,
+    );
+    assert.deepEqual(await r.app.reload(), { ok: true, errors: [] });
+    await r.app.stop(); // must wait for the old listener's stream too
+    const events = await stream.events;
+    assert.equal(events.filter((e) => e.includes("chat.completion.chunk")).length, 10);
+    assert.equal(events.at(-1), "data: [DONE]");
+  });
 });

@@ -435,3 +435,30 @@ upstreamGroups:
     });
   });
 });
+
+Deno.test("e2e: a client that leaves during the retry delay gets no further upstream attempt", async () => {
+  await withMocks(["a"], async ([a]) => {
+    a!.always({ status: 503 });
+    const yaml = simpleConfig([`${a!.url}${CHAT}`], {
+      group: `httpClient:
+  retry: {attempts: 2, initial: "400ms"}`,
+    });
+    await withProxy(yaml, async (proxy) => {
+      const controller = new AbortController();
+      const pending = fetch(`${proxy.url()}${CHAT}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "m" }),
+        signal: controller.signal,
+      });
+      await a!.waitForRequests(1, 2000);
+      controller.abort(); // during the 200–400 ms back-off before the retry
+      await assert.rejects(pending);
+      await sleep(700);
+      assert.equal(a!.requests.length, 1, "the proxy retried for a client that was gone");
+      const upstream = proxy.app.runtime().upstreams.get("u0")!;
+      assert.equal(upstream.inFlight, 0);
+      assert.equal(proxy.app.runtime().inflight.size, 0);
+    });
+  });
+});

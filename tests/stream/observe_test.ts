@@ -231,3 +231,20 @@ Deno.test("observeBody() onEnd fires once even when cancelled after the end", as
   await reader.cancel("late");
   assert.deepEqual(ends, [{ kind: "end", bytes: 1 }]);
 });
+
+Deno.test("observeBody() streamIdle counts only the upstream's silence, not a slow client's", async () => {
+  const source = manualSource();
+  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20 });
+  const reader = observed.getReader();
+  let read = reader.read();
+  source.push("a");
+  await read;
+  source.push("b"); // the upstream keeps sending; the client does not read for a while
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(aborts, []);
+  read = reader.read();
+  assert.equal(decoder.decode((await read).value), "b");
+  source.close();
+  assert.equal((await reader.read()).done, true);
+  assert.deepEqual(ends, [{ kind: "end", bytes: 2 }]);
+});
