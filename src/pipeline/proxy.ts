@@ -118,6 +118,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       options.inflight.add(controller);
       group.balancer.begin?.(member);
 
+      const attemptStarted = now();
       const result = await sendAttempt(group, member, request, controller, {
         now,
         deadlines: options.deadlines,
@@ -137,7 +138,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         member.upstream.settle(lease, verdict, now());
         group.balancer.end?.(member, {
           ok: ok && !(result.kind === "response" && result.response.status === 429),
-          latencyMs: result.kind === "response" ? result.firstByteMs : now() - started,
+          latencyMs: result.kind === "response" ? result.firstByteMs : now() - attemptStarted,
         });
       };
 

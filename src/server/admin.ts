@@ -103,7 +103,8 @@ function upstreamState(runtime: Runtime, now: number): unknown {
 async function authorized(request: Request, token: string | undefined): Promise<boolean> {
   if (!token) return true;
   const header = request.headers.get("authorization") ?? "";
-  const offered = header.startsWith("Bearer ") ? header.slice(7).trim() : "";
+  // The scheme is case-insensitive (RFC 9110 §11.1).
+  const offered = /^bearer /i.test(header) ? header.slice(7).trim() : "";
   const [a, b] = await Promise.all([digest(offered), digest(token)]);
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;

@@ -111,9 +111,15 @@ export class RequestHeaderPlan {
 
 /**
  * Request headers never copied upstream: hop-by-hop ones, Host (the upstream URL's authority
- * is used) and Content-Length (recomputed for the replayed body).
+ * is used), Content-Length (recomputed for the replayed body) and Expect (the body has already
+ * been read, so `100-continue` would only make the upstream wait).
  */
-const SKIPPED_REQUEST_HEADERS = new Set<string>([...HOP_BY_HOP, "host", "content-length"]);
+const SKIPPED_REQUEST_HEADERS = new Set<string>([
+  ...HOP_BY_HOP,
+  "host",
+  "content-length",
+  "expect",
+]);
 
 function connectionTokens(value: string): string[] {
   return value.split(",").map((token) => token.trim().toLowerCase()).filter((t) => t !== "");

@@ -255,6 +255,11 @@ Deno.test("admin: with a token (from ${VAR}), /upstreams /config /reload need it
         assert.ok(!text.includes(TOKEN));
       }
     }
+    const lower = await fetch(`${base}/upstreams`, {
+      headers: { authorization: `bearer ${TOKEN}` },
+    });
+    assert.equal(lower.status, 200, "the auth scheme is case-insensitive");
+    await lower.body?.cancel();
     const upstreams = await fetch(`${base}/upstreams`, bearer(TOKEN));
     assert.equal(upstreams.status, 200);
     assert.ok(Array.isArray((await upstreams.json()).groups));

@@ -195,3 +195,9 @@ Deno.test("responseHeaders() sets the proxy's headers over the upstream's, keepi
   assert.equal(headers.get("x-ratelimit-limit"), "2");
   assert.equal(headers.get("content-type"), "application/json");
 });
+
+Deno.test("RequestHeaderPlan drops Expect: the body was read already", () => {
+  const headers = plan().build(new Headers({ expect: "100-continue", "x-kept": "1" }), FACTS);
+  assert.equal(headers.has("expect"), false);
+  assert.equal(headers.get("x-kept"), "1");
+});
