@@ -91,7 +91,7 @@ const writeStderr = (line: string) => {
 
 /** Creates a logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const minLevel = LOG_LEVELS.indexOf(options.level ?? "info");
+  const minLevel = RANK[options.level ?? "info"];
   const write = options.write ?? writeStderr;
   const now = options.now ?? Date.now;
   const json = options.json ?? false;
@@ -112,14 +112,22 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     return line;
   };
 
+  // An access log formats a timestamp per request: format each millisecond once.
+  let stampedAt = NaN;
+  let stamp = "";
+  const timestamp = () => {
+    const t = now();
+    if (t !== stampedAt) [stampedAt, stamp] = [t, new Date(t).toISOString()];
+    return stamp;
+  };
+
   const make = (context: LogFields): Logger => {
     const emit = (level: LogLevel, message: string, fields?: LogFields) => {
-      if (LOG_LEVELS.indexOf(level) < minLevel) return;
-      const all = fields ? { ...context, ...fields } : context;
-      const time = new Date(now()).toISOString();
+      if (RANK[level] < minLevel) return;
+      const time = timestamp();
       const line = json
-        ? JSON.stringify({ time, level, msg: message, ...all }, jsonSafe)
-        : formatText(time, level, message, all);
+        ? JSON.stringify({ time, level, msg: message, ...context, ...fields }, jsonSafe)
+        : formatText(time, level, message, context, fields);
       write(redact(line) + "\n");
     };
     return {
@@ -127,25 +135,45 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       info: (m, f) => emit("info", m, f),
       warn: (m, f) => emit("warn", m, f),
       error: (m, f) => emit("error", m, f),
-      enabled: (level) => LOG_LEVELS.indexOf(level) >= minLevel,
+      enabled: (level) => RANK[level] >= minLevel,
       child: (fields) => make({ ...context, ...fields }),
     };
   };
   return make({});
 }
 
-function formatText(time: string, level: LogLevel, message: string, fields: LogFields): string {
-  let line = `${time} ${level.toUpperCase().padEnd(5)} ${message}`;
-  for (const [key, value] of Object.entries(fields)) {
-    if (value === undefined) continue;
-    const text = typeof value === "string"
-      ? value
-      : value instanceof Error
-      ? `${value.name}: ${value.message}`
-      : JSON.stringify(value, jsonSafe);
-    line += ` ${key}=${/[\s"]/.test(text) ? JSON.stringify(text) : text}`;
+const RANK: Readonly<Record<LogLevel, number>> = { debug: 0, info: 1, warn: 2, error: 3 };
+const LABEL: Readonly<Record<LogLevel, string>> = {
+  debug: "DEBUG",
+  info: "INFO ",
+  warn: "WARN ",
+  error: "ERROR",
+};
+
+function formatText(
+  time: string,
+  level: LogLevel,
+  message: string,
+  context: LogFields,
+  fields: LogFields | undefined,
+): string {
+  let line = `${time} ${LABEL[level]} ${message}`;
+  for (const key in context) {
+    if (fields === undefined || !(key in fields)) line += formatField(key, context[key]);
   }
+  for (const key in fields) line += formatField(key, fields[key]);
   return line;
+}
+
+function formatField(key: string, value: unknown): string {
+  if (value === undefined) return "";
+  if (typeof value === "number") return ` ${key}=${value}`;
+  const text = typeof value === "string"
+    ? value
+    : value instanceof Error
+    ? `${value.name}: ${value.message}`
+    : JSON.stringify(value, jsonSafe);
+  return ` ${key}=${/[\s"]/.test(text) ? JSON.stringify(text) : text}`;
 }
 
 /** Errors become their message; bigints their decimal form. */

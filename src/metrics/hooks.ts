@@ -17,12 +17,46 @@ const BREAKER_VALUE: Readonly<Record<BreakerState, number>> = {
   half_open: 2,
 };
 
+/**
+ * Memoises a family's children by label values in nested maps, so the per-request path does
+ * no key building (the registry joins values into a key on every `labels()` call). Label sets
+ * are bounded (names from config, status codes, fixed kinds), so the maps are too.
+ */
+function memo2<C>(labels: (a: string, b: string) => C): (a: string, b: string) => C {
+  const outer = new Map<string, Map<string, C>>();
+  return (a, b) => {
+    let inner = outer.get(a);
+    if (!inner) outer.set(a, inner = new Map());
+    let child = inner.get(b);
+    if (!child) inner.set(b, child = labels(a, b));
+    return child;
+  };
+}
+
+function memo3<C>(
+  labels: (a: string, b: string, c: string) => C,
+): (a: string, b: string, c: string) => C {
+  const outer = new Map<string, (b: string, c: string) => C>();
+  return (a, b, c) => {
+    let inner = outer.get(a);
+    if (!inner) outer.set(a, inner = memo2((b2, c2) => labels(a, b2, c2)));
+    return inner(b, c);
+  };
+}
+
 /** Builds the runtime hooks that record metrics and write the access log. */
 export function observabilityHooks(
   metrics: ProxyMetrics,
   options: { log: Logger; clock: { now(): number }; groupsOf: (u: Upstream) => Group[] },
 ): RuntimeHooks {
   const { log, clock, groupsOf } = options;
+  const upstreamRequests = memo3((g, u, s) => metrics.upstreamRequests.labels(g, u, s));
+  const upstreamFirstByte = memo2((g, u) => metrics.upstreamFirstByte.labels(g, u));
+  const upstreamErrors = memo3((g, u, k) => metrics.upstreamErrors.labels(g, u, k));
+  const tokens = memo3((g, u, t) => metrics.tokens.labels(g, u, t));
+  const httpRequests = memo3((f, m, s) => metrics.httpRequests.labels(f, m, s));
+  const inflight = memo2((f, _) => metrics.inflight.labels(f));
+  const duration = memo2((f, _) => metrics.httpRequestDuration.labels(f));
   const access = log.child({ log: "access" });
   const errorKind = (kind: string): UpstreamErrorKind =>
     kind === "connect" || kind === "proxy" || kind === "aborted"
@@ -35,16 +69,13 @@ export function observabilityHooks(
     onAttempt(group, member, result) {
       if (result.kind === "response") {
         const status = result.response.status;
-        metrics.upstreamRequests.labels(group.name, member.name, String(status)).inc();
-        metrics.upstreamFirstByte.labels(group.name, member.name).observe(
-          result.firstByteMs / 1000,
-        );
+        upstreamRequests(group.name, member.name, String(status)).inc();
+        upstreamFirstByte(group.name, member.name).observe(result.firstByteMs / 1000);
         if (status >= 500 || status === 429) {
-          metrics.upstreamErrors.labels(group.name, member.name, "status").inc();
+          upstreamErrors(group.name, member.name, "status").inc();
         }
       } else {
-        metrics.upstreamErrors.labels(group.name, member.name, errorKind(result.outcome.kind))
-          .inc();
+        upstreamErrors(group.name, member.name, errorKind(result.outcome.kind)).inc();
       }
       if (result.kind === "error" && log.enabled("warn")) {
         log.warn(`attempt failed: ${result.message}`, {
@@ -58,16 +89,14 @@ export function observabilityHooks(
     },
     onBodyEnd(group, member, end, usage) {
       if (usage) {
-        if (usage.prompt > 0) {
-          metrics.tokens.labels(group.name, member.name, "prompt").inc(usage.prompt);
-        }
+        if (usage.prompt > 0) tokens(group.name, member.name, "prompt").inc(usage.prompt);
         if (usage.completion > 0) {
-          metrics.tokens.labels(group.name, member.name, "completion").inc(usage.completion);
+          tokens(group.name, member.name, "completion").inc(usage.completion);
         }
       }
       if (end.kind === "error") {
         const kind = end.timeout ? "timeout" : "stream";
-        metrics.upstreamErrors.labels(group.name, member.name, kind).inc();
+        upstreamErrors(group.name, member.name, kind).inc();
       }
     },
     onUpstreamRateLimited(group) {
@@ -83,14 +112,13 @@ export function observabilityHooks(
       }
     },
     onRequestStart(ctx) {
-      metrics.inflight.labels(ctx.forward).inc();
+      inflight(ctx.forward, "").inc();
     },
     onResponseEnd(ctx, status, bytes) {
       const durationMs = clock.now() - ctx.startedAt;
-      metrics.inflight.labels(ctx.forward).dec();
-      metrics.httpRequests.labels(ctx.forward, normalizeMethod(ctx.request.method), String(status))
-        .inc();
-      metrics.httpRequestDuration.labels(ctx.forward).observe(durationMs / 1000);
+      inflight(ctx.forward, "").dec();
+      httpRequests(ctx.forward, normalizeMethod(ctx.request.method), String(status)).inc();
+      duration(ctx.forward, "").observe(durationMs / 1000);
       if (!access.enabled("info")) return;
       access.info("request", {
         requestId: ctx.requestId,
