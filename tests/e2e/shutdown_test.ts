@@ -140,3 +140,31 @@ Deno.test("e2e shutdown: after shutdownTimeout an endless stream ends with an er
     await mock.close();
   }
 });
+
+Deno.test("e2e reload: SIGHUP reloads the config file in the running process", async () => {
+  const mock = await startMockUpstream();
+  const child = await startChild(mock, "2s");
+  try {
+    const before = await fetch(`http://127.0.0.1:${child.port}/v1/chat/completions`, {
+      method: "POST",
+      body: chat(),
+    });
+    assert.equal(before.status, 200);
+    await before.body?.cancel();
+    child.process.kill("SIGHUP");
+    // The process keeps serving through the reload.
+    await delay(300);
+    const after = await fetch(`http://127.0.0.1:${child.port}/v1/chat/completions`, {
+      method: "POST",
+      body: chat(),
+    });
+    assert.equal(after.status, 200);
+    await after.body?.cancel();
+  } finally {
+    child.process.kill("SIGTERM");
+    const out = await child.output;
+    await mock.close();
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stderr, /config reloaded/);
+  }
+});
