@@ -1,0 +1,85 @@
+/**
+ * The request body, read once and bounded — by size (413) and by time (408) — so that every
+ * attempt, retries included, can replay it.
+ *
+ * @module
+ */
+import type { Deadline, Deadlines } from "../deadlines.ts";
+import {
+  BadRequestError,
+  PayloadTooLargeError,
+  ProxyError,
+  RequestTimeoutError,
+} from "./errors.ts";
+
+/**
+ * Reads the request body once, bounded by `limit` bytes and `timeoutMs` (a client too slow to
+ * send it gets 408), so retries can replay it. A declared length is read in one go.
+ */
+export async function readBody(
+  request: Request,
+  limit: number,
+  timeoutMs: number,
+  deadlines: Deadlines,
+): Promise<Uint8Array<ArrayBuffer> | null> {
+  if (!request.body) return null;
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
+  let deadline: Deadline | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    deadline = deadlines.after(
+      timeoutMs,
+      () =>
+        reject(
+          new RequestTimeoutError(`the request body did not arrive within ${timeoutMs}ms`, {
+            code: "request_body_timeout",
+          }),
+        ),
+    );
+  });
+  try {
+    const reading = declared !== null ? request.bytes() : readChunks(request.body, limit);
+    return await Promise.race([reading, timeout]);
+  } catch (error) {
+    if (error instanceof ProxyError) throw error;
+    throw new BadRequestError("the request body could not be read completely", {
+      code: "request_body_incomplete",
+      cause: error,
+    });
+  } finally {
+    deadline?.cancel();
+  }
+}
+
+/** Reads a body of undeclared length chunk by chunk, stopping as soon as it passes `limit`. */
+async function readChunks(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw tooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    whole.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return whole;
+}
+
+function tooLarge(limit: number): PayloadTooLargeError {
+  return new PayloadTooLargeError(`request body exceeds the limit of ${limit} bytes`, {
+    code: "request_too_large",
+  });
+}
