@@ -96,7 +96,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const now = options.now ?? Date.now;
   const json = options.json ?? false;
   // Short secrets would redact ordinary words; a credential is never this short.
-  const usable = (all: Iterable<string>) => [...all].filter((s) => s.length >= 4);
+  // In JSON lines a secret with `"` or `\` appears escaped: look for that form too.
+  const usable = (all: Iterable<string>) =>
+    [...all].filter((s) => s.length >= 4).flatMap((s) => {
+      const escaped = JSON.stringify(s).slice(1, -1);
+      return escaped === s ? [s] : [s, escaped];
+    });
   const source = options.secrets ?? [];
   let secrets = usable(source);
   let seen = source instanceof Set ? source.size : 0;

@@ -173,3 +173,16 @@ Deno.test("log: isLogLevel", () => {
   for (const level of ["debug", "info", "warn", "error"]) assert.ok(isLogLevel(level));
   for (const level of ["trace", "INFO", "", "warning"]) assert.ok(!isLogLevel(level));
 });
+
+Deno.test("createLogger() redacts a secret with quotes or backslashes in JSON lines too", () => {
+  const lines: string[] = [];
+  const log = createLogger({
+    json: true,
+    secrets: ['p"a\\ss-word'],
+    write: (line) => lines.push(line),
+  });
+  log.info("x", { value: 'p"a\\ss-word' });
+  assert.equal(lines.length, 1);
+  assert.ok(!lines[0]!.includes('p\\"a\\\\ss-word'), lines[0]);
+  assert.match(lines[0]!, /\[REDACTED\]/);
+});

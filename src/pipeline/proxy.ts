@@ -170,15 +170,25 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
       hooks.onRetry?.(group, result, decision.delayMs);
-      await sleep(decision.delayMs, ctx.request.signal);
+      // The wait counts as in flight, so a shutdown past its drain deadline ends it too.
+      const waiting = new AbortController();
+      options.inflight.add(waiting);
+      const wake = AbortSignal.any([ctx.request.signal, waiting.signal]);
+      await sleep(decision.delayMs, wake);
       // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
       // cool-down measured on that clock must really have passed.
-      if (now() < resumeAt) await sleep(resumeAt - now(), ctx.request.signal);
+      if (now() < resumeAt) await sleep(resumeAt - now(), wake);
+      options.inflight.delete(waiting);
       // A client that left during the delay must not cost another upstream call: the next
       // attempt's abort listener would never fire on a signal that is already aborted.
       if (ctx.request.signal.aborted) {
         throw new BadGatewayError("client disconnected before the retry", {
           code: "client_disconnected",
+        });
+      }
+      if (waiting.signal.aborted) {
+        throw new NoUpstreamError("the proxy is shutting down; the retry was not sent", {
+          code: "shutting_down",
         });
       }
     }
@@ -360,7 +370,7 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
   );
 }
 
-/** Waits `ms`, or less when the client goes away. */
+/** Waits `ms`, or less when `signal` fires (the client went away, or a shutdown). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   if (ms <= 0 || signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {

@@ -462,3 +462,29 @@ Deno.test("e2e: a client that leaves during the retry delay gets no further upst
     });
   });
 });
+
+Deno.test("e2e: a shutdown past its drain deadline ends a request waiting to retry, sending nothing more", async () => {
+  const mock = await startMockUpstream();
+  mock.always({ status: 503 });
+  const proxy = await startTestProxy(
+    simpleConfig([`${mock.url}/v1/chat/completions`], {
+      group: `httpClient: {retry: {attempts: 2, initial: "5s", budget: "30s"}}`,
+    }),
+  );
+  try {
+    const started = performance.now();
+    const pending = fetch(`${proxy.url()}/v1/chat/completions`, { method: "POST", body: "{}" });
+    await mock.waitForRequests(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    proxy.app.runtime().abortAll(new Error("drain deadline passed"));
+    const response = await pending;
+    const body = await response.json();
+    assert.equal(response.status, 503);
+    assert.equal(body.error.code, "shutting_down");
+    assert.ok(performance.now() - started < 2_000, "the 5 s retry wait was cut short");
+    assert.equal(mock.requests.length, 1);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
