@@ -9,7 +9,7 @@ import { redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
-import { createProxyMetrics } from "./metrics/proxy_metrics.ts";
+import { BREAKER_STATE_VALUE, createProxyMetrics } from "./metrics/proxy_metrics.ts";
 import { observabilityHooks } from "./metrics/hooks.ts";
 import { Runtime } from "./runtime.ts";
 import { Deadlines } from "./deadlines.ts";
@@ -96,7 +96,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       if (previous?.groups.get(group.name) === group) continue;
       for (const m of group.members) {
         const state = m.upstream.breaker.state(clock.now());
-        metrics.breakerState.labels(group.name, m.name).set(BREAKER_VALUE[state]);
+        metrics.breakerState.labels(group.name, m.name).set(BREAKER_STATE_VALUE[state]);
       }
       log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
         transport: group.transport.kind,
@@ -295,8 +295,6 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     finished,
   });
 }
-
-const BREAKER_VALUE = { closed: 0, open: 1, half_open: 2 } as const;
 
 function gone(forward: string): Response {
   return toErrorResponse(

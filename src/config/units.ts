@@ -57,9 +57,3 @@ export function parseSizeBytes(value: unknown): number | undefined {
   const bytes = Number(match[1]) * SIZE_UNITS[(match[2] ?? "b").toLowerCase()]!;
   return Math.floor(bytes);
 }
-
-/** Formats milliseconds the way the config would write them, for messages. */
-export function formatDurationMs(ms: number): string {
-  if (ms % 1_000 === 0) return `${ms / 1_000}s`;
-  return `${ms}ms`;
-}

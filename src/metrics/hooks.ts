@@ -8,14 +8,12 @@ import type { Logger } from "../log.ts";
 import type { RuntimeHooks } from "../runtime.ts";
 import type { Group } from "../upstream/group.ts";
 import type { Upstream } from "../upstream/upstream.ts";
-import type { BreakerState } from "../resilience/circuit_breaker.ts";
-import { normalizeMethod, type ProxyMetrics, type UpstreamErrorKind } from "./proxy_metrics.ts";
-
-const BREAKER_VALUE: Readonly<Record<BreakerState, number>> = {
-  closed: 0,
-  open: 1,
-  half_open: 2,
-};
+import {
+  BREAKER_STATE_VALUE,
+  normalizeMethod,
+  type ProxyMetrics,
+  type UpstreamErrorKind,
+} from "./proxy_metrics.ts";
 
 /**
  * Memoises a family's children by label values in nested maps, so the per-request path does
@@ -107,7 +105,7 @@ export function observabilityHooks(
     },
     onBreakerChange(upstream, from, to) {
       for (const group of groupsOf(upstream)) {
-        metrics.breakerState.labels(group.name, upstream.name).set(BREAKER_VALUE[to]);
+        metrics.breakerState.labels(group.name, upstream.name).set(BREAKER_STATE_VALUE[to]);
         metrics.breakerTransitions.labels(group.name, upstream.name, from, to).inc();
       }
     },

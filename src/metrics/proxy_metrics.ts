@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { BreakerState } from "../resilience/circuit_breaker.ts";
 import type { Registry } from "./registry.ts";
 
 /** Upper bounds in seconds for request-duration histograms: 5 ms up to 5 min (streams). */
@@ -34,8 +35,8 @@ export const DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze([
 export type UpstreamErrorKind = "connect" | "timeout" | "status" | "stream" | "aborted" | "proxy";
 
 /** Gauge value of `llmproxy_circuit_breaker_state` per breaker state. */
-export const BREAKER_STATE_VALUE: Readonly<Record<"closed" | "open" | "half-open", number>> = Object
-  .freeze({ closed: 0, open: 1, "half-open": 2 });
+export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = Object
+  .freeze({ closed: 0, open: 1, half_open: 2 });
 
 /** Options of {@linkcode createProxyMetrics}. */
 export interface ProxyMetricsOptions {

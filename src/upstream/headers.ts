@@ -19,18 +19,6 @@ const HOP_BY_HOP = [
   "upgrade",
 ] as const;
 
-/** Deletes hop-by-hop headers, including those named by `Connection`. */
-export function stripHopByHop(headers: Headers): void {
-  const connection = headers.get("connection");
-  if (connection) {
-    for (const name of connection.split(",")) {
-      const trimmed = name.trim();
-      if (trimmed) headers.delete(trimmed);
-    }
-  }
-  for (const name of HOP_BY_HOP) headers.delete(name);
-}
-
 /** A configured header operation. */
 export interface HeaderOp {
   readonly op: "insert" | "replace" | "remove";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatDurationMs, parseDurationMs, parseSizeBytes } from "../../src/config/units.ts";
+import { parseDurationMs, parseSizeBytes } from "../../src/config/units.ts";
 
 Deno.test("parseDurationMs: strings with a unit ignore the bare unit", () => {
   for (const bare of ["s", "ms"] as const) {
@@ -136,13 +136,4 @@ Deno.test("parseSizeBytes: garbage is undefined", () => {
   ) {
     assert.equal(parseSizeBytes(value), undefined, String(value));
   }
-});
-
-Deno.test("formatDurationMs: whole seconds as s, the rest as ms", () => {
-  assert.equal(formatDurationMs(30_000), "30s");
-  assert.equal(formatDurationMs(0), "0s");
-  assert.equal(formatDurationMs(1_000), "1s");
-  assert.equal(formatDurationMs(300_000), "300s");
-  assert.equal(formatDurationMs(250), "250ms");
-  assert.equal(formatDurationMs(1_500), "1500ms");
 });

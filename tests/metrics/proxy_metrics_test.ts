@@ -52,7 +52,7 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.upstreamErrors.labels("openai", "primary", "timeout").inc();
   m.retries.labels("openai").inc();
   m.rateLimitRejections.labels("key", "team-a").inc();
-  m.breakerState.labels("openai", "primary").set(BREAKER_STATE_VALUE["half-open"]);
+  m.breakerState.labels("openai", "primary").set(BREAKER_STATE_VALUE.half_open);
   m.breakerTransitions.labels("openai", "primary", "open", "half-open").inc();
   m.tokens.labels("openai", "primary", "prompt").inc(120);
   m.tokens.labels("openai", "primary", "completion").inc(30);

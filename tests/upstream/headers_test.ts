@@ -4,7 +4,6 @@ import {
   type HeaderOp,
   RequestHeaderPlan,
   responseHeaders,
-  stripHopByHop,
 } from "../../src/upstream/headers.ts";
 
 const FACTS = { peerIp: "203.0.113.5", proto: "http" };
@@ -20,26 +19,6 @@ function plan(options: { auth?: AuthConfig; ops?: HeaderOp[]; userAgent?: string
     build: (client: Headers, facts: typeof FACTS) => new Headers(built.build(client, facts)),
   };
 }
-
-Deno.test("stripHopByHop() removes hop-by-hop headers and those Connection names", () => {
-  const headers = new Headers({
-    connection: "close, X-Secret-Hop ,  x-other",
-    "keep-alive": "timeout=5",
-    "proxy-connection": "keep-alive",
-    "proxy-authorization": "Basic abc",
-    "proxy-authenticate": "Basic",
-    te: "trailers",
-    trailer: "x-checksum",
-    "transfer-encoding": "chunked",
-    upgrade: "websocket",
-    "x-secret-hop": "1",
-    "x-other": "2",
-    "x-kept": "3",
-    "content-type": "application/json",
-  });
-  stripHopByHop(headers);
-  assert.deepEqual([...headers.keys()], ["content-type", "x-kept"]);
-});
 
 Deno.test("RequestHeaderPlan strips hop-by-hop headers, Host and Content-Length", () => {
   const client = new Headers({
