@@ -56,6 +56,11 @@ function size() {
   });
 }
 
+/** A string that ends up in an HTTP header: line breaks would inject headers. */
+function headerValue() {
+  return z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL");
+}
+
 const name = z.string().regex(
   /^[A-Za-z0-9_.-]+$/,
   "must be letters, digits, '_', '.' or '-'",
@@ -138,12 +143,12 @@ const authSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("none") }),
   z.strictObject({
     type: z.literal("bearer"),
-    token: z.string().describe("Sent as `Authorization: Bearer <token>`."),
+    token: headerValue().describe("Sent as `Authorization: Bearer <token>`."),
   }),
   z.strictObject({
     type: z.literal("basic"),
-    username: z.string(),
-    password: z.string(),
+    username: headerValue(),
+    password: headerValue(),
   }),
 ]).describe("Credentials sent to the upstream; the client's Authorization never travels.");
 
@@ -154,7 +159,7 @@ const headerOpSchema = z.strictObject({
     "insert: add when absent; replace: set; remove: delete.",
   ),
   key: z.string().regex(HEADER_NAME_RE, "must be a valid header name"),
-  value: z.string().optional().describe("Header value (insert and replace)."),
+  value: headerValue().optional().describe("Header value (insert and replace)."),
 });
 
 const breakerSchema = z.strictObject({
@@ -224,7 +229,7 @@ const proxyUrlSchema = z.string().superRefine((url, ctx) =>
 );
 
 const httpClientSchema = z.strictObject({
-  agent: z.string().default("LLMProxy/1.0").describe("User-Agent sent upstream."),
+  agent: headerValue().default("LLMProxy/1.0").describe("User-Agent sent upstream."),
   keepalive: duration("s").default(60_000).describe(
     "Keep pooled connections alive this long (seconds); 0 disables reuse.",
   ),

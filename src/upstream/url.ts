@@ -26,6 +26,8 @@ export class UpstreamUrl {
   readonly protocol: "http:" | "https:";
   readonly hostname: string;
   readonly port: number;
+  /** `host[:port]` as the Host header carries it. */
+  readonly host: string;
   readonly #basePath: string;
   readonly #baseQuery: string;
   readonly #rules: readonly RewriteRule[];
@@ -44,6 +46,7 @@ export class UpstreamUrl {
     // Node's client wants IPv6 literals without brackets.
     this.hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
     this.port = parsed.port ? Number(parsed.port) : this.protocol === "https:" ? 443 : 80;
+    this.host = parsed.host;
     // In append mode a trailing slash is the joint, so it is dropped here and the client
     // path (which always starts with "/") supplies it.
     this.#basePath = options.mode === "append"
@@ -71,6 +74,7 @@ export class UpstreamUrl {
       protocol: this.protocol,
       hostname: this.hostname,
       port: this.port,
+      host: this.host,
       path,
     };
   }

@@ -1156,3 +1156,24 @@ upstreamGroups: [{name: g1, upstreams: [{name: a}]}]
   const modes = load(text).config.upstreams.map((u) => [u.name, effectivePathMode(u)]);
   assert.deepEqual(modes, [["a", "replace"], ["b", "append"], ["c", "append"], ["d", "append"]]);
 });
+
+Deno.test("a header value, token or agent with a line break is a config error", () => {
+  const yaml = `httpServer:
+  forwards: [{name: f, port: 0, defaultGroup: g}]
+upstreams:
+  - name: u
+    url: "http://127.0.0.1:1"
+    auth: {type: bearer, token: "abc\\r\\nx-injected: 1"}
+    headers: [{op: insert, key: X-A, value: "a\\nb"}]
+upstreamGroups:
+  - {name: g, upstreams: [{name: u}], httpClient: {agent: "ua\\r\\n"}}
+`;
+  assert.throws(() => parseConfig(yaml, "c.yaml", () => undefined), (error) => {
+    assert.ok(error instanceof ConfigError);
+    const text = error.message;
+    assert.match(text, /upstreams\.0\.auth\.token: .*must not contain line breaks/);
+    assert.match(text, /upstreams\.0\.headers\.0\.value: .*must not contain line breaks/);
+    assert.match(text, /upstreamGroups\.0\.httpClient\.agent: .*must not contain line breaks/);
+    return true;
+  });
+});
