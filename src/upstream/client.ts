@@ -29,8 +29,10 @@ export function createGroupTransport(
   const choice = options.choice ?? "auto";
   const useFetch = choice === "fetch" ||
     (choice === "auto" && (config.proxy !== undefined || envProxy(options.env) !== undefined));
-  if (useFetch) return new FetchTransport(createGroupClient(config), options.fetch);
+  const fetchTransport = new FetchTransport(createGroupClient(config), options.fetch);
+  if (useFetch) return fetchTransport;
   return new NodeTransport({
+    secure: fetchTransport,
     keepAlive: config.keepalive > 0,
     maxFreeSockets: config.connect.idlePerHost,
     idleTimeoutMs: Math.min(config.keepalive, config.timeout.idle),

@@ -1,7 +1,8 @@
 /**
  * How a group talks to its upstreams. Two transports behind one small interface:
  *
- * - `node`: `node:http`/`node:https` with a keep-alive agent, for direct traffic. Measured here
+ * - `node`: `node:http` with a keep-alive agent, for direct plain-HTTP traffic (vLLM, Ollama,
+ *   internal services); `https:` targets go through `fetch`, see {@linkcode NodeTransport}. Measured here
  *   it streams SSE at about twice the rate of `fetch` (Deno's fetch body reader costs an op
  *   per chunk), and it never decodes bodies, so compressed answers pass through byte-exact.
  * - `fetch`: `fetch` with a `Deno.createHttpClient`, for traffic through an outbound proxy
@@ -14,7 +15,6 @@
  * @module
  */
 import http from "node:http";
-import https from "node:https";
 import type { Buffer } from "node:buffer";
 import type { ReplyHeaders } from "./headers.ts";
 
@@ -102,6 +102,11 @@ export class FetchTransport implements Transport {
 
 /** Options of {@linkcode NodeTransport}. */
 export interface NodeTransportOptions {
+  /**
+   * Where `https:` targets go. Deno's `node:https` needs `--allow-sys` to read the system CA
+   * store; Deno's own client verifies TLS with no extra permission, so TLS goes through it.
+   */
+  secure: Transport;
   /** Keep connections for reuse. */
   keepAlive: boolean;
   /** Idle connections kept per host. */
@@ -110,11 +115,14 @@ export interface NodeTransportOptions {
   idleTimeoutMs: number;
 }
 
-/** Direct traffic through `node:http`/`node:https` keep-alive agents. */
+/**
+ * Direct plain-HTTP traffic through a `node:http` keep-alive agent; `https:` targets are handed
+ * to the `secure` transport.
+ */
 export class NodeTransport implements Transport {
   readonly kind = "node";
   readonly #http: http.Agent;
-  readonly #https: https.Agent;
+  readonly #secure: Transport;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: NodeTransportOptions) {
@@ -124,22 +132,18 @@ export class NodeTransport implements Transport {
       scheduling: "lifo" as const, // reuse the warmest connection; idle ones time out
     };
     this.#http = new http.Agent(agentOptions);
-    this.#https = new https.Agent(agentOptions);
+    this.#secure = options.secure;
     // The agent's own `timeout` arms a Node timer per request, which measured as the largest
     // single cost of the transport; one sweep over the idle sockets does the same job.
     if (options.keepAlive && options.idleTimeoutMs > 0) {
       const idleSince = new WeakMap<object, number>();
-      for (const agent of [this.#http, this.#https]) {
-        agent.on("free", (socket: object) => idleSince.set(socket, Date.now()));
-      }
+      this.#http.on("free", (socket: object) => idleSince.set(socket, Date.now()));
       const sweepMs = Math.max(100, Math.min(options.idleTimeoutMs / 2, 5_000));
       this.#sweeper = setInterval(() => {
         const cutoff = Date.now() - options.idleTimeoutMs;
-        for (const agent of [this.#http, this.#https]) {
-          for (const sockets of Object.values(agent.freeSockets)) {
-            for (const socket of sockets ?? []) {
-              if ((idleSince.get(socket) ?? Infinity) <= cutoff) socket.destroy();
-            }
+        for (const sockets of Object.values(this.#http.freeSockets)) {
+          for (const socket of sockets ?? []) {
+            if ((idleSince.get(socket) ?? Infinity) <= cutoff) socket.destroy();
           }
         }
       }, sweepMs);
@@ -148,9 +152,9 @@ export class NodeTransport implements Transport {
   }
 
   send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
+    if (target.protocol === "https:") return this.#secure.send(target, init);
     const { signal } = init;
     if (signal.aborted) return Promise.reject(signal.reason);
-    const secure = target.protocol === "https:";
     // Raw pairs skip Node's per-header setHeader() validation (measured: ~10 % of the
     // proxy's CPU per request); the names and values come from a validated Headers already.
     // With raw pairs Node adds no Host, so it is the first.
@@ -159,14 +163,14 @@ export class NodeTransport implements Transport {
     if (init.body) headers.push("content-length", String(init.body.byteLength));
 
     return new Promise<UpstreamReply>((resolve, reject) => {
-      const request = (secure ? https : http).request({
+      const request = http.request({
         protocol: target.protocol,
         hostname: target.hostname,
         port: target.port,
         path: target.path,
         method: init.method,
         headers,
-        agent: secure ? this.#https : this.#http,
+        agent: this.#http,
       });
       let settled = false;
       const onAbort = () => request.destroy(signal.reason);
@@ -202,7 +206,7 @@ export class NodeTransport implements Transport {
   close(): void {
     clearInterval(this.#sweeper);
     this.#http.destroy();
-    this.#https.destroy();
+    this.#secure.close();
   }
 }
 

@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import {
+  NodeTransport,
+  type SendInit,
+  type Transport,
+  type UpstreamReply,
+  type UpstreamTarget,
+} from "../../src/upstream/transport.ts";
+import { createGroupTransport } from "../../src/upstream/client.ts";
+import { parseConfig } from "../../src/config/load.ts";
+
+/** A transport that records what it was asked to send. */
+function recorder(): Transport & { sent: UpstreamTarget[]; closed: boolean } {
+  const self = {
+    kind: "fetch" as const,
+    sent: [] as UpstreamTarget[],
+    closed: false,
+    send(target: UpstreamTarget, _init: SendInit): Promise<UpstreamReply> {
+      self.sent.push(target);
+      return Promise.reject(new Error("recorded"));
+    },
+    close() {
+      self.closed = true;
+    },
+  };
+  return self;
+}
+
+const HTTPS: UpstreamTarget = {
+  url: "https://api.example.com/v1/models",
+  protocol: "https:",
+  hostname: "api.example.com",
+  port: 443,
+  host: "api.example.com",
+  path: "/v1/models",
+};
+
+Deno.test("NodeTransport hands https targets to its secure transport (no --allow-sys needed)", async () => {
+  const secure = recorder();
+  const transport = new NodeTransport({
+    secure,
+    keepAlive: true,
+    maxFreeSockets: 1,
+    idleTimeoutMs: 0,
+  });
+  const init: SendInit = {
+    method: "GET",
+    headers: {},
+    body: null,
+    signal: new AbortController().signal,
+  };
+  await assert.rejects(transport.send(HTTPS, init), /recorded/);
+  assert.deepEqual(secure.sent, [HTTPS]);
+  transport.close();
+  assert.equal(secure.closed, true);
+});
+
+Deno.test("createGroupTransport(): node for direct traffic, fetch through a proxy or env proxy", () => {
+  const config = (proxy: string) =>
+    parseConfig(
+      `httpServer:
+  forwards: [{name: f, port: 0, defaultGroup: g}]
+upstreams: [{name: u, url: "http://127.0.0.1:1"}]
+upstreamGroups:
+  - {name: g, upstreams: [{name: u}]${proxy}}
+`,
+      "t.yaml",
+      () => undefined,
+    ).config.upstreamGroups[0]!.httpClient;
+  const none = () => undefined;
+  const direct = createGroupTransport(config(""), { env: none });
+  assert.equal(direct.kind, "node");
+  direct.close();
+  const proxied = createGroupTransport(
+    config(`, httpClient: {proxy: {url: "http://127.0.0.1:9"}}`),
+    {
+      env: none,
+    },
+  );
+  assert.equal(proxied.kind, "fetch");
+  proxied.close();
+  const fromEnv = createGroupTransport(config(""), {
+    env: (name) => name === "HTTPS_PROXY" ? "http://127.0.0.1:9" : undefined,
+  });
+  assert.equal(fromEnv.kind, "fetch");
+  fromEnv.close();
+  const forced = createGroupTransport(config(""), { env: none, choice: "fetch" });
+  assert.equal(forced.kind, "fetch");
+  forced.close();
+});
