@@ -76,7 +76,7 @@ async function main(args: readonly string[]): Promise<number> {
     log,
     reload,
     watchPath: options.config,
-    ...(transport === "fetch" || transport === "node" ? { transport } : {}),
+    ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
   });
   const code = await app.finished;
   sink.flush();

@@ -33,7 +33,7 @@ export interface AppOptions {
   clock?: Clock;
   random?: Random;
   fetch?: typeof fetch;
-  /** Upstream transport: `auto` (default) = node:http when direct, fetch through proxies. */
+  /** Upstream transport: `auto` (default) = the HTTP/1.1 client when direct, fetch through proxies. */
   transport?: TransportChoice;
   env?: (name: string) => string | undefined;
   /** Install SIGINT/SIGTERM handlers. @default true */

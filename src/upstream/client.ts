@@ -8,15 +8,16 @@
  * @module
  */
 import type { HttpClientConfig } from "../config/schema.ts";
-import { FetchTransport, NodeTransport, type Transport } from "./transport.ts";
+import { FetchTransport, type Transport } from "./transport.ts";
+import { Http1Transport } from "./http1/transport.ts";
 
-/** Which transport to use: `auto` picks `node` for direct traffic and `fetch` for proxies. */
-export type TransportChoice = "auto" | "node" | "fetch";
+/** Which transport to use: `auto` picks `http1` for direct traffic and `fetch` for proxies. */
+export type TransportChoice = "auto" | "http1" | "fetch";
 
 /**
  * Creates a group's transport. Traffic through an outbound proxy (configured, or from
  * `HTTP_PROXY`/`HTTPS_PROXY` in the environment) goes through `fetch` and Deno's client, which
- * implement every proxy kind; direct traffic goes through the faster `node:http` agents.
+ * implement every proxy kind; direct traffic goes through the faster HTTP/1.1 client.
  */
 export function createGroupTransport(
   config: HttpClientConfig,
@@ -31,10 +32,10 @@ export function createGroupTransport(
     (choice === "auto" && (config.proxy !== undefined || envProxy(options.env) !== undefined));
   const fetchTransport = new FetchTransport(createGroupClient(config), options.fetch);
   if (useFetch) return fetchTransport;
-  return new NodeTransport({
+  return new Http1Transport({
     secure: fetchTransport,
     keepAlive: config.keepalive > 0,
-    maxFreeSockets: config.connect.idlePerHost,
+    maxIdlePerHost: config.connect.idlePerHost,
     idleTimeoutMs: Math.min(config.keepalive, config.timeout.idle),
   });
 }

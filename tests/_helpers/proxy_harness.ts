@@ -53,7 +53,7 @@ export async function startTestProxy(
   const transport = Deno.env.get("LLMPROXY_TRANSPORT");
   const app = await startApp(loaded, {
     log,
-    ...(transport === "fetch" || transport === "node" ? { transport } : {}),
+    ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
     handleSignals: false,
     env: (name) => env[name],
     ...(options.clock ? { clock: options.clock } : {}),

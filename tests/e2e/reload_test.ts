@@ -60,7 +60,7 @@ interface Running {
 async function withApp(
   fn: (r: Running) => Promise<void>,
   initial?: Options,
-  transport?: "node" | "fetch",
+  transport?: "http1" | "fetch",
 ): Promise<void> {
   const m1 = await startMockUpstream({ name: "m1" });
   const m2 = await startMockUpstream({ name: "m2" });

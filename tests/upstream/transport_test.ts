@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import {
-  NodeTransport,
   type SendInit,
   type Transport,
   type UpstreamReply,
   type UpstreamTarget,
 } from "../../src/upstream/transport.ts";
 import { createGroupTransport } from "../../src/upstream/client.ts";
+import { Http1Transport } from "../../src/upstream/http1/transport.ts";
 import { parseConfig } from "../../src/config/load.ts";
 
 /** A transport that records what it was asked to send. */
@@ -35,12 +35,12 @@ const HTTPS: UpstreamTarget = {
   path: "/v1/models",
 };
 
-Deno.test("NodeTransport hands https targets to its secure transport (no --allow-sys needed)", async () => {
+Deno.test("Http1Transport hands https targets to its secure transport", async () => {
   const secure = recorder();
-  const transport = new NodeTransport({
+  const transport = new Http1Transport({
     secure,
     keepAlive: true,
-    maxFreeSockets: 1,
+    maxIdlePerHost: 1,
     idleTimeoutMs: 0,
   });
   const init: SendInit = {
@@ -55,7 +55,7 @@ Deno.test("NodeTransport hands https targets to its secure transport (no --allow
   assert.equal(secure.closed, true);
 });
 
-Deno.test("createGroupTransport(): node for direct traffic, fetch through a proxy or env proxy", () => {
+Deno.test("createGroupTransport(): http1 for direct traffic, fetch through a proxy or env proxy", () => {
   const config = (proxy: string) =>
     parseConfig(
       `httpServer:
@@ -69,7 +69,7 @@ upstreamGroups:
     ).config.upstreamGroups[0]!.httpClient;
   const none = () => undefined;
   const direct = createGroupTransport(config(""), { env: none });
-  assert.equal(direct.kind, "node");
+  assert.equal(direct.kind, "http1");
   direct.close();
   const proxied = createGroupTransport(
     config(`, httpClient: {proxy: {url: "http://127.0.0.1:9"}}`),

@@ -1,0 +1,193 @@
+/**
+ * A response body read off its connection as the consumer asks for it, so a slow client
+ * never makes the proxy buffer a fast upstream. When the body ends as framed, the connection
+ * goes back to the pool; anything else (a break, a cancel, stray bytes) closes it.
+ *
+ * @module
+ */
+import { RawHeaders, type UpstreamReply } from "../transport.ts";
+import type { Connection } from "./connection.ts";
+import { type Framing, type ResponseHead, reusable } from "./head.ts";
+import { ChunkedDecoder } from "./chunked.ts";
+
+/** The error of a body cut short by the upstream. */
+export class BodyCutError extends Error {
+  override name = "BodyCutError";
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** One response body on its connection. */
+export class ResponseBody {
+  readonly #connection: Connection;
+  readonly #framing: Framing;
+  readonly #signal: AbortSignal;
+  readonly #release: (reuse: boolean) => void;
+  readonly #reusable: boolean;
+  readonly #chunked: ChunkedDecoder | undefined;
+  #remaining: number;
+  #finished = false;
+
+  constructor(
+    connection: Connection,
+    framing: Framing,
+    head: ResponseHead,
+    signal: AbortSignal,
+    release: (reuse: boolean) => void,
+  ) {
+    this.#connection = connection;
+    this.#framing = framing;
+    this.#signal = signal;
+    this.#release = release;
+    this.#reusable = reusable(head, framing);
+    this.#chunked = framing.kind === "chunked" ? new ChunkedDecoder() : undefined;
+    this.#remaining = framing.kind === "length" ? framing.length : 0;
+    if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
+      this.#finish();
+    }
+  }
+
+  /** The next bytes of the body (a copy the caller owns), or null at its end. */
+  async read(): Promise<Uint8Array<ArrayBuffer> | null> {
+    try {
+      return await this.#read();
+    } catch (error) {
+      this.#fail();
+      throw this.#signal.aborted ? this.#signal.reason : error;
+    }
+  }
+
+  /** The whole body. */
+  async bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    const connection = this.#connection;
+    // The usual small JSON answer: already complete in the buffer that held the head.
+    if (this.#framing.kind === "length" && !this.#finished) {
+      const available = connection.end - connection.start;
+      if (available >= this.#remaining) return (await this.read())!;
+    }
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    for (let part = await this.read(); part !== null; part = await this.read()) {
+      parts.push(part);
+      size += part.byteLength;
+    }
+    if (parts.length === 1) return parts[0] as Uint8Array<ArrayBuffer>;
+    const whole = new Uint8Array(size);
+    let offset = 0;
+    for (const part of parts) {
+      whole.set(part, offset);
+      offset += part.byteLength;
+    }
+    return whole;
+  }
+
+  /** Stops reading: the connection is closed (the rest of the body is never read). */
+  cancel(): void {
+    if (this.#finished) return;
+    this.#fail();
+  }
+
+  async #read(): Promise<Uint8Array<ArrayBuffer> | null> {
+    const connection = this.#connection;
+    for (;;) {
+      if (this.#finished) return null;
+      const { buffer, start, end } = connection;
+      switch (this.#framing.kind) {
+        case "length": {
+          if (start < end) {
+            const take = Math.min(this.#remaining, end - start);
+            const part = buffer.slice(start, start + take);
+            connection.start += take;
+            this.#remaining -= take;
+            if (this.#remaining === 0) this.#finish();
+            return part;
+          }
+          break;
+        }
+        case "chunked": {
+          const parts: Uint8Array[] = [];
+          connection.start = this.#chunked!.decode(buffer, start, end, parts);
+          const part = parts.length === 0 ? null : concat(parts);
+          if (this.#chunked!.done) this.#finish();
+          if (part) return part;
+          if (this.#finished) return null;
+          break;
+        }
+        case "close": {
+          if (start < end) {
+            connection.start = end;
+            return buffer.slice(start, end);
+          }
+          if (!(await connection.fill())) {
+            this.#finish();
+            return null;
+          }
+          continue;
+        }
+        default:
+          return null;
+      }
+      if (!(await connection.fill())) {
+        throw new BodyCutError("upstream closed the connection mid-body");
+      }
+    }
+  }
+
+  /** The body ended as framed: the connection is reusable unless more bytes followed it. */
+  #finish(): void {
+    this.#finished = true;
+    const connection = this.#connection;
+    this.#release(this.#reusable && connection.start === connection.end);
+  }
+
+  #fail(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#release(false);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  if (parts.length === 1) return parts[0]!.slice();
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    whole.set(part, offset);
+    offset += part.byteLength;
+  }
+  return whole;
+}
+
+/** The Response-shaped reply for a head and its body. */
+export function reply(head: ResponseHead, framing: Framing, body: ResponseBody): UpstreamReply {
+  let stream: ReadableStream<Uint8Array> | undefined;
+  const hasBody = framing.kind !== "none";
+  return {
+    status: head.status,
+    statusText: head.statusText,
+    headers: new RawHeaders(head.fields),
+    hasBody,
+    // Built on first use: `bytes()` reads the socket without any web stream.
+    get body() {
+      if (!hasBody) return null;
+      return stream ??= bodyStream(body);
+    },
+    bytes: () => hasBody ? body.bytes() : Promise.resolve(EMPTY),
+  };
+}
+
+/** The body as a web stream, pulled: one read from the socket per chunk asked for. */
+function bodyStream(body: ResponseBody): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const part = await body.read();
+      if (part === null) controller.close();
+      else controller.enqueue(part);
+    },
+    cancel() {
+      body.cancel();
+    },
+  }, { highWaterMark: 1 });
+}

@@ -1,0 +1,198 @@
+/**
+ * HTTP/1.1 message heads (RFC 9112): the request head we write and the response head we read,
+ * and how the response body is framed. Pure functions over strings and bytes, so every rule
+ * here is tested without a socket.
+ *
+ * @module
+ */
+
+/** A protocol violation by the upstream: the connection is unusable afterwards. */
+export class UpstreamProtocolError extends Error {
+  override name = "UpstreamProtocolError";
+}
+
+/** Largest response head accepted, bytes (status line and headers). */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+const encoder = new TextEncoder();
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * Serialises a request head. Names are lower-case and values are byte strings (validated
+ * where they came from: the client's headers by the server, config values at load), so they
+ * are written as they are; Host goes first, Content-Length is the replayed body's.
+ */
+export function requestHead(
+  method: string,
+  path: string,
+  host: string,
+  headers: Record<string, string>,
+  bodyLength: number | null,
+  keepAlive: boolean,
+): string {
+  let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  if (bodyLength !== null) head += `content-length: ${bodyLength}\r\n`;
+  else if (method === "POST" || method === "PUT" || method === "PATCH") {
+    head += "content-length: 0\r\n";
+  }
+  if (!keepAlive) head += "connection: close\r\n";
+  return head + "\r\n";
+}
+
+/**
+ * Encodes a head as Latin-1, one byte per character: header values are byte strings, and a
+ * UTF-8 encoding would change any byte above 0x7f. Plain ASCII (the usual case) takes the
+ * native encoder.
+ */
+export function encodeHead(head: string): Uint8Array<ArrayBuffer> {
+  if (!NON_ASCII.test(head)) return encoder.encode(head);
+  const bytes = new Uint8Array(head.length);
+  for (let i = 0; i < head.length; i++) {
+    const code = head.charCodeAt(i);
+    if (code > 0xff) throw new TypeError("a request header is not a byte string");
+    bytes[i] = code;
+  }
+  return bytes;
+}
+
+/**
+ * Where the head in `buf[start, end)` ends: the index just past its blank line, or -1 when
+ * it is not complete yet. Lines end with CRLF; a bare LF is accepted as RFC 9112 §2.2 allows.
+ */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
+  for (let i = start; i < end; i++) {
+    if (buf[i] !== 10) continue;
+    if (i + 1 < end && buf[i + 1] === 10) return i + 2;
+    if (i + 2 < end && buf[i + 1] === 13 && buf[i + 2] === 10) return i + 3;
+  }
+  return -1;
+}
+
+/** A parsed response head. */
+export interface ResponseHead {
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  readonly minorVersion: number;
+  readonly status: number;
+  readonly statusText: string;
+  /** Field lines in order: lower-case name, value, name, value, … */
+  readonly fields: string[];
+}
+
+/** Decodes head bytes one byte per character (Latin-1), as header values are byte strings. */
+export function latin1(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192) as unknown as number[]);
+  }
+  return text;
+}
+
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: (.*))?$/;
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Parses a response head (without its final blank line); throws on anything malformed. */
+export function parseResponseHead(text: string): ResponseHead {
+  const lines = text.split("\n");
+  const statusLine = stripCr(lines[0]!);
+  const match = STATUS_LINE.exec(statusLine);
+  if (!match) {
+    throw new UpstreamProtocolError(
+      `malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`,
+    );
+  }
+  const fields: string[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = stripCr(lines[i]!);
+    if (line === "") continue; // the blank line that ends the head
+    // Obsolete line folding (a line starting with whitespace) is refused, as §5.2 allows.
+    const colon = line.indexOf(":");
+    const name = colon > 0 ? line.slice(0, colon) : "";
+    if (!FIELD_NAME.test(name)) {
+      throw new UpstreamProtocolError(
+        `malformed header line ${JSON.stringify(line.slice(0, 64))}`,
+      );
+    }
+    fields.push(name.toLowerCase(), line.slice(colon + 1).trim());
+  }
+  return {
+    minorVersion: Number(match[1]),
+    status: Number(match[2]),
+    statusText: match[3] ?? "",
+    fields,
+  };
+}
+
+function stripCr(line: string): string {
+  return line.endsWith("\r") ? line.slice(0, -1) : line;
+}
+
+/** How a response body is delimited (RFC 9112 §6.3). */
+export type Framing =
+  | { readonly kind: "none" }
+  | { readonly kind: "length"; readonly length: number }
+  | { readonly kind: "chunked" }
+  | { readonly kind: "close" };
+
+const NO_BODY: Framing = { kind: "none" };
+const CHUNKED: Framing = { kind: "chunked" };
+const UNTIL_CLOSE: Framing = { kind: "close" };
+const DIGITS = /^\d+$/;
+
+/** The framing of a final (non-1xx) response to `method`. Throws on an invalid length. */
+export function responseFraming(method: string, head: ResponseHead): Framing {
+  const { status, fields } = head;
+  if (method === "HEAD" || status === 204 || status === 304 || status < 200) return NO_BODY;
+  let transferEncoding: string | undefined;
+  let contentLength: string | undefined;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (name === "transfer-encoding") {
+      transferEncoding = transferEncoding === undefined
+        ? fields[i + 1]!
+        : `${transferEncoding}, ${fields[i + 1]}`;
+    } else if (name === "content-length") {
+      const value = fields[i + 1]!;
+      // Repeated or listed values must all agree (§6.3 item 5).
+      for (const part of value.split(",")) {
+        const length = part.trim();
+        if (!DIGITS.test(length) || (contentLength !== undefined && contentLength !== length)) {
+          throw new UpstreamProtocolError(`invalid content-length ${JSON.stringify(value)}`);
+        }
+        contentLength = length;
+      }
+    }
+  }
+  if (transferEncoding !== undefined) {
+    // Transfer-Encoding wins over Content-Length; a body not ending in chunked runs to close.
+    const codings = transferEncoding.toLowerCase().split(",");
+    return codings[codings.length - 1]!.trim() === "chunked" ? CHUNKED : UNTIL_CLOSE;
+  }
+  if (contentLength !== undefined) {
+    const length = Number(contentLength);
+    if (!Number.isSafeInteger(length)) {
+      throw new UpstreamProtocolError(`invalid content-length ${contentLength}`);
+    }
+    return { kind: "length", length };
+  }
+  return UNTIL_CLOSE;
+}
+
+/**
+ * Whether the connection may carry another request after this response: HTTP/1.1 without
+ * `Connection: close`, a body not delimited by the close, and no Content-Length that
+ * Transfer-Encoding overrode (a message that may be a smuggling attempt, §6.1).
+ */
+export function reusable(head: ResponseHead, framing: Framing): boolean {
+  if (head.minorVersion === 0 || framing.kind === "close") return false;
+  let transferEncoding = false;
+  let contentLength = false;
+  const { fields } = head;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (name === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(fields[i + 1]!)) return false;
+    if (name === "transfer-encoding") transferEncoding = true;
+    else if (name === "content-length") contentLength = true;
+  }
+  return !(transferEncoding && contentLength);
+}

@@ -1,0 +1,89 @@
+/**
+ * Idle keep-alive connections per upstream origin, most recently used first: the warmest
+ * connection is reused, and the coldest ones age out after the idle timeout.
+ *
+ * @module
+ */
+import type { Connection } from "./connection.ts";
+
+/** Options of {@linkcode Pool}. */
+export interface PoolOptions {
+  /** Idle connections kept per origin; 0 keeps none. */
+  readonly maxIdlePerHost: number;
+  /** Idle connections close after this, ms; 0 = never by age. */
+  readonly idleTimeoutMs: number;
+  /** Clock for idle ages, ms. */
+  readonly now?: () => number;
+}
+
+/** A pool of idle connections keyed by `hostname:port`. */
+export class Pool {
+  readonly #idle = new Map<string, Connection[]>();
+  readonly #maxIdle: number;
+  readonly #idleTimeoutMs: number;
+  readonly #now: () => number;
+  readonly #sweeper: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(options: PoolOptions) {
+    this.#maxIdle = options.maxIdlePerHost;
+    this.#idleTimeoutMs = options.idleTimeoutMs;
+    this.#now = options.now ?? Date.now;
+    if (this.#maxIdle > 0 && this.#idleTimeoutMs > 0) {
+      const everyMs = Math.max(100, Math.min(this.#idleTimeoutMs / 2, 5_000));
+      const sweeper = setInterval(() => this.sweep(), everyMs);
+      Deno.unrefTimer(sweeper);
+      this.#sweeper = sweeper;
+    }
+  }
+
+  /** Idle connections held now, all origins. */
+  get size(): number {
+    let size = 0;
+    for (const list of this.#idle.values()) size += list.length;
+    return size;
+  }
+
+  /** The most recently parked connection to `key`, taken out of the pool. */
+  take(key: string): Connection | undefined {
+    const connection = this.#idle.get(key)?.pop();
+    connection?.unpark();
+    return connection;
+  }
+
+  /** Parks a connection whose last response was read in full, or closes it if full. */
+  put(key: string, connection: Connection): void {
+    if (connection.closed) return;
+    let list = this.#idle.get(key);
+    if (this.#closed || (list?.length ?? 0) >= this.#maxIdle) {
+      connection.close();
+      return;
+    }
+    if (!list) this.#idle.set(key, list = []);
+    const parked = list;
+    connection.park(this.#now(), () => {
+      const at = parked.indexOf(connection);
+      if (at !== -1) parked.splice(at, 1);
+    });
+    parked.push(connection);
+  }
+
+  /** Closes the connections idle for longer than the idle timeout. */
+  sweep(): void {
+    const cutoff = this.#now() - this.#idleTimeoutMs;
+    for (const list of this.#idle.values()) {
+      // Oldest first: the list is in parking order.
+      while (list.length > 0 && list[0]!.idleSince <= cutoff) list.shift()!.close();
+    }
+  }
+
+  /** Closes every idle connection; connections returned later are closed, not parked. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const list of this.#idle.values()) {
+      for (const connection of list) connection.close();
+    }
+    this.#idle.clear();
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Direct plain-HTTP traffic over the project's own HTTP/1.1 client: one write per request
+ * (head and body together), the response head parsed from the read buffer, the body read as
+ * the client pulls it. Measured here, a bare pass-through on this client costs about half the
+ * CPU per request of one on `fetch`, and a quarter less than one on `node:http`.
+ *
+ * Bodies pass through byte-exact (nothing is decoded). `https:` targets go to the `secure`
+ * transport (Deno's client verifies TLS).
+ *
+ * @module
+ */
+import type { SendInit, Transport, UpstreamReply, UpstreamTarget } from "../transport.ts";
+import { Connection } from "./connection.ts";
+import { Pool } from "./pool.ts";
+import {
+  encodeHead,
+  findHeadEnd,
+  latin1,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  requestHead,
+  responseFraming,
+  type ResponseHead,
+  UpstreamProtocolError,
+} from "./head.ts";
+import { reply, ResponseBody } from "./body.ts";
+
+/** Bodies up to this size are written together with the head, in one write. */
+const COALESCE_BYTES = 64 * 1024;
+
+/** Methods safe to send again when a reused connection turns out to be closed (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+/** Options of {@linkcode Http1Transport}. */
+export interface Http1TransportOptions {
+  /** Where `https:` targets go. */
+  readonly secure: Transport;
+  /** Keep connections for reuse. */
+  readonly keepAlive: boolean;
+  /** Idle connections kept per origin. */
+  readonly maxIdlePerHost: number;
+  /** Idle pooled connections close after this, ms. */
+  readonly idleTimeoutMs: number;
+}
+
+/** The upstream closed a connection before any byte of a response. */
+class ClosedBeforeResponse extends Error {
+  override name = "ClosedBeforeResponse";
+}
+
+/** Plain-HTTP requests on pooled keep-alive connections. */
+export class Http1Transport implements Transport {
+  readonly kind = "http1";
+  readonly #pool: Pool;
+  readonly #secure: Transport;
+  readonly #keepAlive: boolean;
+
+  constructor(options: Http1TransportOptions) {
+    this.#keepAlive = options.keepAlive && options.maxIdlePerHost > 0;
+    this.#pool = new Pool({
+      maxIdlePerHost: this.#keepAlive ? options.maxIdlePerHost : 0,
+      idleTimeoutMs: options.idleTimeoutMs,
+    });
+    this.#secure = options.secure;
+  }
+
+  /** Idle pooled connections (for tests and diagnostics). */
+  get idleConnections(): number {
+    return this.#pool.size;
+  }
+
+  send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
+    if (target.protocol === "https:") return this.#secure.send(target, init);
+    if (init.signal.aborted) return Promise.reject(init.signal.reason);
+    const body = init.body;
+    const head = encodeHead(
+      requestHead(
+        init.method,
+        target.path,
+        target.host,
+        init.headers,
+        body ? body.byteLength : null,
+        this.#keepAlive,
+      ),
+    );
+    let message: Uint8Array[];
+    if (body === null || body.byteLength === 0) message = [head];
+    else if (body.byteLength > COALESCE_BYTES) message = [head, body];
+    else {
+      const joined = new Uint8Array(head.byteLength + body.byteLength);
+      joined.set(head);
+      joined.set(body, head.byteLength);
+      message = [joined];
+    }
+    return this.#exchange(target, init, message, true);
+  }
+
+  async #exchange(
+    target: UpstreamTarget,
+    init: SendInit,
+    message: Uint8Array[],
+    mayRetryStale: boolean,
+  ): Promise<UpstreamReply> {
+    const { signal } = init;
+    const key = `${target.hostname}:${target.port}`;
+    let connection = this.#pool.take(key);
+    const reused = connection !== undefined;
+    // Closing the socket fails whatever read or write is pending with it.
+    const onAbort = () => connection?.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const release = (reuse: boolean) => {
+      signal.removeEventListener("abort", onAbort);
+      if (reuse && connection) this.#pool.put(key, connection);
+      else connection?.close();
+    };
+    let written = false;
+    try {
+      connection ??= await Connection.open(target.hostname, target.port, signal);
+      connection.uses++;
+      for (const part of message) await connection.write(part);
+      written = true;
+      const head = await readHead(connection);
+      const framing = responseFraming(init.method, head);
+      return reply(head, framing, new ResponseBody(connection, framing, head, signal, release));
+    } catch (error) {
+      release(false);
+      if (signal.aborted) throw signal.reason;
+      // A pooled connection the upstream had just closed: nothing was processed, so the
+      // request goes again on a new connection (a non-idempotent one only if it was not
+      // written at all).
+      const stale = error instanceof ClosedBeforeResponse || isConnectionReset(error);
+      if (
+        reused && mayRetryStale && stale && (!written || IDEMPOTENT.has(init.method))
+      ) {
+        return this.#exchange(target, init, message, false);
+      }
+      throw error;
+    }
+  }
+
+  close(): void {
+    this.#pool.close();
+    this.#secure.close();
+  }
+}
+
+function isConnectionReset(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe;
+}
+
+/** Reads the final response head, skipping interim (1xx) ones. */
+async function readHead(connection: Connection): Promise<ResponseHead> {
+  let received = false;
+  for (;;) {
+    let headEnd = findHeadEnd(connection.buffer, connection.start, connection.end);
+    while (headEnd === -1) {
+      const buffered = connection.end - connection.start;
+      if (buffered >= MAX_HEAD_BYTES) {
+        throw new UpstreamProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+      }
+      if (!(await connection.fill(MAX_HEAD_BYTES))) {
+        throw received || buffered > 0
+          ? new UpstreamProtocolError("upstream closed the connection mid-head")
+          : new ClosedBeforeResponse("upstream closed the connection before responding");
+      }
+      received = true;
+      // Rescan only the new bytes, and the two before them where a line end may be cut.
+      const from = connection.start + Math.max(0, buffered - 2);
+      headEnd = findHeadEnd(connection.buffer, from, connection.end);
+    }
+    const text = latin1(connection.buffer.subarray(connection.start, headEnd));
+    connection.start = headEnd;
+    received = true;
+    const head = parseResponseHead(text);
+    if (head.status >= 200) return head;
+    if (head.status === 101) throw new UpstreamProtocolError("unexpected 101 Switching Protocols");
+  }
+}
