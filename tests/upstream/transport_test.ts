@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  type SendInit,
-  type Transport,
-  type UpstreamReply,
-  type UpstreamTarget,
+import type {
+  SendInit,
+  Transport,
+  UpstreamReply,
+  UpstreamTarget,
 } from "../../src/upstream/transport.ts";
 import { createGroupTransport } from "../../src/upstream/client.ts";
 import { Http1Transport } from "../../src/upstream/http1/transport.ts";

@@ -15,7 +15,8 @@ export class UpstreamProtocolError extends Error {
 export const MAX_HEAD_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
-const NON_ASCII = /[^\x00-\x7f]/;
+/** Anything but printable ASCII, tab and line ends: the heads that need the Latin-1 path. */
+const NON_ASCII = /[^\t\n\r -~]/;
 
 /**
  * Serialises a request head. Names are lower-case and values are byte strings (validated
