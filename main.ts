@@ -8,7 +8,14 @@
 import defaultConfigText from "./config.default.yaml" with { type: "text" };
 import denoJson from "./deno.json" with { type: "json" };
 import { parseArgs, USAGE } from "./src/cli.ts";
-import { ConfigError, loadConfigFile, type LoadedConfig, parseConfig } from "./src/config/load.ts";
+import { ConfigError, type LoadedConfig } from "./src/config/errors.ts";
+import {
+  CHILD_FLAG,
+  childCommand,
+  childOutput,
+  loadConfig,
+  loadInProcess,
+} from "./src/config/isolated.ts";
 import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
 import { startApp } from "./src/app.ts";
@@ -16,7 +23,14 @@ import { startApp } from "./src/app.ts";
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
 
+const EMBEDDED = { text: defaultConfigText, label: EMBEDDED_CONFIG };
+
 async function main(args: readonly string[]): Promise<number> {
+  // This program started by itself to load a config (see src/config/isolated.ts).
+  if (args[0] === CHILD_FLAG) {
+    console.log(await childOutput({ path: args[1] }, EMBEDDED));
+    return 0;
+  }
   const parsed = parseArgs(args);
   if (!parsed.ok) {
     console.error(`llmproxy: ${parsed.error}\n\n${USAGE}`);
@@ -32,18 +46,21 @@ async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
 
-  const load = (): Promise<LoadedConfig> => {
-    const env = (name: string) => Deno.env.get(name);
-    return options.config === undefined
-      ? Promise.resolve(parseConfig(defaultConfigText, EMBEDDED_CONFIG, env))
-      : loadConfigFile(options.config, env);
-  };
+  // `--check` is one look at the file; a running proxy loads its config in a child process,
+  // so that it never holds the parser and validator in memory.
+  const source = { path: options.config };
+  const env = (name: string) => Deno.env.get(name);
+  const load = (): Promise<LoadedConfig> =>
+    options.check ? loadInProcess(source, env, EMBEDDED) : loadConfig(source, env, EMBEDDED);
 
   let loaded: LoadedConfig;
   try {
     loaded = await load();
   } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
+    if (!(error instanceof ConfigError)) {
+      console.error(`llmproxy: cannot load the config: ${(error as Error).message}`);
+      return 1;
+    }
     console.error(error.message);
     if (options.check) console.error(`config invalid: ${error.issues.length} error(s)`);
     return 1;
@@ -70,6 +87,11 @@ async function main(args: readonly string[]): Promise<number> {
     for (const secret of configSecrets(next)) secrets.add(secret);
     return next;
   };
+  log.debug(
+    childCommand(source)
+      ? "config loaded in a child process (the parser and validator stay out of this one)"
+      : "config loaded in-process: this program may not start itself (no --allow-run)",
+  );
   // A diagnostic switch: force one upstream transport for every group (default: auto).
   const transport = Deno.env.get("LLMPROXY_TRANSPORT");
   const app = await startApp(loaded, {

@@ -41,6 +41,7 @@ const child = new Deno.Command(Deno.execPath(), {
     "--allow-net",
     "--allow-read",
     "--allow-env",
+    "--allow-run", // loads the config in a child process: the bundle starting itself
     "llmproxy.js",
     "--config",
     "config.yaml",

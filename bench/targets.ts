@@ -103,6 +103,7 @@ export async function startProject(upstream: Target, o: StartOptions): Promise<T
     "--allow-net",
     "--allow-read",
     "--allow-env",
+    "--allow-run", // the config is loaded in a child process, as `deno task start` does
     "main.ts",
     "-c",
     configFile,

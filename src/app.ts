@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ConfigError, type LoadedConfig } from "./config/load.ts";
+import { ConfigError, type LoadedConfig } from "./config/errors.ts";
 import { redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";

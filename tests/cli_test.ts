@@ -153,9 +153,14 @@ interface Run {
   stderr: string;
 }
 
-async function runMain(...args: string[]): Promise<Run> {
+function runMain(...args: string[]): Promise<Run> {
+  return runMainWith(["--allow-read", "--allow-env"], ...args);
+}
+
+/** Runs main.ts with the given permission flags. */
+async function runMainWith(permissions: string[], ...args: string[]): Promise<Run> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-env", decodeURIComponent(MAIN.pathname), ...args],
+    args: ["run", ...permissions, decodeURIComponent(MAIN.pathname), ...args],
     cwd: decodeURIComponent(ROOT.pathname),
     // Empty credentials, whatever the environment running the tests holds.
     env: { OPENAI_API_KEY: "", ADMIN_TOKEN: "", NO_COLOR: "1" },
@@ -302,6 +307,66 @@ Deno.test("main -c <file with errors> (no --check): exit 1 before listening, no 
     );
     assert.ok(!run.stderr.includes("config invalid"));
     assertNoStackTrace(run);
+  });
+});
+
+Deno.test("main -c <file with errors>, config loaded in a child process: the same errors", async () => {
+  await withTempFile(VALID.replace("port: 0", "port: -1"), async (path) => {
+    const inProcess = await runMain("-c", path);
+    const isolated = await runMainWith(["--allow-read", "--allow-env", "--allow-run"], "-c", path);
+    assert.equal(isolated.code, 1);
+    assert.equal(isolated.stdout, "");
+    assert.equal(isolated.stderr, inProcess.stderr);
+    assertNoStackTrace(isolated);
+  });
+  const missing = await runMainWith(
+    ["--allow-read", "--allow-env", "--allow-run"],
+    "-c",
+    "/nonexistent.yaml",
+  );
+  assert.equal(missing.code, 1);
+  assert.equal(missing.stderr, "/nonexistent.yaml: file not found\n");
+});
+
+Deno.test("main with --allow-run loads its config in a child process, then serves", async () => {
+  const local = VALID.replace("port: 0,", "port: 0, address: 127.0.0.1,");
+  assert.notEqual(local, VALID);
+  await withTempFile(local, async (path) => {
+    const process = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-env",
+        "--allow-net",
+        "--allow-run",
+        decodeURIComponent(MAIN.pathname),
+        "-c",
+        path,
+        "--log-level",
+        "debug",
+      ],
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let seen = "";
+    const decoder = new TextDecoder();
+    const deadline = setTimeout(() => process.kill("SIGKILL"), 20_000);
+    let stopped = false;
+    // Read to the end: a closed pipe would fail the proxy's last log lines.
+    for await (const chunk of process.stderr) {
+      seen += decoder.decode(chunk, { stream: true });
+      if (!stopped && seen.includes("listening on")) {
+        stopped = true;
+        process.kill("SIGTERM");
+      }
+    }
+    const status = await process.status;
+    clearTimeout(deadline);
+    assert.match(seen, /DEBUG config loaded in a child process/);
+    assert.match(seen, /forward "f1" listening on http:\/\/127\.0\.0\.1:\d+/);
+    assert.equal(status.code, 0, seen);
   });
 });
 

@@ -9,44 +9,15 @@ import { isAlias, isMap, isScalar, LineCounter, type Node, parseDocument, visit 
 import type { z } from "zod";
 import { type Config, configSchema } from "./schema.ts";
 import { interpolateEnv } from "./env.ts";
+import {
+  ConfigError,
+  type ConfigIssue,
+  type EnvLookup,
+  formatIssue,
+  type LoadedConfig,
+} from "./errors.ts";
 
-/** One problem in a config, with where it is. */
-export interface ConfigIssue {
-  /** 1-based; 0 when the problem has no position (e.g. the file cannot be read). */
-  readonly line: number;
-  readonly col: number;
-  /** Dotted path of the field, e.g. `upstreams.0.url`; empty for the whole file. */
-  readonly path: string;
-  readonly message: string;
-}
-
-/** A config that could not be loaded. `message` lists every issue, one per line. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-  constructor(readonly file: string, readonly issues: readonly ConfigIssue[]) {
-    super(issues.map((issue) => formatIssue(file, issue)).join("\n"));
-  }
-}
-
-/** Formats an issue as `file:line:col path: message`. */
-export function formatIssue(file: string, issue: ConfigIssue): string {
-  const where = issue.line > 0 ? `${file}:${issue.line}:${issue.col}` : file;
-  return issue.path ? `${where} ${issue.path}: ${issue.message}` : `${where}: ${issue.message}`;
-}
-
-/** A loaded config and what loading noticed. */
-export interface LoadedConfig {
-  readonly config: Config;
-  /** Where it came from (a path, or a label such as `<embedded config.default.yaml>`). */
-  readonly source: string;
-  /** Values that came from `${VAR}` interpolation, to be redacted wherever config is shown. */
-  readonly interpolatedValues: ReadonlySet<string>;
-  /** Things worth a warning at start-up (e.g. an empty credential). */
-  readonly warnings: readonly string[];
-}
-
-/** Environment lookup; `Deno.env.get` in production, a map in tests. */
-export type EnvLookup = (name: string) => string | undefined;
+export { ConfigError, type ConfigIssue, type EnvLookup, formatIssue, type LoadedConfig };
 
 /** Reads and validates a config file. Throws {@linkcode ConfigError} for any problem. */
 export async function loadConfigFile(path: string, env: EnvLookup): Promise<LoadedConfig> {

@@ -10,6 +10,9 @@
  * @module
  */
 import { z } from "zod";
+import { effectivePathMode } from "./path_mode.ts";
+
+export { effectivePathMode };
 import { type DurationUnit, parseDurationMs, parseSizeBytes } from "./units.ts";
 import { parsePathPattern, PatternError } from "../routing/path_pattern.ts";
 
@@ -393,21 +396,6 @@ function checkProxyUrl(raw: string, at: PropertyKey[], issue: IssueFn): void {
   if (!["http:", "https:", "socks5:", "socks5h:"].includes(url.protocol)) {
     issue(at, `proxy URL scheme must be http, https or socks5, not "${url.protocol}"`);
   } else if (url.hostname === "") issue(at, "proxy URL has no host");
-}
-
-/**
- * The path mode in force: the configured one, else `replace` when the URL names a path other
- * than "/", else `append`.
- */
-export function effectivePathMode(
-  u: { url: string; path: { mode?: "replace" | "append" | undefined } },
-): "replace" | "append" {
-  if (u.path.mode) return u.path.mode;
-  let pathname = "/";
-  try {
-    pathname = new URL(u.url).pathname;
-  } catch { /* reported elsewhere */ }
-  return pathname === "/" || pathname.endsWith("/") ? "append" : "replace";
 }
 
 /** The validated config: plain, readonly data. Durations in ms, sizes in bytes. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LoadedConfig } from "./load.ts";
+import type { LoadedConfig } from "./errors.ts";
 
 /** Every secret string of a loaded config (empty strings left out). */
 export function configSecrets(loaded: LoadedConfig): Set<string> {

@@ -5,7 +5,7 @@
  * @module
  */
 import type { UpstreamConfig } from "../config/schema.ts";
-import { effectivePathMode } from "../config/schema.ts";
+import { effectivePathMode } from "../config/path_mode.ts";
 import {
   type BreakerState,
   CircuitBreaker,

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import {
+  CHILD_FLAG,
+  childCommand,
+  childOutput,
+  fromChildOutput,
+} from "../../src/config/isolated.ts";
+import { ConfigError } from "../../src/config/errors.ts";
+import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
+
+const ROOT = new URL("../../", import.meta.url);
+const DEFAULT_TEXT = await Deno.readTextFile(new URL("config.default.yaml", ROOT));
+const EMBEDDED = { text: DEFAULT_TEXT, label: "<embedded>" };
+const env = (name: string) => Deno.env.get(name);
+
+/** Every feature that leaves a value in the config: the JSON trip must keep all of them. */
+const RICH = `httpServer:
+  maxBodySize: 2MiB
+  bodyTimeout: 45s
+  shutdownTimeout: 12s
+  trustedProxies: ["10.0.0.0/8", "::1"]
+  forwards:
+    - name: api
+      port: 0
+      address: 127.0.0.1
+      defaultGroup: pool
+      ratelimit: {perSecond: 5.5, burst: 20}
+      routing:
+        - {path: "/v1/embeddings", targetGroup: pool}
+  admin: {port: 0, address: 127.0.0.1, token: "admin-secret-value"}
+upstreams:
+  - name: a
+    url: "http://127.0.0.1:9/v1/chat/completions"
+    auth: {type: bearer, token: "sk-\${ISOLATED_TEST_TOKEN:-fallback-token-value}"}
+    breaker: {threshold: 0.5, cooldown: 30, maxRequests: 3, interval: 10, minRequests: 10}
+    ratelimit: {perSecond: 100, burst: 100}
+    headers:
+      - {op: insert, key: X-Team, value: "search"}
+      - {op: remove, key: X-Debug}
+  - name: b
+    url: "https://api.example.com/v1/"
+    auth: {type: basic, username: "user", password: "pass-word-value"}
+    path: {mode: append, rewrite: [{match: "^/api/(.*)$", replace: "/$1"}]}
+upstreamGroups:
+  - name: pool
+    upstreams: [{name: a}, {name: b, weight: 2}]
+    balance: {strategy: weighted_roundrobin}
+    httpClient:
+      agent: "llmproxy-test/1"
+      keepalive: 30s
+      connect: {idlePerHost: 7}
+      timeout: {connect: 2s, firstByte: 20s, streamIdle: 40s, request: 90s, idle: 50s}
+      retry: {attempts: 2, initial: 250, budget: 20s}
+      proxy: {url: "http://user:proxy-pass@127.0.0.1:3128"}
+`;
+
+/** Drops keys whose value is undefined: JSON cannot carry them, and they mean "absent". */
+function withoutUndefined(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutUndefined);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).filter(([, v]) => v !== undefined).map((
+        [k, v],
+      ) => [k, withoutUndefined(v)]),
+    );
+  }
+  return value;
+}
+
+async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const path = await Deno.makeTempFile({ prefix: "llmproxy-isolated-", suffix: ".yaml" });
+  try {
+    await Deno.writeTextFile(path, text);
+    return await fn(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+Deno.test("the embedded default config is the same after the JSON trip from the child", async () => {
+  const direct = parseConfig(DEFAULT_TEXT, EMBEDDED.label, env);
+  const carried = fromChildOutput(await childOutput({ path: undefined }, EMBEDDED));
+  assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
+  assert.equal(carried.source, direct.source);
+  assert.deepEqual(carried.interpolatedValues, direct.interpolatedValues);
+  assert.deepEqual(carried.warnings, direct.warnings);
+});
+
+Deno.test("a config using every feature is the same after the JSON trip (no value lost or changed)", async () => {
+  await withTempFile(RICH, async (path) => {
+    const direct = await loadConfigFile(path, env);
+    const carried = fromChildOutput(await childOutput({ path }, EMBEDDED));
+    // A value JSON cannot represent (Infinity, NaN, a Map, a RegExp) would differ here.
+    assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
+    assert.deepEqual(JSON.parse(JSON.stringify(direct.config)), withoutUndefined(direct.config));
+    assert.ok(carried.interpolatedValues.has("fallback-token-value"));
+  });
+});
+
+Deno.test("config errors come back from the child with the same file, lines and messages", async () => {
+  const broken = RICH.replace("weight: 2", "weight: many").replace("port: 0\n", "port: -1\n");
+  await withTempFile(broken, async (path) => {
+    const direct = await loadConfigFile(path, env).then(
+      () => assert.fail("expected a ConfigError"),
+      (error: unknown) => error as ConfigError,
+    );
+    assert.ok(direct instanceof ConfigError);
+    const output = await childOutput({ path }, EMBEDDED);
+    assert.throws(() => fromChildOutput(output), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, direct.file);
+      assert.deepEqual(error.issues, direct.issues);
+      assert.equal(error.message, direct.message);
+      return true;
+    });
+  });
+});
+
+Deno.test("childCommand(): this program again, with the loader flag and the path", () => {
+  // The tests run with --allow-run, so the child can be started.
+  const command = childCommand({ path: "conf/x.yaml" });
+  assert.ok(command);
+  assert.equal(command[0], Deno.execPath());
+  assert.deepEqual(command.slice(-2), [CHILD_FLAG, "conf/x.yaml"]);
+  assert.ok(command.includes("--allow-read") && command.includes("--allow-env"));
+  assert.ok(!command.some((arg) => arg.startsWith("--allow-net") || arg === "-A"));
+  assert.deepEqual(childCommand({ path: undefined })!.slice(-1), [CHILD_FLAG]);
+});
+
+Deno.test("the program as a config loader prints the config that loads in-process", async () => {
+  // Deno.mainModule is this test file: a child running it would not load a config. Run the
+  // real program instead, as main.ts would start itself.
+  const main = new URL("main.ts", ROOT).pathname;
+  await withTempFile(RICH, async (path) => {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-env", main, CHILD_FLAG, path],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+    const carried = fromChildOutput(new TextDecoder().decode(output.stdout));
+    const direct = await loadConfigFile(path, env);
+    assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
+  });
+});
