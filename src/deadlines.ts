@@ -1,7 +1,7 @@
 /**
  * Deadlines without a timer each. Every request arms two or three deadlines (body read, first
- * byte, total) that almost never fire; with `node:http` loaded, each `setTimeout` is a Node
- * `Timeout` object, which measured as several percent of the proxy's CPU. Here deadlines are
+ * byte, total) that almost never fire; a timer each measured as several percent of the proxy's
+ * CPU (more once any `node:` module made every `setTimeout` a Node `Timeout`). Here deadlines are
  * grouped into ticks of {@linkcode TICK_MS} and one timer serves the earliest tick, so arming
  * and cancelling a deadline is a Map and Set operation. Deadlines fire up to one tick late.
  *

@@ -8,7 +8,7 @@
 import { RawHeaders, type UpstreamReply } from "../transport.ts";
 import type { Connection } from "./connection.ts";
 import { type Framing, type ResponseHead, reusable } from "./head.ts";
-import { ChunkedDecoder } from "./chunked.ts";
+import { CHUNKED_BUFFER_BYTES, ChunkedDecoder } from "./chunked.ts";
 
 /** The error of a body cut short by the upstream. */
 export class BodyCutError extends Error {
@@ -127,7 +127,8 @@ export class ResponseBody {
         default:
           return null;
       }
-      if (!(await connection.fill())) {
+      // A chunk-size or trailer line cut by the buffer's end must fit once more bytes come.
+      if (!(await connection.fill(CHUNKED_BUFFER_BYTES))) {
         throw new BodyCutError("upstream closed the connection mid-body");
       }
     }

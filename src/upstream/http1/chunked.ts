@@ -6,9 +6,15 @@
  */
 import { UpstreamProtocolError } from "./head.ts";
 
-/** Longest chunk-size line (size plus extensions) or trailer section accepted, bytes. */
+/** Longest chunk-size line (size plus extensions) accepted, bytes. */
 const MAX_LINE = 4096;
-const MAX_TRAILERS = 64 * 1024;
+/**
+ * Largest trailer section accepted, bytes. A line must fit in the reader's buffer, which may
+ * grow to {@linkcode CHUNKED_BUFFER_BYTES}; a line that cannot is refused here first.
+ */
+const MAX_TRAILERS = 32 * 1024;
+/** How large the reader lets its buffer grow for a chunked body. */
+export const CHUNKED_BUFFER_BYTES = 64 * 1024;
 /** 12 hex digits: 256 TiB, far past any body, and well inside a safe integer. */
 const MAX_SIZE_DIGITS = 12;
 
@@ -41,10 +47,12 @@ export class ChunkedDecoder {
       switch (this.#state) {
         case SIZE: {
           const lf = buf.indexOf(10, at);
-          if (lf === -1 || lf >= end) {
-            if (end - at > MAX_LINE) throw new UpstreamProtocolError("chunk-size line too long");
-            return at;
+          const complete = lf !== -1 && lf < end;
+          // The same limit whether the line arrived whole or in pieces.
+          if ((complete ? lf : end) - at > MAX_LINE) {
+            throw new UpstreamProtocolError("chunk-size line too long");
           }
+          if (!complete) return at;
           this.#remaining = chunkSize(buf, at, lf);
           at = lf + 1;
           this.#state = this.#remaining === 0 ? TRAILERS : DATA;
@@ -71,12 +79,11 @@ export class ChunkedDecoder {
         case TRAILERS: {
           // Trailer fields are read and dropped: nothing downstream can use them.
           const lf = buf.indexOf(10, at);
-          if (lf === -1 || lf >= end) {
-            if (this.#trailerBytes + end - at > MAX_TRAILERS) {
-              throw new UpstreamProtocolError("trailer section too large");
-            }
-            return at;
+          const complete = lf !== -1 && lf < end;
+          if (this.#trailerBytes + (complete ? lf + 1 : end) - at > MAX_TRAILERS) {
+            throw new UpstreamProtocolError("trailer section too large");
           }
+          if (!complete) return at;
           const blank = lf === at || (lf === at + 1 && buf[at] === 13);
           this.#trailerBytes += lf + 1 - at;
           at = lf + 1;

@@ -114,7 +114,7 @@ export function parseResponseHead(text: string): ResponseHead {
         `malformed header line ${JSON.stringify(line.slice(0, 64))}`,
       );
     }
-    fields.push(name.toLowerCase(), line.slice(colon + 1).trim());
+    fields.push(name.toLowerCase(), trimOws(line, colon + 1));
   }
   return {
     minorVersion: Number(match[1]),
@@ -122,6 +122,21 @@ export function parseResponseHead(text: string): ResponseHead {
     statusText: match[3] ?? "",
     fields,
   };
+}
+
+/**
+ * `line` from `start`, without the spaces and tabs around the value (RFC 9112 §5.1). Not
+ * `trim()`: that also strips U+00A0, which is the byte 0xA0 of a value decoded as Latin-1.
+ */
+function trimOws(line: string, start: number): string {
+  let end = line.length;
+  while (start < end && isOws(line.charCodeAt(start))) start++;
+  while (end > start && isOws(line.charCodeAt(end - 1))) end--;
+  return line.slice(start, end);
+}
+
+function isOws(code: number): boolean {
+  return code === 32 || code === 9;
 }
 
 function stripCr(line: string): string {

@@ -103,7 +103,9 @@ export class Http1Transport implements Transport {
   ): Promise<UpstreamReply> {
     const { signal } = init;
     const key = `${target.hostname}:${target.port}`;
-    let connection = this.#pool.take(key);
+    // The stale-connection retry takes a new connection: the others pooled with the stale one
+    // may be just as stale (an upstream that restarted).
+    let connection = mayRetryStale ? this.#pool.take(key) : undefined;
     const reused = connection !== undefined;
     // Closing the socket fails whatever read or write is pending with it.
     const onAbort = () => connection?.close();
@@ -116,6 +118,8 @@ export class Http1Transport implements Transport {
     let written = false;
     try {
       connection ??= await Connection.open(target.hostname, target.port, signal);
+      // Aborted while the connect finished: the listener found no connection to close.
+      if (signal.aborted) throw signal.reason;
       connection.uses++;
       for (const part of message) await connection.write(part);
       written = true;

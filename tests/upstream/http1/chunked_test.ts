@@ -1,0 +1,268 @@
+import assert from "node:assert/strict";
+import { ChunkedDecoder } from "../../../src/upstream/http1/chunked.ts";
+import { UpstreamProtocolError } from "../../../src/upstream/http1/head.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** What decoding `input` delivered in pieces cut at `cuts` gives. */
+interface Decoded {
+  payload: string;
+  done: boolean;
+  /** Where the decoder stopped, as an index into the whole input. */
+  stoppedAt: number;
+}
+
+/**
+ * Feeds `input` to a fresh decoder in the pieces that `cuts` (increasing indices) delimit, the
+ * way a connection does: undecoded bytes stay in the buffer and more are appended after them.
+ */
+function decodeIn(input: Uint8Array, cuts: number[]): Decoded {
+  const chunked = new ChunkedDecoder();
+  const out: Uint8Array[] = [];
+  let payload = "";
+  let start = 0;
+  for (const end of [...cuts, input.length]) {
+    if (chunked.done) break;
+    // A fresh copy each time: the decoder's views must be used before the buffer changes.
+    const buf = input.slice(0, end);
+    start = chunked.decode(buf, start, end, out);
+    assert.ok(start >= 0 && start <= end, `stopped at ${start} of ${end}`);
+    for (const part of out.splice(0)) payload += decoder.decode(part, { stream: true });
+  }
+  return { payload, done: chunked.done, stoppedAt: start };
+}
+
+function decodeWhole(text: string): Decoded {
+  return decodeIn(encoder.encode(text), []);
+}
+
+/** Decoding an input that must fail, with its bytes fed whole. */
+function decodeThrows(text: string): void {
+  assert.throws(() => decodeWhole(text), UpstreamProtocolError, JSON.stringify(text.slice(0, 80)));
+}
+
+const SAMPLE = "5\r\nhello\r\n7;name=value\r\n, world\r\nA\r\n0123456789\r\n0\r\n\r\n";
+const SAMPLE_PAYLOAD = "hello, world0123456789";
+
+Deno.test("chunked: a body fed whole", () => {
+  assert.deepEqual(decodeWhole(SAMPLE), {
+    payload: SAMPLE_PAYLOAD,
+    done: true,
+    stoppedAt: SAMPLE.length,
+  });
+});
+
+Deno.test("chunked: a body fed one byte at a time", () => {
+  const input = encoder.encode(SAMPLE);
+  const cuts = Array.from({ length: input.length - 1 }, (_, i) => i + 1);
+  assert.deepEqual(decodeIn(input, cuts), {
+    payload: SAMPLE_PAYLOAD,
+    done: true,
+    stoppedAt: input.length,
+  });
+});
+
+Deno.test("chunked: every split point (and every pair of them) gives the same payload", () => {
+  const bodies = [
+    SAMPLE,
+    "3\nabc\n0\n\n",
+    "1;a=b;c\r\nx\r\n0;last\r\nTrailer: one\r\nOther: two\r\n\r\n",
+    "00000F \r\n0123456789abcdef\r\n0\r\n\r\n".replace("0123456789abcdef", "0123456789abcde"),
+    "2\r\n\r\n\r\n0\r\n\r\n", // payload that looks like line endings
+  ];
+  for (const body of bodies) {
+    const input = encoder.encode(body);
+    const expected = decodeIn(input, []);
+    assert.equal(expected.done, true, body);
+    assert.equal(expected.stoppedAt, input.length, body);
+    for (let cut = 0; cut <= input.length; cut++) {
+      assert.deepEqual(decodeIn(input, [cut]), expected, `${JSON.stringify(body)} cut at ${cut}`);
+    }
+    for (let a = 1; a < input.length; a++) {
+      for (let b = a; b < input.length; b++) {
+        assert.deepEqual(
+          decodeIn(input, [a, b]),
+          expected,
+          `${JSON.stringify(body)} cut at ${a}, ${b}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("chunked: a large chunk decoded across many reads", () => {
+  const data = "0123456789".repeat(1000);
+  const input = encoder.encode(`${data.length.toString(16)}\r\n${data}\r\n0\r\n\r\n`);
+  const cuts: number[] = [];
+  for (let at = 7; at < input.length; at += 97) cuts.push(at);
+  assert.deepEqual(decodeIn(input, cuts), { payload: data, done: true, stoppedAt: input.length });
+});
+
+Deno.test("chunked: the output parts are views into the input", () => {
+  const input = encoder.encode("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+  const out: Uint8Array[] = [];
+  const chunked = new ChunkedDecoder();
+  assert.equal(chunked.decode(input, 0, input.length, out), input.length);
+  assert.deepEqual(out.map((part) => decoder.decode(part)), ["abc", "de"]);
+  assert.equal(out[0]!.buffer, input.buffer);
+});
+
+Deno.test("chunked: chunk extensions are ignored", () => {
+  const body = '4;ext\r\nabcd\r\n3 ; a=1; b="q;\\"x"\r\nefg\r\n2\t;x\r\nhi\r\n0;end=1\r\n\r\n';
+  assert.deepEqual(decodeWhole(body), { payload: "abcdefghi", done: true, stoppedAt: body.length });
+});
+
+Deno.test("chunked: trailer fields are skipped", () => {
+  const body = "3\r\nabc\r\n0\r\nExpires: never\r\nX-Checksum: 1234\r\n\r\n";
+  assert.deepEqual(decodeWhole(body), { payload: "abc", done: true, stoppedAt: body.length });
+});
+
+Deno.test("chunked: upper- and lower-case hex sizes", () => {
+  const data = "x".repeat(0xab);
+  for (const size of ["AB", "ab", "aB", "00Ab"]) {
+    const body = `${size}\r\n${data}\r\n0\r\n\r\n`;
+    assert.deepEqual(
+      decodeWhole(body),
+      { payload: data, done: true, stoppedAt: body.length },
+      size,
+    );
+  }
+  const big = "y".repeat(0xFACE);
+  const body = `FACE\r\n${big}\r\n0\r\n\r\n`;
+  assert.equal(decodeWhole(body).payload.length, 0xface);
+});
+
+Deno.test("chunked: bare-LF line endings", () => {
+  const body = "5\nhello\n1\n!\n0\nTrailer: x\n\n";
+  assert.deepEqual(decodeWhole(body), { payload: "hello!", done: true, stoppedAt: body.length });
+  // Mixed.
+  const mixed = "5\r\nhello\n1\n!\r\n0\n\r\n";
+  assert.deepEqual(decodeWhole(mixed), { payload: "hello!", done: true, stoppedAt: mixed.length });
+});
+
+Deno.test("chunked: a size that is not hex is an error", () => {
+  for (const size of ["g", "-1", "0x5", " 5", ";ext", "", "5 5", "5\u00e9"]) {
+    decodeThrows(`${size}\r\nhello\r\n0\r\n\r\n`);
+  }
+  // In a later chunk, too.
+  decodeThrows("1\r\na\r\nz\r\n");
+});
+
+Deno.test("chunked: data not followed by a line end is an error", () => {
+  decodeThrows("5\r\nhelloX\r\n0\r\n\r\n");
+  decodeThrows("5\r\nhello\rX0\r\n\r\n");
+  decodeThrows("3\r\nhello\r\n0\r\n\r\n"); // size shorter than the data
+  // What follows the data would parse as a size line: still an error, and the right one.
+  for (
+    const body of ["5\r\nhelloA\r\n0\r\n\r\n", "5\r\nhello0\r\n\r\n", "2\r\nhello\r\n0\r\n\r\n"]
+  ) {
+    assert.throws(() => decodeWhole(body), /chunk not followed by CRLF/, JSON.stringify(body));
+  }
+  // Split right after the CR: found once the next byte arrives.
+  const input = encoder.encode("5\r\nhello\rX");
+  assert.throws(() => decodeIn(input, [input.length - 1]), UpstreamProtocolError);
+});
+
+Deno.test("chunked: a size with more than 12 hex digits is an error", () => {
+  // 12 digits is the limit.
+  const twelve = new ChunkedDecoder();
+  const input = encoder.encode("000000000001\r\nx\r\n0\r\n\r\n");
+  const out: Uint8Array[] = [];
+  assert.equal(twelve.decode(input, 0, input.length, out), input.length);
+  assert.equal(twelve.done, true);
+  decodeThrows("0000000000001\r\nx\r\n0\r\n\r\n");
+  decodeThrows("FFFFFFFFFFFFFFFF\r\n");
+  decodeThrows(`${"1".repeat(40)}\r\n`);
+});
+
+Deno.test("chunked: an over-long size line is an error while it is still incomplete", () => {
+  // A size line with no line end yet, past the 4096-byte limit.
+  const input = encoder.encode(`5;${"e".repeat(5000)}`);
+  assert.throws(
+    () => new ChunkedDecoder().decode(input, 0, input.length, []),
+    UpstreamProtocolError,
+  );
+  // Arriving in small pieces, the decoder fails once the limit is passed, not at the end.
+  const pieces: number[] = [];
+  for (let at = 100; at < input.length; at += 100) pieces.push(at);
+  assert.throws(() => decodeIn(input, pieces), UpstreamProtocolError);
+  // Up to the limit, an incomplete line just waits.
+  const short = encoder.encode(`5;${"e".repeat(4000)}`);
+  assert.equal(new ChunkedDecoder().decode(short, 0, short.length, []), 0);
+});
+
+// BUG (src/upstream/http1/chunked.ts, ChunkedDecoder.decode, case SIZE): the 4096-byte
+// MAX_LINE limit is only checked while the line is incomplete. A complete over-long
+// chunk-size line (its LF within the bytes at hand) is accepted, so the same input is refused
+// or accepted depending on how the reads split it. Remove `ignore` once the limit also
+// applies to complete lines (e.g. check `lf - at > MAX_LINE`).
+Deno.test({
+  name: "chunked: an over-long size line is an error even when it arrives complete",
+
+  fn() {
+    decodeThrows(`5;${"e".repeat(5000)}\r\nhello\r\n0\r\n\r\n`);
+  },
+});
+
+Deno.test("chunked: done only after the final blank line", () => {
+  const input = encoder.encode("3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n");
+  const blankLine = input.length - 2;
+  for (let end = 0; end < input.length; end++) {
+    const decoded = decodeIn(input.slice(0, end), []);
+    assert.equal(decoded.done, false, `done after ${end} bytes`);
+  }
+  assert.equal(decodeIn(input.slice(0, blankLine + 1), []).done, false);
+  assert.equal(decodeIn(input, []).done, true);
+  // Without trailers: the last chunk alone is not the end.
+  const plain = encoder.encode("0\r\n");
+  const chunked = new ChunkedDecoder();
+  assert.equal(chunked.decode(plain, 0, plain.length, []), plain.length);
+  assert.equal(chunked.done, false);
+  const blank = encoder.encode("\r\n");
+  assert.equal(chunked.decode(blank, 0, blank.length, []), blank.length);
+  assert.equal(chunked.done, true);
+});
+
+Deno.test("chunked: bytes after the end are not consumed", () => {
+  for (const body of ["3\r\nabc\r\n0\r\n\r\n", "3\nabc\n0\nT: x\n\n"]) {
+    const next = "HTTP/1.1 200 OK\r\n\r\n";
+    const input = encoder.encode(body + next);
+    const out: Uint8Array[] = [];
+    const chunked = new ChunkedDecoder();
+    assert.equal(chunked.decode(input, 0, input.length, out), body.length, body);
+    assert.equal(chunked.done, true);
+    assert.deepEqual(out.map((part) => decoder.decode(part)), ["abc"]);
+    // Once done, further calls consume nothing.
+    assert.equal(chunked.decode(input, body.length, input.length, out), body.length);
+    assert.equal(out.length, 1);
+  }
+  // The same whatever the split.
+  const input = encoder.encode("3\r\nabc\r\n0\r\n\r\nEXTRA");
+  for (let cut = 0; cut <= input.length; cut++) {
+    assert.equal(decodeIn(input, [cut]).stoppedAt, input.length - "EXTRA".length, `cut at ${cut}`);
+  }
+});
+
+Deno.test("chunked: decoding respects the start offset", () => {
+  const prefix = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+  const input = encoder.encode(`${prefix}2\r\nok\r\n0\r\n\r\n`);
+  const out: Uint8Array[] = [];
+  const chunked = new ChunkedDecoder();
+  assert.equal(chunked.decode(input, prefix.length, input.length, out), input.length);
+  assert.deepEqual(out.map((part) => decoder.decode(part)), ["ok"]);
+});
+
+Deno.test("chunked: an empty range returns its start", () => {
+  const chunked = new ChunkedDecoder();
+  assert.equal(chunked.decode(new Uint8Array(8), 5, 5, []), 5);
+  assert.equal(chunked.done, false);
+});
+
+Deno.test("chunked: a trailer section over 32 KiB is refused, whole or in pieces", () => {
+  decodeThrows(`3\r\nabc\r\n0\r\nx-big: ${"t".repeat(40_000)}\r\n\r\n`);
+  // Cut inside the long line: refused before the reader's buffer would have to grow past it.
+  const decoder = new ChunkedDecoder();
+  const bytes = new TextEncoder().encode(`3\r\nabc\r\n0\r\nx-big: ${"t".repeat(40_000)}`);
+  assert.throws(() => decoder.decode(bytes, 0, bytes.length, []), UpstreamProtocolError);
+});

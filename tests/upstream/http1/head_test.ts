@@ -1,0 +1,461 @@
+import assert from "node:assert/strict";
+import {
+  encodeHead,
+  findHeadEnd,
+  latin1,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  requestHead,
+  responseFraming,
+  type ResponseHead,
+  reusable,
+  UpstreamProtocolError,
+} from "../../../src/upstream/http1/head.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+/** A parsed head from its status line and header lines. */
+function head(statusLine: string, ...lines: string[]): ResponseHead {
+  return parseResponseHead([statusLine, ...lines, "", ""].join("\r\n"));
+}
+
+// --- requestHead -------------------------------------------------------------------------
+
+Deno.test("requestHead: request line, host first, headers in order, blank line", () => {
+  assert.equal(
+    requestHead("GET", "/v1/models?x=1", "example:8080", { accept: "*/*", "x-a": "b" }, null, true),
+    "GET /v1/models?x=1 HTTP/1.1\r\nhost: example:8080\r\naccept: */*\r\nx-a: b\r\n\r\n",
+  );
+});
+
+Deno.test("requestHead: content-length for a body, after the headers", () => {
+  assert.equal(
+    requestHead("POST", "/p", "h", { "content-type": "application/json" }, 12, true),
+    "POST /p HTTP/1.1\r\nhost: h\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n",
+  );
+  // An empty body still says so.
+  assert.equal(
+    requestHead("PUT", "/p", "h", {}, 0, true),
+    "PUT /p HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n",
+  );
+});
+
+Deno.test("requestHead: content-length: 0 for POST/PUT/PATCH without a body, none for others", () => {
+  for (const method of ["POST", "PUT", "PATCH"]) {
+    assert.equal(
+      requestHead(method, "/", "h", {}, null, true),
+      `${method} / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n`,
+    );
+  }
+  for (const method of ["GET", "HEAD", "DELETE", "OPTIONS"]) {
+    const text = requestHead(method, "/", "h", {}, null, true);
+    assert.equal(text, `${method} / HTTP/1.1\r\nhost: h\r\n\r\n`);
+    assert.doesNotMatch(text, /content-length/);
+  }
+});
+
+Deno.test("requestHead: connection: close only when keepAlive is false", () => {
+  assert.equal(
+    requestHead("GET", "/", "h", {}, null, false),
+    "GET / HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+  );
+  assert.equal(
+    requestHead("POST", "/", "h", {}, 3, false),
+    "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\nconnection: close\r\n\r\n",
+  );
+  assert.doesNotMatch(requestHead("GET", "/", "h", {}, null, true), /connection/);
+});
+
+// --- encodeHead --------------------------------------------------------------------------
+
+Deno.test("encodeHead: ASCII is encoded as is", () => {
+  const text = "GET / HTTP/1.1\r\nhost: h\r\n\r\n";
+  assert.deepEqual(encodeHead(text), bytes(text));
+});
+
+Deno.test("encodeHead: Latin-1 characters above 0x7f stay single bytes", () => {
+  const encoded = encodeHead("x: caf\u00e9\u00ff\u0080\r\n");
+  assert.deepEqual(
+    encoded,
+    new Uint8Array([0x78, 0x3a, 0x20, 0x63, 0x61, 0x66, 0xe9, 0xff, 0x80, 0x0d, 0x0a]),
+  );
+  // Round trip through latin1().
+  assert.equal(latin1(encoded), "x: caf\u00e9\u00ff\u0080\r\n");
+});
+
+Deno.test("encodeHead: a character above 0xff throws", () => {
+  assert.throws(() => encodeHead("x: \u0100\r\n"), TypeError);
+  assert.throws(() => encodeHead("x: caf\u00e9 \u20ac\r\n"), TypeError);
+  assert.throws(() => encodeHead("x: \u{1f600}\r\n"), TypeError);
+});
+
+Deno.test("latin1: decodes large inputs one byte per character", () => {
+  const input = new Uint8Array(20_000).map((_, i) => i % 256);
+  const text = latin1(input);
+  assert.equal(text.length, input.length);
+  for (let i = 0; i < input.length; i += 997) assert.equal(text.charCodeAt(i), input[i]);
+});
+
+// --- findHeadEnd -------------------------------------------------------------------------
+
+Deno.test("findHeadEnd: CRLF head ends just past the blank line", () => {
+  const text = "HTTP/1.1 200 OK\r\na: b\r\n\r\nbody";
+  const buf = bytes(text);
+  assert.equal(findHeadEnd(buf, 0, buf.length), text.indexOf("body"));
+});
+
+Deno.test("findHeadEnd: bare LF and mixed line endings", () => {
+  for (
+    const text of [
+      "HTTP/1.1 200 OK\na: b\n\nbody",
+      "HTTP/1.1 200 OK\na: b\r\n\nbody",
+      "HTTP/1.1 200 OK\r\na: b\n\r\nbody",
+    ]
+  ) {
+    const buf = bytes(text);
+    assert.equal(findHeadEnd(buf, 0, buf.length), text.indexOf("body"), JSON.stringify(text));
+  }
+});
+
+Deno.test("findHeadEnd: a head cut at any position is incomplete", () => {
+  for (
+    const text of ["HTTP/1.1 200 OK\r\na: b\r\nc: d\r\n\r\n", "HTTP/1.1 204 No Content\na: b\n\n"]
+  ) {
+    const buf = bytes(text);
+    assert.equal(findHeadEnd(buf, 0, buf.length), buf.length);
+    for (let cut = 0; cut < buf.length; cut++) {
+      assert.equal(findHeadEnd(buf, 0, cut), -1, `cut at ${cut} of ${JSON.stringify(text)}`);
+    }
+  }
+});
+
+Deno.test("findHeadEnd: start offset is respected", () => {
+  const first = "HTTP/1.1 100 Continue\r\n\r\n";
+  const second = "HTTP/1.1 200 OK\r\nx: y\r\n\r\n";
+  const buf = bytes(first + second + "tail");
+  assert.equal(findHeadEnd(buf, 0, buf.length), first.length);
+  assert.equal(findHeadEnd(buf, first.length, buf.length), first.length + second.length);
+  // A blank line before start is not seen.
+  assert.equal(findHeadEnd(buf, first.length, first.length + second.length - 1), -1);
+  // Only bytes in [start, end) count.
+  assert.equal(findHeadEnd(buf, first.length + 3, buf.length), first.length + second.length);
+});
+
+// --- parseResponseHead -------------------------------------------------------------------
+
+Deno.test("parseResponseHead: version, status, reason", () => {
+  const parsed = head("HTTP/1.1 404 Not Found");
+  assert.equal(parsed.minorVersion, 1);
+  assert.equal(parsed.status, 404);
+  assert.equal(parsed.statusText, "Not Found");
+  assert.deepEqual(parsed.fields, []);
+  const old = head("HTTP/1.0 200 OK");
+  assert.equal(old.minorVersion, 0);
+  assert.equal(old.status, 200);
+  // A reason phrase with spaces and symbols is kept whole.
+  assert.equal(
+    head("HTTP/1.1 503 Service  Unavailable (try later)").statusText,
+    "Service  Unavailable (try later)",
+  );
+});
+
+Deno.test("parseResponseHead: empty or missing reason phrase", () => {
+  assert.equal(head("HTTP/1.1 200").statusText, "");
+  assert.equal(head("HTTP/1.1 200 ").statusText, "");
+  assert.equal(head("HTTP/1.1 200").status, 200);
+});
+
+Deno.test("parseResponseHead: names lower-cased, values trimmed, order and repeats kept", () => {
+  const parsed = head(
+    "HTTP/1.1 200 OK",
+    "Content-Type:  application/json ",
+    "X-Empty:",
+    "Set-Cookie: a=1",
+    "set-cookie:\tb=2\t",
+    "X-Colon: a:b: c",
+  );
+  assert.deepEqual(parsed.fields, [
+    "content-type",
+    "application/json",
+    "x-empty",
+    "",
+    "set-cookie",
+    "a=1",
+    "set-cookie",
+    "b=2",
+    "x-colon",
+    "a:b: c",
+  ]);
+});
+
+Deno.test("parseResponseHead: bare LF line endings", () => {
+  const parsed = parseResponseHead("HTTP/1.1 201 Created\nLocation: /x\n\n");
+  assert.equal(parsed.status, 201);
+  assert.equal(parsed.statusText, "Created");
+  assert.deepEqual(parsed.fields, ["location", "/x"]);
+});
+
+Deno.test("parseResponseHead: Latin-1 bytes in values are kept", () => {
+  const parsed = parseResponseHead(
+    latin1(
+      new Uint8Array([...bytes("HTTP/1.1 200 OK\r\nx: a"), 0xe9, 0xff, ...bytes("b\r\n\r\n")]),
+    ),
+  );
+  assert.deepEqual(parsed.fields, ["x", "a\u00e9\u00ffb"]);
+});
+
+// BUG (src/upstream/http1/head.ts, parseResponseHead: `line.slice(colon + 1).trim()`):
+// String.prototype.trim() strips U+00A0, i.e. the byte 0xA0, which is field content (obs-text),
+// not whitespace in HTTP (only SP and HTAB are OWS). The UTF-8 encoding of "à" is C3 A0, so a
+// value ending in "à" loses its last byte. Remove `ignore` once values are trimmed of SP/HTAB only.
+Deno.test({
+  name: "parseResponseHead: a trailing 0xA0 byte is value content, not whitespace",
+
+  fn() {
+    // `x: voilà` in UTF-8, decoded one byte per character as the transport does.
+    const raw = new Uint8Array([
+      ...bytes("HTTP/1.1 200 OK\r\nx: voil"),
+      0xc3,
+      0xa0,
+      ...bytes("\r\n\r\n"),
+    ]);
+    const parsed = parseResponseHead(latin1(raw));
+    assert.deepEqual(parsed.fields, ["x", "voil\u00c3\u00a0"]);
+  },
+});
+
+Deno.test("parseResponseHead: obsolete line folding is rejected", () => {
+  assert.throws(() => head("HTTP/1.1 200 OK", "X-A: one", " two"), UpstreamProtocolError);
+  assert.throws(() => head("HTTP/1.1 200 OK", "X-A: one", "\ttwo: three"), UpstreamProtocolError);
+});
+
+Deno.test("parseResponseHead: malformed status lines are rejected", () => {
+  for (
+    const line of [
+      "",
+      "HTTP/1.1",
+      "HTTP/1.1 20 OK",
+      "HTTP/1.1 2000 OK",
+      "HTTP/1.1 099 Low",
+      "HTTP/1.1 abc OK",
+      "HTTP/2 200 OK",
+      "HTTP/1.2 200 OK",
+      "http/1.1 200 OK",
+      "HTTP/1.1  200 OK",
+      "HTTP/1.1\t200 OK",
+      " HTTP/1.1 200 OK",
+      "ICY 200 OK",
+      "SSH-2.0-OpenSSH_9.6",
+    ]
+  ) {
+    assert.throws(() => head(line), UpstreamProtocolError, JSON.stringify(line));
+  }
+});
+
+Deno.test("parseResponseHead: header lines without a colon or with a bad name are rejected", () => {
+  for (
+    const line of [
+      "no colon here",
+      ": empty name",
+      "Bad Name: x",
+      "Name : x",
+      "\tName: x",
+      "Na\u00e9me: x",
+      "Na(me): x",
+      "Na/me: x",
+    ]
+  ) {
+    assert.throws(
+      () => head("HTTP/1.1 200 OK", "Ok: 1", line),
+      UpstreamProtocolError,
+      JSON.stringify(line),
+    );
+  }
+});
+
+Deno.test("parseResponseHead: the error message quotes at most 64 characters", () => {
+  const long = "x".repeat(500);
+  assert.throws(() => head(`HTTP/1.1 ${long}`), (error: Error) => {
+    assert.ok(error instanceof UpstreamProtocolError);
+    assert.ok(error.message.length < 120, error.message);
+    return true;
+  });
+});
+
+// --- responseFraming ---------------------------------------------------------------------
+
+Deno.test("responseFraming: HEAD, 204, 304 and 1xx have no body", () => {
+  const withLength = (status: string) => head(status, "Content-Length: 10");
+  assert.deepEqual(responseFraming("HEAD", withLength("HTTP/1.1 200 OK")), { kind: "none" });
+  assert.deepEqual(responseFraming("HEAD", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked")), {
+    kind: "none",
+  });
+  assert.deepEqual(responseFraming("GET", withLength("HTTP/1.1 204 No Content")), { kind: "none" });
+  assert.deepEqual(responseFraming("GET", withLength("HTTP/1.1 304 Not Modified")), {
+    kind: "none",
+  });
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 100 Continue")), { kind: "none" });
+  assert.deepEqual(responseFraming("POST", head("HTTP/1.1 103 Early Hints", "Link: </a>")), {
+    kind: "none",
+  });
+});
+
+Deno.test("responseFraming: chunked", () => {
+  for (const te of ["chunked", "Chunked", "gzip, chunked", "gzip,chunked ", "CHUNKED"]) {
+    assert.deepEqual(
+      responseFraming("GET", head("HTTP/1.1 200 OK", `Transfer-Encoding: ${te}`)),
+      { kind: "chunked" },
+      te,
+    );
+  }
+  // Repeated Transfer-Encoding lines are one list.
+  assert.deepEqual(
+    responseFraming(
+      "GET",
+      head("HTTP/1.1 200 OK", "Transfer-Encoding: gzip", "Transfer-Encoding: chunked"),
+    ),
+    { kind: "chunked" },
+  );
+});
+
+Deno.test("responseFraming: a transfer coding not ending in chunked runs to close", () => {
+  for (const te of ["gzip", "chunked, gzip", "identity"]) {
+    assert.deepEqual(
+      responseFraming("GET", head("HTTP/1.1 200 OK", `Transfer-Encoding: ${te}`)),
+      { kind: "close" },
+      te,
+    );
+  }
+});
+
+Deno.test("responseFraming: Transfer-Encoding wins over Content-Length", () => {
+  assert.deepEqual(
+    responseFraming(
+      "GET",
+      head("HTTP/1.1 200 OK", "Content-Length: 5", "Transfer-Encoding: chunked"),
+    ),
+    { kind: "chunked" },
+  );
+  assert.deepEqual(
+    responseFraming(
+      "GET",
+      head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Content-Length: 5"),
+    ),
+    { kind: "chunked" },
+  );
+});
+
+Deno.test("responseFraming: content-length", () => {
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 200 OK", "Content-Length: 42")), {
+    kind: "length",
+    length: 42,
+  });
+  assert.deepEqual(responseFraming("POST", head("HTTP/1.1 201 Created", "content-length: 0")), {
+    kind: "length",
+    length: 0,
+  });
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.0 200 OK", "Content-Length: 007")), {
+    kind: "length",
+    length: 7,
+  });
+});
+
+Deno.test("responseFraming: repeated equal content-lengths are accepted", () => {
+  assert.deepEqual(
+    responseFraming("GET", head("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 5")),
+    { kind: "length", length: 5 },
+  );
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 200 OK", "Content-Length: 5, 5,5")), {
+    kind: "length",
+    length: 5,
+  });
+});
+
+Deno.test("responseFraming: differing or non-numeric content-lengths throw", () => {
+  const cases: string[][] = [
+    ["Content-Length: 5", "Content-Length: 6"],
+    ["Content-Length: 5, 6"],
+    ["Content-Length: abc"],
+    ["Content-Length: -1"],
+    ["Content-Length: +5"],
+    ["Content-Length: 5.0"],
+    ["Content-Length: 0x10"],
+    ["Content-Length: 1e3"],
+    ["Content-Length:"],
+    ["Content-Length: 5,"],
+    ["Content-Length: 99999999999999999999"],
+  ];
+  for (const lines of cases) {
+    assert.throws(
+      () => responseFraming("GET", head("HTTP/1.1 200 OK", ...lines)),
+      UpstreamProtocolError,
+      lines.join(" | "),
+    );
+  }
+});
+
+Deno.test("responseFraming: no Content-Length and no Transfer-Encoding runs to close", () => {
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 200 OK")), { kind: "close" });
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.0 200 OK", "Content-Type: text/plain")), {
+    kind: "close",
+  });
+});
+
+// --- reusable ----------------------------------------------------------------------------
+
+Deno.test("reusable: HTTP/1.1 with a length or chunked body", () => {
+  const a = head("HTTP/1.1 200 OK", "Content-Length: 3");
+  assert.equal(reusable(a, responseFraming("GET", a)), true);
+  const b = head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Connection: keep-alive");
+  assert.equal(reusable(b, responseFraming("GET", b)), true);
+  const c = head("HTTP/1.1 204 No Content");
+  assert.equal(reusable(c, responseFraming("GET", c)), true);
+  // "closed" is not the close option.
+  const d = head("HTTP/1.1 200 OK", "Content-Length: 0", "Connection: closed");
+  assert.equal(reusable(d, responseFraming("GET", d)), true);
+});
+
+Deno.test("reusable: HTTP/1.0 is never reused", () => {
+  const parsed = head("HTTP/1.0 200 OK", "Content-Length: 3", "Connection: keep-alive");
+  assert.equal(reusable(parsed, responseFraming("GET", parsed)), false);
+});
+
+Deno.test("reusable: connection: close in any case, alone or in a list", () => {
+  for (
+    const value of [
+      "close",
+      "Close",
+      "CLOSE",
+      "keep-alive, close",
+      "close, upgrade",
+      "foo,close ,bar",
+      " close ",
+    ]
+  ) {
+    const parsed = head("HTTP/1.1 200 OK", "Content-Length: 3", `Connection: ${value}`);
+    assert.equal(reusable(parsed, responseFraming("GET", parsed)), false, value);
+  }
+  // A second Connection line counts too.
+  const two = head(
+    "HTTP/1.1 200 OK",
+    "Content-Length: 3",
+    "Connection: keep-alive",
+    "connection: close",
+  );
+  assert.equal(reusable(two, responseFraming("GET", two)), false);
+});
+
+Deno.test("reusable: a close-delimited body is never reused", () => {
+  const parsed = head("HTTP/1.1 200 OK");
+  assert.equal(reusable(parsed, { kind: "close" }), false);
+});
+
+Deno.test("reusable: Transfer-Encoding together with Content-Length is not reused", () => {
+  const parsed = head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Content-Length: 3");
+  assert.deepEqual(responseFraming("GET", parsed), { kind: "chunked" });
+  assert.equal(reusable(parsed, responseFraming("GET", parsed)), false);
+});
+
+Deno.test("MAX_HEAD_BYTES is 64 KiB", () => {
+  assert.equal(MAX_HEAD_BYTES, 64 * 1024);
+});
