@@ -230,7 +230,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
       return respondWhole(ctx, group, member, result, controller, settle, headers);
     }
-    const source = upstream.body;
+    const source = upstream.reader();
     if (!source) {
       settle();
       return new Response(null, {

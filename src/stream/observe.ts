@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { BodyReader } from "../upstream/transport.ts";
 
 /** How an observed body ended. */
 export type BodyEnd =
@@ -55,12 +56,11 @@ export class BodyTimeoutError extends Error {
   }
 }
 
-/** Wraps `body` in the observing stream. */
+/** The observing stream over the reader of an upstream body. */
 export function observeBody(
-  body: ReadableStream<Uint8Array>,
+  reader: BodyReader,
   options: ObserveOptions,
 ): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
   const { idleTimeoutMs, deadlineAt, now } = options;
   let bytes = 0;
   let lastChunkAt = now();

@@ -45,10 +45,18 @@ export interface UpstreamReply {
   readonly headers: ReplyHeaders;
   /** Whether there is a body (false for 204, 304, HEAD). Does not touch the body. */
   readonly hasBody: boolean;
-  /** The body as a stream. Use either this or `bytes()`, not both. */
+  /** The body as a stream. Use one of `body`, `reader()` and `bytes()`, once. */
   readonly body: ReadableStream<Uint8Array> | null;
+  /** The body as a pull reader: for the proxy's own stream, one stream layer less. */
+  reader(): BodyReader | null;
   /** The whole body at once (rejects if it breaks or the request is aborted). */
   bytes(): Promise<Uint8Array<ArrayBuffer>>;
+}
+
+/** What `ReadableStream.getReader()` returns, as far as a body's consumer needs it. */
+export interface BodyReader {
+  read(): Promise<ReadableStreamReadResult<Uint8Array>>;
+  cancel(reason?: unknown): Promise<void>;
 }
 
 /** A group's way to send requests upstream. */
@@ -88,6 +96,7 @@ export class FetchTransport implements Transport {
       get body() {
         return response.body;
       },
+      reader: () => response.body?.getReader() ?? null,
       bytes: () => response.bytes(),
     };
   }

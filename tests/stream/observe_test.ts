@@ -44,7 +44,7 @@ function observe(body: ReadableStream<Uint8Array>, overrides: Partial<ObserveOpt
   const ends: BodyEnd[] = [];
   const aborts: unknown[] = [];
   const chunks: string[] = [];
-  const observed = observeBody(body, {
+  const observed = observeBody(body.getReader(), {
     idleTimeoutMs: 10_000,
     sse: false,
     now: () => Date.now(),

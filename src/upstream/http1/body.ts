@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { RawHeaders, type UpstreamReply } from "../transport.ts";
+import { type BodyReader, RawHeaders, type UpstreamReply } from "../transport.ts";
 import type { Connection } from "./connection.ts";
 import { type Framing, type ResponseHead, reusable } from "./head.ts";
 import { CHUNKED_BUFFER_BYTES, ChunkedDecoder } from "./chunked.ts";
@@ -175,7 +175,24 @@ export function reply(head: ResponseHead, framing: Framing, body: ResponseBody):
       if (!hasBody) return null;
       return stream ??= bodyStream(body);
     },
+    reader: () => hasBody ? pullReader(body) : null,
     bytes: () => hasBody ? body.bytes() : Promise.resolve(EMPTY),
+  };
+}
+
+const DONE: ReadableStreamReadResult<Uint8Array> = { done: true, value: undefined };
+
+/** The body as a reader, without a stream in between. */
+function pullReader(body: ResponseBody): BodyReader {
+  return {
+    read: async () => {
+      const part = await body.read();
+      return part === null ? DONE : { done: false, value: part };
+    },
+    cancel: () => {
+      body.cancel();
+      return Promise.resolve();
+    },
   };
 }
 

@@ -1190,3 +1190,39 @@ Deno.test("Pool: close() closes every idle connection", async () => {
   assert.equal(a.closed && b.closed, true);
   for (const peer of peers) assert.equal(await peer.eof(), true);
 });
+
+Deno.test("http1: reader() pulls a chunked body chunk by chunk without a stream; cancel closes", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const pending = send(init());
+  const peer = await server.next();
+  await peer.request();
+  await peer.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n");
+  const reply = await pending;
+  const reader = reply.reader()!;
+  assert.equal(decoder.decode((await reader.read()).value), "abc");
+  await peer.write("2\r\nde\r\n0\r\n\r\n");
+  assert.equal(decoder.decode((await reader.read()).value), "de");
+  assert.equal((await reader.read()).done, true);
+  assert.equal(transport.idleConnections, 1);
+
+  // Cancelled mid-body: the connection is closed, not pooled.
+  const again = send(init());
+  await peer.request();
+  await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
+  const partial = (await again).reader()!;
+  assert.equal(decoder.decode((await partial.read()).value), "abc");
+  await partial.cancel();
+  assert.equal(await peer.eof(), true);
+  assert.equal(transport.idleConnections, 0);
+});
+
+Deno.test("http1: reader() is null without a body (HEAD, 204)", async () => {
+  await using t = setup();
+  const { server, send } = t;
+  const pending = send(init("HEAD"));
+  const peer = await server.next();
+  await peer.request();
+  await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+  assert.equal((await pending).reader(), null);
+});
