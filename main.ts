@@ -9,13 +9,7 @@ import defaultConfigText from "./config.default.yaml" with { type: "text" };
 import denoJson from "./deno.json" with { type: "json" };
 import { parseArgs, USAGE } from "./src/cli.ts";
 import { ConfigError, type LoadedConfig } from "./src/config/errors.ts";
-import {
-  CHILD_FLAG,
-  childCommand,
-  childOutput,
-  loadConfig,
-  loadInProcess,
-} from "./src/config/isolated.ts";
+import { childOutput, childRequest, loadConfig, loadInProcess } from "./src/config/isolated.ts";
 import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
 import { startApp } from "./src/app.ts";
@@ -23,12 +17,16 @@ import { startApp } from "./src/app.ts";
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
 
-const EMBEDDED = { text: defaultConfigText, label: EMBEDDED_CONFIG };
+const PROGRAM = {
+  embedded: { text: defaultConfigText, label: EMBEDDED_CONFIG },
+  version: denoJson.version,
+};
 
 async function main(args: readonly string[]): Promise<number> {
   // This program started by itself to load a config (see src/config/isolated.ts).
-  if (args[0] === CHILD_FLAG) {
-    console.log(await childOutput({ path: args[1] }, EMBEDDED));
+  const loaderRequest = childRequest();
+  if (loaderRequest) {
+    console.log(await childOutput(loaderRequest, PROGRAM));
     return 0;
   }
   const parsed = parseArgs(args);
@@ -50,8 +48,13 @@ async function main(args: readonly string[]): Promise<number> {
   // so that it never holds the parser and validator in memory.
   const source = { path: options.config };
   const env = (name: string) => Deno.env.get(name);
-  const load = (): Promise<LoadedConfig> =>
-    options.check ? loadInProcess(source, env, EMBEDDED) : loadConfig(source, env, EMBEDDED);
+  let isolated = false;
+  const load = async (): Promise<LoadedConfig> => {
+    if (options.check) return loadInProcess(source, env, PROGRAM);
+    const result = await loadConfig(source, env, PROGRAM);
+    isolated = result.isolated;
+    return result.loaded;
+  };
 
   let loaded: LoadedConfig;
   try {
@@ -88,9 +91,9 @@ async function main(args: readonly string[]): Promise<number> {
     return next;
   };
   log.debug(
-    childCommand(source)
+    isolated
       ? "config loaded in a child process (the parser and validator stay out of this one)"
-      : "config loaded in-process: this program may not start itself (no --allow-run)",
+      : "config loaded in-process",
   );
   // A diagnostic switch: force one upstream transport for every group (default: auto).
   const transport = Deno.env.get("LLMPROXY_TRANSPORT");

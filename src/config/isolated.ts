@@ -5,7 +5,7 @@
  * runtime code that loading npm packages touches). A child loads and validates the config
  * and prints the result as JSON; the proxy process never loads either library.
  *
- * The child is this same program started with {@linkcode CHILD_FLAG}. Spawning it needs the
+ * The child is this same program started with {@linkcode CHILD_ENV} set. Spawning it needs the
  * `run` permission for the program itself; without it, the config is loaded in-process as
  * before — same result, more memory.
  *
@@ -13,8 +13,12 @@
  */
 import { ConfigError, type ConfigIssue, type EnvLookup, type LoadedConfig } from "./errors.ts";
 
-/** The hidden first argument that makes the program a config loader (see `main.ts`). */
-export const CHILD_FLAG = "--internal-load-config";
+/**
+ * Set in the child's environment: this program is a config loader (see `main.ts`). Its value is
+ * JSON, `{"path": "…", "version": "…"}` (no path: the embedded config). An environment variable
+ * and not an argument, because a compiled executable puts its built-in arguments first.
+ */
+export const CHILD_ENV = "LLMPROXY_INTERNAL_CONFIG_LOADER";
 
 /** A child that runs longer than this is stopped (it only reads one file). */
 const CHILD_TIMEOUT_MS = 30_000;
@@ -23,12 +27,19 @@ const CHILD_TIMEOUT_MS = 30_000;
 export type ChildOutput =
   | {
     readonly ok: true;
+    /** The program version that loaded it: a child from an upgraded binary is not trusted. */
+    readonly version: string;
     readonly config: LoadedConfig["config"];
     readonly source: string;
     readonly interpolatedValues: string[];
     readonly warnings: readonly string[];
   }
-  | { readonly ok: false; readonly file: string; readonly issues: readonly ConfigIssue[] };
+  | {
+    readonly ok: false;
+    readonly version: string;
+    readonly file: string;
+    readonly issues: readonly ConfigIssue[];
+  };
 
 /** Where the config comes from: a path, or the embedded default config. */
 export interface ConfigSource {
@@ -36,28 +47,51 @@ export interface ConfigSource {
   readonly path: string | undefined;
 }
 
+/** The embedded default config and the program's version. */
+export interface ProgramFacts {
+  readonly embedded: { readonly text: string; readonly label: string };
+  readonly version: string;
+}
+
 /** Loads in-process (the parser and validator are imported on first use). */
 export async function loadInProcess(
   source: ConfigSource,
   env: EnvLookup,
-  embedded: { text: string; label: string },
+  program: ProgramFacts,
 ): Promise<LoadedConfig> {
   const { loadConfigFile, parseConfig } = await import("./load.ts");
   return source.path === undefined
-    ? parseConfig(embedded.text, embedded.label, env)
+    ? parseConfig(program.embedded.text, program.embedded.label, env)
     : loadConfigFile(source.path, env);
 }
 
+/**
+ * When this process is a config loader started by {@linkcode loadConfig}: what it was asked to
+ * load. Undefined for a normal start (or when the environment cannot be read).
+ */
+export function childRequest(): ConfigSource | undefined {
+  // Without env permission this is no child (loadConfig always grants it), and asking would
+  // prompt on a terminal.
+  const query = Deno.permissions.querySync({ name: "env", variable: CHILD_ENV });
+  if (query.state !== "granted") return undefined;
+  const value = Deno.env.get(CHILD_ENV);
+  if (value === undefined) return undefined;
+  try {
+    const request = JSON.parse(value) as { path?: unknown };
+    return { path: typeof request.path === "string" ? request.path : undefined };
+  } catch {
+    return undefined; // not set by loadConfig
+  }
+}
+
 /** Runs in the child: loads the config and returns what to print on stdout. */
-export async function childOutput(
-  source: ConfigSource,
-  embedded: { text: string; label: string },
-): Promise<string> {
+export async function childOutput(source: ConfigSource, program: ProgramFacts): Promise<string> {
   let output: ChildOutput;
   try {
-    const loaded = await loadInProcess(source, (name) => Deno.env.get(name), embedded);
+    const loaded = await loadInProcess(source, (name) => Deno.env.get(name), program);
     output = {
       ok: true,
+      version: program.version,
       config: loaded.config,
       source: loaded.source,
       interpolatedValues: [...loaded.interpolatedValues],
@@ -65,14 +99,36 @@ export async function childOutput(
     };
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    output = { ok: false, file: error.file, issues: error.issues };
+    output = { ok: false, version: program.version, file: error.file, issues: error.issues };
   }
   return JSON.stringify(output);
 }
 
-/** Rebuilds the loaded config (or throws the config's errors) from the child's output. */
-export function fromChildOutput(text: string): LoadedConfig {
-  const output = JSON.parse(text) as ChildOutput;
+/** Why the child's answer cannot be used (then the config is loaded in-process). */
+class UnusableChildOutput extends Error {
+  override name = "UnusableChildOutput";
+}
+
+/**
+ * Rebuilds the loaded config (or throws the config's errors) from the child's output. Throws
+ * {@linkcode UnusableChildOutput} when the output is not an answer of this program's version.
+ */
+export function fromChildOutput(text: string, version: string): LoadedConfig {
+  let output: ChildOutput;
+  try {
+    output = JSON.parse(text);
+  } catch {
+    // The parser's message would quote the output, which may hold credentials.
+    throw new UnusableChildOutput("its output is not a config");
+  }
+  if (typeof output !== "object" || output === null || typeof output.ok !== "boolean") {
+    throw new UnusableChildOutput("its output is not a config");
+  }
+  if (output.version !== version) {
+    throw new UnusableChildOutput(
+      `it is version ${output.version}, this process ${version} (the program was replaced)`,
+    );
+  }
   if (!output.ok) throw new ConfigError(output.file, output.issues);
   return {
     config: output.config,
@@ -83,22 +139,23 @@ export function fromChildOutput(text: string): LoadedConfig {
 }
 
 /**
- * The command line that starts this program as a config loader, or undefined when it cannot
- * be started (no `run` permission for it).
+ * The command line that starts this program as a config loader, or undefined when it must not
+ * be started: without the `run` permission for itself, or when this process may read only some
+ * files or variables (the child would get more than this process has).
  */
-export function childCommand(source: ConfigSource): string[] | undefined {
+export function childCommand(): string[] | undefined {
   const program = Deno.execPath();
-  if (Deno.permissions.querySync({ name: "run", command: program }).state !== "granted") {
-    return undefined;
-  }
-  const args = source.path === undefined ? [CHILD_FLAG] : [CHILD_FLAG, source.path];
+  const granted = (descriptor: Deno.PermissionDescriptor) =>
+    Deno.permissions.querySync(descriptor).state === "granted";
+  if (!granted({ name: "run", command: program }) || !granted({ name: "read" })) return undefined;
+  if (!granted({ name: "env" })) return undefined;
   // A compiled executable is the program; otherwise the runtime runs the main module again,
   // with the import map next to it when there is one (a bundle needs none).
-  if (Deno.build.standalone) return [program, ...args];
+  if (Deno.build.standalone) return [program];
   const main = new URL(Deno.mainModule);
   const configFile = main.protocol === "file:" ? findDenoJson(main) : undefined;
   const config = configFile ? ["--config", configFile] : ["--no-config"];
-  return [program, "run", "--allow-read", "--allow-env", ...config, main.href, ...args];
+  return [program, "run", "--allow-read", "--allow-env", ...config, main.href];
 }
 
 function findDenoJson(main: URL): string | undefined {
@@ -110,32 +167,58 @@ function findDenoJson(main: URL): string | undefined {
   }
 }
 
+/** A loaded config, and whether a child process loaded it. */
+export interface LoadResult {
+  readonly loaded: LoadedConfig;
+  readonly isolated: boolean;
+}
+
 /**
  * Loads the config in a child process when this program may start one, else in-process.
- * Either way the result is the same {@linkcode LoadedConfig}, or a {@linkcode ConfigError}.
+ * Either way the result is the same {@linkcode LoadedConfig}, or a {@linkcode ConfigError}. A
+ * child that fails without an answer (it crashed, it printed something else, it is another
+ * version) costs nothing but memory: the config is then loaded in-process, with a warning.
  */
 export async function loadConfig(
   source: ConfigSource,
   env: EnvLookup,
-  embedded: { text: string; label: string },
+  program: ProgramFacts,
+): Promise<LoadResult> {
+  const command = childCommand();
+  if (!command) return { loaded: await loadInProcess(source, env, program), isolated: false };
+  let failure: string;
+  try {
+    return { loaded: await runChild(command, source, program.version), isolated: true };
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    failure = (error as Error).message;
+  }
+  const loaded = await loadInProcess(source, env, program);
+  const warning = `config loaded in-process: the config loader process failed: ${failure}`;
+  return { loaded: { ...loaded, warnings: [...loaded.warnings, warning] }, isolated: false };
+}
+
+async function runChild(
+  command: string[],
+  source: ConfigSource,
+  version: string,
 ): Promise<LoadedConfig> {
-  const command = childCommand(source);
-  if (!command) return loadInProcess(source, env, embedded);
   const [program, ...args] = command;
   const child = await new Deno.Command(program!, {
     args,
+    env: { [CHILD_ENV]: JSON.stringify({ path: source.path }), NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(CHILD_TIMEOUT_MS),
   }).output();
   if (!child.success) {
-    const detail = new TextDecoder().decode(child.stderr).trim().split("\n").slice(-5).join("\n");
+    // The runtime's own error line says most ("error: Module not found …").
+    const lines = new TextDecoder().decode(child.stderr).split("\n").map((line) => line.trim());
+    const reason = lines.find((line) => line.startsWith("error")) ?? lines.find(Boolean) ?? "";
     throw new Error(
-      `the config loader process failed (exit ${child.code}${
-        child.signal ? `, ${child.signal}` : ""
-      }): ${detail}`,
+      `exit ${child.code}${child.signal ? ` (${child.signal})` : ""}: ${reason.slice(0, 200)}`,
     );
   }
-  return fromChildOutput(new TextDecoder().decode(child.stdout));
+  return fromChildOutput(new TextDecoder().decode(child.stdout), version);
 }

@@ -60,8 +60,12 @@ function size() {
 }
 
 /** A string that ends up in an HTTP header: line breaks would inject headers. */
+/** A value that becomes a header: tab, printable ASCII and Latin-1 bytes only. */
 function headerValue() {
-  return z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL");
+  return z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL").regex(
+    /^[\t\x20-\x7e\x80-\xff]*$/,
+    "must contain only printable characters (no control characters, nothing beyond Latin-1)",
+  );
 }
 
 const name = z.string().regex(
@@ -150,18 +154,34 @@ const authSchema = z.discriminatedUnion("type", [
   }),
   z.strictObject({
     type: z.literal("basic"),
-    username: headerValue(),
-    password: headerValue(),
+    // Sent base64-encoded (of their UTF-8): any text without line breaks.
+    username: z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL"),
+    password: z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL"),
   }),
 ]).describe("Credentials sent to the upstream; the client's Authorization never travels.");
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
+/** Headers that frame the message or manage the connection: a header op must not touch them. */
+const FRAMING_HEADERS = new Set([
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-connection",
+]);
+
 const headerOpSchema = z.strictObject({
   op: z.enum(["insert", "replace", "remove"]).describe(
     "insert: add when absent; replace: set; remove: delete.",
   ),
-  key: z.string().regex(HEADER_NAME_RE, "must be a valid header name"),
+  key: z.string().regex(HEADER_NAME_RE, "must be a valid header name").refine(
+    (key) => !FRAMING_HEADERS.has(key.toLowerCase()),
+    "is set by the proxy itself (message framing and connection handling); it cannot be changed",
+  ),
   value: headerValue().optional().describe("Header value (insert and replace)."),
 });
 

@@ -261,11 +261,25 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         ctx.onBodyEnd?.(end.bytes);
       },
     });
-    return new Response(body, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
+    try {
+      return new Response(body, {
+        status: upstream.status,
+        statusText: upstream.statusText,
+        headers,
+      });
+    } catch (error) {
+      // A status or header the HTTP server refuses (the transports check what they parse, so
+      // this is a last line): the upstream's failure, and the body must not stay held open.
+      settle("failure");
+      ctx.trace.pendingBody = false;
+      body.cancel(error).catch(() => {});
+      throw new BadGatewayError(
+        `upstream "${member.name}" sent a response that cannot be passed on: ${
+          (error as Error).message
+        }`,
+        { code: "upstream_invalid_response", cause: error },
+      );
+    }
   }
 
   /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */

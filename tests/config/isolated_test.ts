@@ -1,16 +1,17 @@
 import assert from "node:assert/strict";
 import {
-  CHILD_FLAG,
+  CHILD_ENV,
   childCommand,
   childOutput,
   fromChildOutput,
+  loadConfig,
 } from "../../src/config/isolated.ts";
 import { ConfigError } from "../../src/config/errors.ts";
 import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const DEFAULT_TEXT = await Deno.readTextFile(new URL("config.default.yaml", ROOT));
-const EMBEDDED = { text: DEFAULT_TEXT, label: "<embedded>" };
+const PROGRAM = { embedded: { text: DEFAULT_TEXT, label: "<embedded>" }, version: "9.9.9" };
 const env = (name: string) => Deno.env.get(name);
 
 /** Every feature that leaves a value in the config: the JSON trip must keep all of them. */
@@ -78,8 +79,8 @@ async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): 
 }
 
 Deno.test("the embedded default config is the same after the JSON trip from the child", async () => {
-  const direct = parseConfig(DEFAULT_TEXT, EMBEDDED.label, env);
-  const carried = fromChildOutput(await childOutput({ path: undefined }, EMBEDDED));
+  const direct = parseConfig(DEFAULT_TEXT, PROGRAM.embedded.label, env);
+  const carried = fromChildOutput(await childOutput({ path: undefined }, PROGRAM), PROGRAM.version);
   assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
   assert.equal(carried.source, direct.source);
   assert.deepEqual(carried.interpolatedValues, direct.interpolatedValues);
@@ -89,7 +90,7 @@ Deno.test("the embedded default config is the same after the JSON trip from the 
 Deno.test("a config using every feature is the same after the JSON trip (no value lost or changed)", async () => {
   await withTempFile(RICH, async (path) => {
     const direct = await loadConfigFile(path, env);
-    const carried = fromChildOutput(await childOutput({ path }, EMBEDDED));
+    const carried = fromChildOutput(await childOutput({ path }, PROGRAM), PROGRAM.version);
     // A value JSON cannot represent (Infinity, NaN, a Map, a RegExp) would differ here.
     assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
     assert.deepEqual(JSON.parse(JSON.stringify(direct.config)), withoutUndefined(direct.config));
@@ -105,8 +106,8 @@ Deno.test("config errors come back from the child with the same file, lines and 
       (error: unknown) => error as ConfigError,
     );
     assert.ok(direct instanceof ConfigError);
-    const output = await childOutput({ path }, EMBEDDED);
-    assert.throws(() => fromChildOutput(output), (error: unknown) => {
+    const output = await childOutput({ path }, PROGRAM);
+    assert.throws(() => fromChildOutput(output, PROGRAM.version), (error: unknown) => {
       assert.ok(error instanceof ConfigError);
       assert.equal(error.file, direct.file);
       assert.deepEqual(error.issues, direct.issues);
@@ -116,29 +117,66 @@ Deno.test("config errors come back from the child with the same file, lines and 
   });
 });
 
-Deno.test("childCommand(): this program again, with the loader flag and the path", () => {
-  // The tests run with --allow-run, so the child can be started.
-  const command = childCommand({ path: "conf/x.yaml" });
+Deno.test("childCommand(): this program again, with read and env only", () => {
+  // The tests run with --allow-run, --allow-read and --allow-env, so the child can be started.
+  const command = childCommand();
   assert.ok(command);
   assert.equal(command[0], Deno.execPath());
-  assert.deepEqual(command.slice(-2), [CHILD_FLAG, "conf/x.yaml"]);
   assert.ok(command.includes("--allow-read") && command.includes("--allow-env"));
   assert.ok(!command.some((arg) => arg.startsWith("--allow-net") || arg === "-A"));
-  assert.deepEqual(childCommand({ path: undefined })!.slice(-1), [CHILD_FLAG]);
+  assert.equal(command.at(-1), Deno.mainModule);
+});
+
+Deno.test("fromChildOutput(): junk, another shape or another version is refused, not trusted", () => {
+  const good = JSON.stringify({
+    ok: true,
+    version: "1.0.0",
+    config: {},
+    source: "x",
+    interpolatedValues: ["sk-secret-value"],
+    warnings: [],
+  });
+  assert.equal(fromChildOutput(good, "1.0.0").source, "x");
+  assert.throws(() => fromChildOutput(good, "1.0.1"), /version 1\.0\.0, this process 1\.0\.1/);
+  // The parser's message would quote the output; the error must not.
+  const cut = good.slice(0, -5);
+  assert.throws(() => fromChildOutput(cut, "1.0.0"), (error: unknown) => {
+    assert.equal((error as Error).message, "its output is not a config");
+    return true;
+  });
+  assert.throws(() => fromChildOutput("[1]", "1.0.0"), /not a config/);
+  assert.throws(() => fromChildOutput("", "1.0.0"), /not a config/);
+});
+
+Deno.test("loadConfig(): a child without an answer → loaded in-process, with a warning", async () => {
+  // Deno.mainModule is this test file: started as a loader it fails (its imports need the
+  // import map of the project root), as a broken program would. The config still loads,
+  // in-process, and the warning says why.
+  await withTempFile(RICH, async (path) => {
+    const result = await loadConfig({ path }, env, PROGRAM);
+    assert.equal(result.isolated, false);
+    const direct = await loadConfigFile(path, env);
+    assert.deepEqual(result.loaded.config, direct.config);
+    assert.match(
+      result.loaded.warnings.at(-1)!,
+      /^config loaded in-process: the config loader process failed: exit 1: error: /,
+    );
+  });
 });
 
 Deno.test("the program as a config loader prints the config that loads in-process", async () => {
-  // Deno.mainModule is this test file: a child running it would not load a config. Run the
-  // real program instead, as main.ts would start itself.
+  // Run the real program, as main.ts starts itself.
   const main = new URL("main.ts", ROOT).pathname;
   await withTempFile(RICH, async (path) => {
     const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-env", main, CHILD_FLAG, path],
+      args: ["run", "--allow-read", "--allow-env", main],
+      env: { [CHILD_ENV]: JSON.stringify({ path }) },
       stdout: "piped",
       stderr: "piped",
     }).output();
     assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-    const carried = fromChildOutput(new TextDecoder().decode(output.stdout));
+    const version = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))).version;
+    const carried = fromChildOutput(new TextDecoder().decode(output.stdout), version);
     const direct = await loadConfigFile(path, env);
     assert.deepEqual(withoutUndefined(carried.config), withoutUndefined(direct.config));
   });

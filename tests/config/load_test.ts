@@ -1177,3 +1177,51 @@ upstreamGroups:
     return true;
   });
 });
+
+Deno.test("a header value, token or agent with a control character or beyond Latin-1 is an error", () => {
+  const yaml = `httpServer:
+  forwards: [{name: f, port: 0, defaultGroup: g}]
+upstreams:
+  - name: u
+    url: "http://127.0.0.1:1"
+    auth: {type: bearer, token: "sk-\\u20ac"}
+    headers: [{op: insert, key: X-A, value: "a\\u0001b"}, {op: insert, key: X-B, value: "caf\\u00e9\\tok"}]
+upstreamGroups:
+  - {name: g, upstreams: [{name: u}], httpClient: {agent: "ua\\u007f"}}
+`;
+  assert.throws(() => parseConfig(yaml, "c.yaml", () => undefined), (error) => {
+    assert.ok(error instanceof ConfigError);
+    const text = error.message;
+    assert.match(text, /upstreams\.0\.auth\.token: .*only printable characters/);
+    assert.match(text, /upstreams\.0\.headers\.0\.value: .*only printable characters/);
+    assert.match(text, /upstreamGroups\.0\.httpClient\.agent: .*only printable characters/);
+    // Latin-1 and tab are fine.
+    assert.doesNotMatch(text, /headers\.1/);
+    return true;
+  });
+});
+
+Deno.test("a header op may not touch the headers that frame the message", () => {
+  for (const key of ["Content-Length", "transfer-encoding", "Connection", "TE", "Upgrade"]) {
+    const text = edit(
+      BASE,
+      "    url:",
+      `    headers: [{op: replace, key: ${key}, value: "1"}]\n    url:`,
+    );
+    assert.throws(() => parseConfig(text, FILE, envOf()), (error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(
+        error.message,
+        /upstreams\.0\.headers\.0\.key: upstream "u1": is set by the proxy itself/,
+      );
+      return true;
+    }, key);
+  }
+  // Host may be set: it replaces the URL's authority.
+  const host = edit(
+    BASE,
+    "    url:",
+    `    headers: [{op: replace, key: Host, value: "api.internal"}]\n    url:`,
+  );
+  assert.equal(parseConfig(host, FILE, envOf()).config.upstreams[0]!.headers[0]!.key, "Host");
+});

@@ -105,12 +105,16 @@ export class ChunkedDecoder {
 function chunkSize(buf: Uint8Array, start: number, lf: number): number {
   let size = 0;
   let digits = 0;
+  let significant = 0; // digits from the first non-zero one: leading zeros are allowed
   let at = start;
   for (; at < lf; at++) {
     const value = hexValue(buf[at]!);
     if (value === -1) break;
     size = size * 16 + value;
-    if (++digits > MAX_SIZE_DIGITS) throw new UpstreamProtocolError("chunk size too large");
+    digits++;
+    if (size > 0 && ++significant > MAX_SIZE_DIGITS) {
+      throw new UpstreamProtocolError("chunk size too large");
+    }
   }
   if (digits === 0) throw new UpstreamProtocolError("malformed chunk size");
   // What may follow the digits: whitespace, then `;` extensions, then CR.

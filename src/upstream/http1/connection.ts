@@ -28,6 +28,7 @@ export class Connection {
 
   constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
+    conn.setNoDelay(true); // a request is one write: send it now, never wait for an ACK
     conn.setKeepAlive(true); // long silent streams: let the OS notice a dead peer
   }
 

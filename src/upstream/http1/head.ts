@@ -21,7 +21,8 @@ const NON_ASCII = /[^\t\n\r -~]/;
 /**
  * Serialises a request head. Names are lower-case and values are byte strings (validated
  * where they came from: the client's headers by the server, config values at load), so they
- * are written as they are; Host goes first, Content-Length is the replayed body's.
+ * are written as they are; Host goes first, Content-Length is the replayed body's (header ops
+ * may not set framing headers, see the config schema).
  */
 export function requestHead(
   method: string,
@@ -31,8 +32,9 @@ export function requestHead(
   bodyLength: number | null,
   keepAlive: boolean,
 ): string {
-  let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
-  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  // A configured Host (a header op) replaces the URL's authority rather than adding a second.
+  let head = `${method} ${path} HTTP/1.1\r\nhost: ${headers["host"] ?? host}\r\n`;
+  for (const name in headers) if (name !== "host") head += `${name}: ${headers[name]}\r\n`;
   if (bodyLength !== null) head += `content-length: ${bodyLength}\r\n`;
   else if (method === "POST" || method === "PUT" || method === "PATCH") {
     head += "content-length: 0\r\n";
@@ -89,7 +91,7 @@ export function latin1(bytes: Uint8Array): string {
   return text;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: (.*))?$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5]\d\d)(?: (.*))?$/;
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Parses a response head (without its final blank line); throws on anything malformed. */
@@ -101,6 +103,12 @@ export function parseResponseHead(text: string): ResponseHead {
     throw new UpstreamProtocolError(
       `malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`,
     );
+  }
+  const statusText = match[3] ?? "";
+  // What would make the client's response invalid must fail here, as a protocol error of the
+  // upstream (retried, counted), not later while the response is built.
+  if (hasControlCharacter(statusText)) {
+    throw new UpstreamProtocolError("control character in the reason phrase");
   }
   const fields: string[] = [];
   for (let i = 1; i < lines.length; i++) {
@@ -114,14 +122,22 @@ export function parseResponseHead(text: string): ResponseHead {
         `malformed header line ${JSON.stringify(line.slice(0, 64))}`,
       );
     }
-    fields.push(name.toLowerCase(), trimOws(line, colon + 1));
+    const value = trimOws(line, colon + 1);
+    if (hasControlCharacter(value)) {
+      throw new UpstreamProtocolError(`control character in the value of header "${name}"`);
+    }
+    fields.push(name.toLowerCase(), value);
   }
-  return {
-    minorVersion: Number(match[1]),
-    status: Number(match[2]),
-    statusText: match[3] ?? "",
-    fields,
-  };
+  return { minorVersion: Number(match[1]), status: Number(match[2]), statusText, fields };
+}
+
+/** A character other than tab below 0x20, or DEL: not allowed in a field value (§5.5). */
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if ((code < 32 && code !== 9) || code === 127) return true;
+  }
+  return false;
 }
 
 /**
@@ -179,8 +195,13 @@ export function responseFraming(method: string, head: ResponseHead): Framing {
       }
     }
   }
+  if (transferEncoding !== undefined && contentLength !== undefined) {
+    // Either may be a lie, and passing the message on would hand the client a Content-Length
+    // that does not match the body: refused, as Node's parser does (§6.1 allows it).
+    throw new UpstreamProtocolError("response has both Transfer-Encoding and Content-Length");
+  }
   if (transferEncoding !== undefined) {
-    // Transfer-Encoding wins over Content-Length; a body not ending in chunked runs to close.
+    // A body whose last coding is not chunked runs to the connection's close.
     const codings = transferEncoding.toLowerCase().split(",");
     return codings[codings.length - 1]!.trim() === "chunked" ? CHUNKED : UNTIL_CLOSE;
   }
@@ -196,19 +217,15 @@ export function responseFraming(method: string, head: ResponseHead): Framing {
 
 /**
  * Whether the connection may carry another request after this response: HTTP/1.1 without
- * `Connection: close`, a body not delimited by the close, and no Content-Length that
- * Transfer-Encoding overrode (a message that may be a smuggling attempt, §6.1).
+ * `Connection: close`, and a body not delimited by the close.
  */
 export function reusable(head: ResponseHead, framing: Framing): boolean {
   if (head.minorVersion === 0 || framing.kind === "close") return false;
-  let transferEncoding = false;
-  let contentLength = false;
   const { fields } = head;
   for (let i = 0; i < fields.length; i += 2) {
-    const name = fields[i]!;
-    if (name === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(fields[i + 1]!)) return false;
-    if (name === "transfer-encoding") transferEncoding = true;
-    else if (name === "content-length") contentLength = true;
+    if (fields[i] === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(fields[i + 1]!)) {
+      return false;
+    }
   }
-  return !(transferEncoding && contentLength);
+  return true;
 }

@@ -73,16 +73,22 @@ export class Http1Transport implements Transport {
     if (target.protocol === "https:") return this.#secure.send(target, init);
     if (init.signal.aborted) return Promise.reject(init.signal.reason);
     const body = init.body;
-    const head = encodeHead(
-      requestHead(
-        init.method,
-        target.path,
-        target.host,
-        init.headers,
-        body ? body.byteLength : null,
-        this.#keepAlive,
-      ),
-    );
+    const method = normalizeMethod(init.method);
+    let head: Uint8Array<ArrayBuffer>;
+    try {
+      head = encodeHead(
+        requestHead(
+          method,
+          target.path,
+          target.host,
+          init.headers,
+          body ? body.byteLength : null,
+          this.#keepAlive,
+        ),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
     let message: Uint8Array[];
     if (body === null || body.byteLength === 0) message = [head];
     else if (body.byteLength > COALESCE_BYTES) message = [head, body];
@@ -92,16 +98,16 @@ export class Http1Transport implements Transport {
       joined.set(body, head.byteLength);
       message = [joined];
     }
-    return this.#exchange(target, init, message, true);
+    return this.#exchange(target, method, init.signal, message, true);
   }
 
   async #exchange(
     target: UpstreamTarget,
-    init: SendInit,
+    method: string,
+    signal: AbortSignal,
     message: Uint8Array[],
     mayRetryStale: boolean,
   ): Promise<UpstreamReply> {
-    const { signal } = init;
     const key = `${target.hostname}:${target.port}`;
     // The stale-connection retry takes a new connection: the others pooled with the stale one
     // may be just as stale (an upstream that restarted).
@@ -124,7 +130,7 @@ export class Http1Transport implements Transport {
       for (const part of message) await connection.write(part);
       written = true;
       const head = await readHead(connection);
-      const framing = responseFraming(init.method, head);
+      const framing = responseFraming(method, head);
       return reply(head, framing, new ResponseBody(connection, framing, head, signal, release));
     } catch (error) {
       release(false);
@@ -134,9 +140,9 @@ export class Http1Transport implements Transport {
       // written at all).
       const stale = error instanceof ClosedBeforeResponse || isConnectionReset(error);
       if (
-        reused && mayRetryStale && stale && (!written || IDEMPOTENT.has(init.method))
+        reused && mayRetryStale && stale && (!written || IDEMPOTENT.has(method))
       ) {
-        return this.#exchange(target, init, message, false);
+        return this.#exchange(target, method, signal, message, false);
       }
       throw error;
     }
@@ -146,6 +152,16 @@ export class Http1Transport implements Transport {
     this.#pool.close();
     this.#secure.close();
   }
+}
+
+/** The methods whose case the Fetch standard normalises (the client may send `head`). */
+const NORMALIZED_METHODS = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
+
+/** Upper-cases the standard methods; others are case-sensitive tokens and pass as they are. */
+function normalizeMethod(method: string): string {
+  if (NORMALIZED_METHODS.has(method)) return method;
+  const upper = method.toUpperCase();
+  return NORMALIZED_METHODS.has(upper) ? upper : method;
 }
 
 function isConnectionReset(error: unknown): boolean {

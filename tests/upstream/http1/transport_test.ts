@@ -772,15 +772,8 @@ Deno.test("http1: a fresh connection closed before responding is not retried", a
   assert.equal(server.accepts, 1);
 });
 
-// BUG (src/upstream/http1/transport.ts, #exchange: `let connection = this.#pool.take(key)` also
-// runs on the retry): the stale-connection retry takes the next *pooled* connection instead of
-// opening a fresh one. When an upstream drops all its keep-alive connections at once (a
-// restart), the retry lands on a second stale connection and the GET fails, although the
-// retry is meant to go "again on a new connection". Remove `ignore` once the retry skips the
-// pool.
 Deno.test({
   name: "http1: the stale-connection retry opens a fresh connection, not another pooled one",
-
   async fn() {
     await using t = setup({ maxIdlePerHost: 2 });
     const { server, transport, send } = t;
@@ -974,14 +967,8 @@ Deno.test("http1: a response head of 60 KiB, in pieces, is read", async () => {
   assert.equal(transport.idleConnections, 1);
 });
 
-// BUG (src/upstream/http1/connection.ts, Connection.fill/#makeRoom with body.ts calling
-// `connection.fill()` at its 16 KiB default): a single chunked trailer line longer than 16 KiB
-// fails with `RangeError: read buffer limit reached`, though ChunkedDecoder accepts trailer
-// sections up to 64 KiB (MAX_TRAILERS). Expected: the trailer is skipped and the body ends;
-// actual: bytes() rejects with a RangeError (not even an UpstreamProtocolError).
 Deno.test({
   name: "http1: a chunked trailer line between 16 and 64 KiB is skipped",
-
   async fn() {
     await using t = setup();
     const { server, send } = t;
@@ -1225,4 +1212,56 @@ Deno.test("http1: reader() is null without a body (HEAD, 204)", async () => {
   await peer.request();
   await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
   assert.equal((await pending).reader(), null);
+});
+
+Deno.test("http1: a lower-case standard method goes out upper-cased (a HEAD has no body)", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const pending = send(init("head"));
+  const peer = await server.next();
+  const request = await peer.request();
+  assert.match(request.head, /^HEAD \/x\?y=1 HTTP\/1\.1\r\n/);
+  await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+  const reply = await pending;
+  assert.equal(reply.hasBody, false);
+  assert.equal(transport.idleConnections, 1);
+  // Extension methods are case-sensitive tokens: passed as they are.
+  const custom = send(init("Purge"));
+  assert.match((await peer.request()).head, /^Purge \/x\?y=1 HTTP\/1\.1\r\n/);
+  await peer.write("HTTP/1.1 204 No Content\r\n\r\n");
+  assert.equal((await custom).status, 204);
+});
+
+Deno.test("http1: a header that is not a byte string rejects the send (no throw)", async () => {
+  await using t = setup();
+  const { transport, server } = t;
+  let promise: Promise<UpstreamReply> | undefined;
+  assert.doesNotThrow(() => {
+    promise = transport.send(server.target(), init("GET", { headers: { "x-a": "\u20ac" } }));
+  });
+  await assert.rejects(promise!, TypeError);
+});
+
+Deno.test("http1: an abort while a large body is being written (upstream not reading) rejects at once", async () => {
+  await using t = setup();
+  const { server, transport } = t;
+  const controller = new AbortController();
+  const body = new Uint8Array(32 * 1024 * 1024); // far more than the socket buffers hold
+  const pending = transport.send(
+    server.target(),
+    init("POST", { body, signal: controller.signal }),
+  );
+  pending.catch(() => {});
+  const peer = await server.next(); // accepted, never read
+  await tick(50);
+  const reason = new Error("first byte deadline");
+  const started = Date.now();
+  controller.abort(reason);
+  await assert.rejects(within(pending, "the aborted send", 2000), (error) => error === reason);
+  assert.ok(Date.now() - started < 1000);
+  // What the socket buffers held still arrives; then the connection ends.
+  let closed = false;
+  for (let reads = 0; !closed && reads < 10_000; reads++) closed = await peer.eof();
+  assert.equal(closed, true);
+  assert.equal(transport.idleConnections, 0);
 });
