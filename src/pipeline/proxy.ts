@@ -127,17 +127,29 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         member.upstream.coolDownUntil(now() + result.retryAfterMs);
       }
 
-      let settled = false;
-      const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
-        if (settled) return;
-        settled = true;
-        ctx.request.signal.removeEventListener("abort", onClientGone);
-        options.inflight.delete(controller);
+      // Judging (breaker, balancer) and releasing (listener, in-flight set) happen once each,
+      // usually together at the body's end. A retry decision judges first, and an answer
+      // passed on after all stays in flight until its body ends, so a shutdown can end it.
+      let judged = false;
+      const judge = (verdict = result.verdict, ok = verdict !== "failure") => {
+        if (judged) return;
+        judged = true;
         member.upstream.settle(lease, verdict, now());
         group.balancer.end?.(member, {
           ok: ok && !(result.kind === "response" && result.response.status === 429),
           latencyMs: result.kind === "response" ? result.firstByteMs : now() - attemptStarted,
         });
+      };
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        ctx.request.signal.removeEventListener("abort", onClientGone);
+        options.inflight.delete(controller);
+      };
+      const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
+        judge(verdict, ok);
+        release();
       };
 
       // Alone: no other member could take the retry, so it goes to this one again and its
@@ -156,17 +168,19 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         settle();
         throw toProxyError(result);
       }
-      // Settle first so this result counts (it may open the breaker), then check that some
+      // Judge first so this result counts (it may open the breaker), then check that some
       // upstream will take the retry once the delay has passed. If none will, this answer is
       // final: the upstream's response passes through as it is instead of becoming a 503.
-      settle();
+      judge();
       const resumeAt = now() + decision.delayMs;
       if (group.candidates(resumeAt, tried).length === 0) {
         if (result.kind === "response") {
           return respond(ctx, group, member, result, controller, settle);
         }
+        release();
         throw toProxyError(result);
       }
+      release();
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
       hooks.onRetry?.(group, result, decision.delayMs);
@@ -303,8 +317,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       bytes = await upstream.bytes();
     } catch (error) {
       const reason = controller.signal.aborted ? controller.signal.reason : error;
-      const clientGone = reason instanceof AttemptAbort;
-      settle(clientGone ? "neutral" : "failure");
+      // The client leaving or a shutdown is nobody's failure.
+      const abortedBy = reason instanceof AttemptAbort ? reason.reason : undefined;
+      settle(abortedBy ? "neutral" : "failure");
       const timeout = reason instanceof BodyTimeoutError ? reason.phase : undefined;
       hooks.onBodyEnd?.(
         group,
@@ -319,9 +334,15 @@ export function proxyStage(options: ProxyStageOptions): Stage {
           cause: reason,
         });
       }
+      if (abortedBy === "shutdown") {
+        throw new NoUpstreamError("the proxy is shutting down; the response was not complete", {
+          code: "shutting_down",
+          cause: reason,
+        });
+      }
       throw new BadGatewayError(
         `upstream "${member.name}" broke off its response: ${(reason as Error).message}`,
-        { code: clientGone ? "client_disconnected" : "upstream_body_broken", cause: reason },
+        { code: abortedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
       );
     } finally {
       deadline.cancel();

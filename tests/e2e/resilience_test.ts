@@ -488,3 +488,120 @@ Deno.test("e2e: a shutdown past its drain deadline ends a request waiting to ret
     await mock.close();
   }
 });
+
+Deno.test("e2e: a final answer kept after a retry decision is still ended by a shutdown", async () => {
+  // The upstream answers 500 with an SSE body that never ends. The 500 opens its breaker
+  // (one failure is enough here), so the retry has nowhere to go and the 500 passes through.
+  const encoder = new TextEncoder();
+  let upstreamBodyCancelled = false;
+  const bodies: ReadableStreamDefaultController<Uint8Array>[] = [];
+  const upstream = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        bodies.push(controller);
+        controller.enqueue(encoder.encode("data: partial\n\n"));
+      },
+      cancel() {
+        upstreamBodyCancelled = true;
+      },
+    });
+    return new Response(body, { status: 500, headers: { "content-type": "text/event-stream" } });
+  });
+  try {
+    const yaml = simpleConfig([`http://127.0.0.1:${upstream.addr.port}${CHAT}`], {
+      server: `shutdownTimeout: "200ms"`,
+      upstream:
+        `breaker: {threshold: 0.5, minRequests: 1, interval: 10, cooldown: 30, maxRequests: 1}`,
+      group: `httpClient:
+  retry: {attempts: 1, initial: "10ms"}`,
+    });
+    const proxy = await startTestProxy(yaml);
+    const response = await fetch(`${proxy.url()}${CHAT}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", stream: true }),
+    });
+    assert.equal(response.status, 500);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value);
+    assert.match(text, /data: partial/);
+
+    const started = Date.now();
+    const stopped = proxy.stop();
+    // The shutdown ends the stream after its drain deadline, with an error event.
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value);
+    }
+    const endedAfter = Date.now() - started;
+    await stopped;
+    assert.ok(endedAfter < 2_000, `the stream ended ${endedAfter} ms after the stop`);
+    assert.match(text, /event: error/);
+    // The upstream's side was let go too: its connection closed, its body cancelled.
+    for (let waited = 0; !upstreamBodyCancelled && waited < 2_000; waited += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.ok(upstreamBodyCancelled, "the upstream body was never cancelled");
+  } finally {
+    for (const body of bodies) {
+      try {
+        body.close();
+      } catch { /* cancelled already */ }
+    }
+    await upstream.shutdown();
+  }
+});
+
+Deno.test("e2e: a shutdown during a whole-body read answers 503 shutting_down, not a client disconnect", async () => {
+  // A raw upstream: announces 100 bytes of JSON, sends 10, then stalls.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      held.push(conn);
+      await conn.read(new Uint8Array(64 * 1024)); // the request (small, one read)
+      await conn.write(
+        new TextEncoder().encode(
+          'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"id":"x",',
+        ),
+      );
+    }
+  })();
+  try {
+    const yaml = simpleConfig([`http://127.0.0.1:${listener.addr.port}${CHAT}`], {
+      server: `shutdownTimeout: "200ms"`,
+      group: `httpClient:
+  retry: {attempts: 0}`,
+    });
+    const proxy = await startTestProxy(yaml, { captureLogs: true, logLevel: "info", json: true });
+    const pending = fetch(`${proxy.url()}${CHAT}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m" }),
+    });
+    for (let waited = 0; held.length === 0 && waited < 2_000; waited += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the partial body is in
+    const stopped = proxy.stop();
+    const response = await pending;
+    assert.equal(response.status, 503);
+    const body = await response.json();
+    assert.equal(body.error.code, "shutting_down");
+    await stopped;
+    const access = proxy.logs.map((line) => JSON.parse(line)).find((entry) =>
+      entry.log === "access"
+    );
+    assert.equal(access?.status, 503);
+  } finally {
+    for (const conn of held) {
+      try {
+        conn.close();
+      } catch { /* closed by the proxy */ }
+    }
+    listener.close();
+    await serving.catch(() => {});
+  }
+});
