@@ -6,14 +6,13 @@
  *
  * @module
  */
-import type { RequestContext, Stage } from "./compose.ts";
+import type { Stage } from "./compose.ts";
 import {
   BadGatewayError,
   GatewayTimeoutError,
   NoUpstreamError,
   type ProxyError,
   RateLimitedError,
-  sseErrorEvent,
 } from "./errors.ts";
 import type { Router } from "./route.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
@@ -23,21 +22,13 @@ import {
   type OutgoingRequest,
   sendAttempt,
 } from "../upstream/attempt.ts";
-import { responseHeaders } from "../upstream/headers.ts";
 import { decideRetry } from "../resilience/retry.ts";
-import { type BodyEnd, BodyTimeoutError, observeBody } from "../stream/observe.ts";
+import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
 import { readBody } from "./request_body.ts";
+import { respond } from "./respond.ts";
 import type { Deadlines } from "../deadlines.ts";
-import {
-  MAX_JSON_BYTES,
-  type TokenUsage,
-  usageFromJsonBytes,
-  usageSniffer,
-} from "../stream/usage.ts";
-
-/** Largest non-streamed body read whole before answering (see `respond`). */
-const WHOLE_BODY_MAX = MAX_JSON_BYTES;
+import type { TokenUsage } from "../stream/usage.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -67,12 +58,11 @@ export interface ProxyStageOptions {
   hooks?: ProxyHooks;
 }
 
-const STREAM_TYPES = ["text/event-stream", "application/x-ndjson", "application/jsonl"];
-
 /** Creates the proxy stage. */
 export function proxyStage(options: ProxyStageOptions): Stage {
   const { router, clock, random, hooks = {} } = options;
   const now = () => clock.now();
+  const responder = { hooks, deadlines: options.deadlines, now };
 
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
@@ -163,7 +153,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       );
       if (!decision.retry || ctx.request.signal.aborted) {
         if (result.kind === "response") {
-          return respond(ctx, group, member, result, controller, settle);
+          return respond(responder, ctx, group, member, result, controller, settle);
         }
         settle();
         throw toProxyError(result);
@@ -175,7 +165,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       const resumeAt = now() + decision.delayMs;
       if (group.candidates(resumeAt, tried).length === 0) {
         if (result.kind === "response") {
-          return respond(ctx, group, member, result, controller, settle);
+          return respond(responder, ctx, group, member, result, controller, settle);
         }
         release();
         throw toProxyError(result);
@@ -207,159 +197,6 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       }
     }
   };
-
-  /**
-   * Passes an upstream response through with its headers filtered. Streams (SSE, NDJSON) and
-   * bodies of unknown or large size flow through the observing stream, chunk by chunk. A
-   * non-streamed body of known length up to {@linkcode WHOLE_BODY_MAX} bytes — one JSON
-   * document — is read whole first: it is complete only at its last byte anyway, this costs
-   * far less CPU per request than two web streams, and a body that breaks becomes a clean 502.
-   */
-  function respond(
-    ctx: RequestContext,
-    group: Group,
-    member: GroupMember,
-    result: Extract<AttemptResult, { kind: "response" }>,
-    controller: AbortController,
-    settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
-  ): Response | Promise<Response> {
-    const upstream = result.response;
-    ctx.trace.firstByteMs = result.firstByteMs;
-    const contentType = upstream.headers.get("content-type") ?? "";
-    const streamed = STREAM_TYPES.some((type) => contentType.startsWith(type));
-    const sse = contentType.startsWith("text/event-stream");
-    if (sse) ctx.responseHeaders.push(["x-accel-buffering", "no"]);
-    const headers = responseHeaders(upstream.headers, ctx.responseHeaders);
-
-    if (!upstream.hasBody) {
-      upstream.bytes().catch(() => {}); // drains an empty body so the connection is reused
-      settle();
-      return new Response(null, {
-        status: upstream.status,
-        statusText: upstream.statusText,
-        headers,
-      });
-    }
-    const length = streamed ? null : upstream.headers.get("content-length");
-    if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
-      return respondWhole(ctx, group, member, result, controller, settle, headers);
-    }
-    const source = upstream.reader();
-    if (!source) {
-      settle();
-      return new Response(null, {
-        status: upstream.status,
-        statusText: upstream.statusText,
-        headers,
-      });
-    }
-    ctx.trace.pendingBody = true;
-    const sniffer = usageSniffer(contentType);
-    const body = observeBody(source, {
-      onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
-      idleTimeoutMs: group.deadlines.streamIdleMs,
-      // `request` is the attempt's total: it started firstByteMs before the headers came.
-      deadlineAt: streamed ? undefined : now() - result.firstByteMs + group.deadlines.requestMs,
-      sse,
-      now,
-      abort: (reason) => controller.abort(reason),
-      errorEvent: (message) => sseErrorEvent(message, "upstream_stream_error"),
-      onEnd: (end) => {
-        // A break mid-body is the upstream's failure; a client leaving is nobody's.
-        if (end.kind === "error") settle("failure");
-        else if (end.kind === "cancel") settle("neutral", true);
-        else settle();
-        const usage = end.kind === "end" ? sniffer?.result() : undefined;
-        if (usage) ctx.trace.tokens = usage;
-        hooks.onBodyEnd?.(group, member, end, usage);
-        ctx.onBodyEnd?.(end.bytes);
-      },
-    });
-    try {
-      return new Response(body, {
-        status: upstream.status,
-        statusText: upstream.statusText,
-        headers,
-      });
-    } catch (error) {
-      // A status or header the HTTP server refuses (the transports check what they parse, so
-      // this is a last line): the upstream's failure, and the body must not stay held open.
-      settle("failure");
-      ctx.trace.pendingBody = false;
-      body.cancel(error).catch(() => {});
-      throw new BadGatewayError(
-        `upstream "${member.name}" sent a response that cannot be passed on: ${
-          (error as Error).message
-        }`,
-        { code: "upstream_invalid_response", cause: error },
-      );
-    }
-  }
-
-  /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */
-  async function respondWhole(
-    ctx: RequestContext,
-    group: Group,
-    member: GroupMember,
-    result: Extract<AttemptResult, { kind: "response" }>,
-    controller: AbortController,
-    settle: (verdict?: "success" | "failure" | "neutral", ok?: boolean) => void,
-    headers: [string, string][],
-  ): Promise<Response> {
-    const upstream = result.response;
-    const remainingMs = group.deadlines.requestMs - result.firstByteMs;
-    const deadline = options.deadlines.after(
-      remainingMs,
-      () => controller.abort(new BodyTimeoutError("request")),
-    );
-    let bytes: Uint8Array<ArrayBuffer>;
-    try {
-      bytes = await upstream.bytes();
-    } catch (error) {
-      const reason = controller.signal.aborted ? controller.signal.reason : error;
-      // The client leaving or a shutdown is nobody's failure.
-      const abortedBy = reason instanceof AttemptAbort ? reason.reason : undefined;
-      settle(abortedBy ? "neutral" : "failure");
-      const timeout = reason instanceof BodyTimeoutError ? reason.phase : undefined;
-      hooks.onBodyEnd?.(
-        group,
-        member,
-        timeout
-          ? { kind: "error", bytes: 0, error: reason, timeout }
-          : { kind: "error", bytes: 0, error: reason },
-      );
-      if (timeout) {
-        throw new GatewayTimeoutError(`upstream "${member.name}": ${reason.message}`, {
-          code: "upstream_timeout",
-          cause: reason,
-        });
-      }
-      if (abortedBy === "shutdown") {
-        throw new NoUpstreamError("the proxy is shutting down; the response was not complete", {
-          code: "shutting_down",
-          cause: reason,
-        });
-      }
-      throw new BadGatewayError(
-        `upstream "${member.name}" broke off its response: ${(reason as Error).message}`,
-        { code: abortedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
-      );
-    } finally {
-      deadline.cancel();
-    }
-    settle();
-    const usage = upstream.headers.get("content-type")?.startsWith("application/json")
-      ? usageFromJsonBytes(bytes)
-      : undefined;
-    if (usage) ctx.trace.tokens = usage;
-    ctx.trace.bodyBytes = bytes.byteLength;
-    hooks.onBodyEnd?.(group, member, { kind: "end", bytes: bytes.byteLength }, usage);
-    return new Response(bytes, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
-  }
 
   /** No retry left: the last upstream response as it is, or the error it ended with. */
   function finalAnswer(group: Group, last: AttemptResult): Response {
