@@ -26,6 +26,11 @@ async function main(args: readonly string[]): Promise<number> {
   // This program started by itself to load a config (see src/config/isolated.ts).
   const loaderRequest = childRequest();
   if (loaderRequest) {
+    // The answer holds the config's secrets: meant for the parent's pipe, never a terminal.
+    if (Deno.stdout.isTerminal()) {
+      console.error("llmproxy: the config loader answers its parent process only");
+      return 2;
+    }
     console.log(await childOutput(loaderRequest, PROGRAM));
     return 0;
   }
@@ -97,6 +102,9 @@ async function main(args: readonly string[]): Promise<number> {
   );
   // A diagnostic switch: force one upstream transport for every group (default: auto).
   const transport = Deno.env.get("LLMPROXY_TRANSPORT");
+  if (transport && transport !== "fetch" && transport !== "http1") {
+    log.warn(`LLMPROXY_TRANSPORT=${transport} is not a transport (fetch, http1): ignored`);
+  }
   const app = await startApp(loaded, {
     log,
     reload,

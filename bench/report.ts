@@ -176,9 +176,15 @@ export function markdown(r: Results): string {
   }
   if (r.soak) {
     const s = r.soak;
+    // Samples swing by several MiB (GC): the thirds' medians say more than the slope alone.
+    const third = Math.max(1, Math.floor(s.samples.length / 3));
+    const rss = s.samples.map((x) => x.rssMiB);
+    const first = median(rss.slice(0, third));
+    const last = median(rss.slice(-third));
     lines.push(
       `**e: soak** (project, ${s.durationS} s of scenario-a load): RSS trend ` +
-        `${f(s.slopeMiBPerMin, 3)} MiB/min (least-squares slope)`,
+        `${f(s.slopeMiBPerMin, 3)} MiB/min (least-squares slope); median RSS of the first third ` +
+        `${f(first, 1)} MiB, of the last third ${f(last, 1)} MiB`,
       "",
       "| t s | " + s.samples.map((x) => f(x.s)).join(" | ") + " |",
       "|---|" + s.samples.map(() => "---").join("|") + "|",

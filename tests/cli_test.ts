@@ -328,17 +328,18 @@ Deno.test("main -c <file with errors>, config loaded in a child process: the sam
   assert.equal(missing.stderr, "/nonexistent.yaml: file not found\n");
 });
 
-Deno.test("main with --allow-run loads its config in a child process, then serves", async () => {
+/**
+ * Starts main.ts with `permissions` on a valid config (debug logs), stops it once it listens,
+ * and returns what it logged and its exit code.
+ */
+async function startUntilListening(permissions: string[]): Promise<{ log: string; code: number }> {
   const local = VALID.replace("port: 0,", "port: 0, address: 127.0.0.1,");
   assert.notEqual(local, VALID);
-  await withTempFile(local, async (path) => {
+  return await withTempFile(local, async (path) => {
     const process = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--allow-read",
-        "--allow-env",
-        "--allow-net",
-        "--allow-run",
+        ...permissions,
         decodeURIComponent(MAIN.pathname),
         "-c",
         path,
@@ -350,24 +351,48 @@ Deno.test("main with --allow-run loads its config in a child process, then serve
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    let seen = "";
+    let log = "";
     const decoder = new TextDecoder();
     const deadline = setTimeout(() => process.kill("SIGKILL"), 20_000);
     let stopped = false;
     // Read to the end: a closed pipe would fail the proxy's last log lines.
     for await (const chunk of process.stderr) {
-      seen += decoder.decode(chunk, { stream: true });
-      if (!stopped && seen.includes("listening on")) {
+      log += decoder.decode(chunk, { stream: true });
+      if (!stopped && log.includes("listening on")) {
         stopped = true;
         process.kill("SIGTERM");
       }
     }
     const status = await process.status;
     clearTimeout(deadline);
-    assert.match(seen, /DEBUG config loaded in a child process/);
-    assert.match(seen, /forward "f1" listening on http:\/\/127\.0\.0\.1:\d+/);
-    assert.equal(status.code, 0, seen);
+    return { log, code: status.code };
   });
+}
+
+Deno.test("main with --allow-run loads its config in a child process, then serves", async () => {
+  const run = await startUntilListening([
+    "--allow-read",
+    "--allow-env",
+    "--allow-net",
+    "--allow-run",
+  ]);
+  assert.match(run.log, /DEBUG config loaded in a child process/);
+  assert.match(run.log, /forward "f1" listening on http:\/\/127\.0\.0\.1:\d+/);
+  assert.equal(run.code, 0, run.log);
+});
+
+Deno.test("main with --allow-run but a --deny-read loads in-process: a child would read more", async () => {
+  const run = await startUntilListening([
+    "--allow-read",
+    "--deny-read=/nonexistent-llmproxy-dir",
+    "--allow-env",
+    "--allow-net",
+    "--allow-run",
+  ]);
+  assert.match(run.log, /DEBUG config loaded in-process/);
+  assert.doesNotMatch(run.log, /loader process failed/);
+  assert.match(run.log, /forward "f1" listening on/);
+  assert.equal(run.code, 0, run.log);
 });
 
 Deno.test("main --check -c /nonexistent.yaml: exit 1, file not found", async () => {

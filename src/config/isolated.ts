@@ -145,8 +145,12 @@ export function fromChildOutput(text: string, version: string): LoadedConfig {
  */
 export function childCommand(): string[] | undefined {
   const program = Deno.execPath();
-  const granted = (descriptor: Deno.PermissionDescriptor) =>
-    Deno.permissions.querySync(descriptor).state === "granted";
+  // Granted outright: `partial` means some paths or variables are denied (`--deny-read=…`),
+  // which the child's plain `--allow-read`/`--allow-env` would not carry over.
+  const granted = (descriptor: Deno.PermissionDescriptor) => {
+    const status = Deno.permissions.querySync(descriptor);
+    return status.state === "granted" && !status.partial;
+  };
   if (!granted({ name: "run", command: program }) || !granted({ name: "read" })) return undefined;
   if (!granted({ name: "env" })) return undefined;
   // A compiled executable is the program; otherwise the runtime runs the main module again,
@@ -159,9 +163,9 @@ export function childCommand(): string[] | undefined {
 }
 
 function findDenoJson(main: URL): string | undefined {
-  const candidate = new URL("./deno.json", main).pathname;
+  const candidate = new URL("./deno.json", main);
   try {
-    return Deno.statSync(candidate).isFile ? candidate : undefined;
+    return Deno.statSync(candidate).isFile ? decodeURIComponent(candidate.pathname) : undefined;
   } catch {
     return undefined;
   }
@@ -174,7 +178,8 @@ export interface LoadResult {
 }
 
 /**
- * Loads the config in a child process when this program may start one, else in-process.
+ * Loads the config in a child process when this program may start one, else in-process. The
+ * child reads the real environment; `env` is used for the in-process load only.
  * Either way the result is the same {@linkcode LoadedConfig}, or a {@linkcode ConfigError}. A
  * child that fails without an answer (it crashed, it printed something else, it is another
  * version) costs nothing but memory: the config is then loaded in-process, with a warning.
@@ -204,14 +209,16 @@ async function runChild(
   version: string,
 ): Promise<LoadedConfig> {
   const [program, ...args] = command;
+  const timeout = AbortSignal.timeout(CHILD_TIMEOUT_MS);
   const child = await new Deno.Command(program!, {
     args,
     env: { [CHILD_ENV]: JSON.stringify({ path: source.path }), NO_COLOR: "1" },
-    stdin: "null",
+    stdin: "inherit", // `--config /dev/stdin` reads the config from this process's input
     stdout: "piped",
     stderr: "piped",
-    signal: AbortSignal.timeout(CHILD_TIMEOUT_MS),
+    signal: timeout,
   }).output();
+  if (timeout.aborted) throw new Error(`no answer within ${CHILD_TIMEOUT_MS / 1000} s`);
   if (!child.success) {
     // The runtime's own error line says most ("error: Module not found …").
     const lines = new TextDecoder().decode(child.stderr).split("\n").map((line) => line.trim());

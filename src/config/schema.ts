@@ -62,9 +62,9 @@ function size() {
 /** A string that ends up in an HTTP header: line breaks would inject headers. */
 /** A value that becomes a header: tab, printable ASCII and Latin-1 bytes only. */
 function headerValue() {
-  return z.string().regex(/^[^\r\n\0]*$/, "must not contain line breaks or NUL").regex(
+  return z.string().regex(
     /^[\t\x20-\x7e\x80-\xff]*$/,
-    "must contain only printable characters (no control characters, nothing beyond Latin-1)",
+    "must be printable text on one line (no line breaks or other control characters, nothing beyond Latin-1)",
   );
 }
 
@@ -178,11 +178,19 @@ const headerOpSchema = z.strictObject({
   op: z.enum(["insert", "replace", "remove"]).describe(
     "insert: add when absent; replace: set; remove: delete.",
   ),
-  key: z.string().regex(HEADER_NAME_RE, "must be a valid header name").refine(
-    (key) => !FRAMING_HEADERS.has(key.toLowerCase()),
-    "is set by the proxy itself (message framing and connection handling); it cannot be changed",
-  ),
+  key: z.string().regex(HEADER_NAME_RE, "must be a valid header name"),
   value: headerValue().optional().describe("Header value (insert and replace)."),
+}).superRefine((op, ctx) => {
+  // Removing one is harmless (the proxy never forwards them); setting one would frame the
+  // message twice.
+  if (op.op !== "remove" && FRAMING_HEADERS.has(op.key.toLowerCase())) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["key"],
+      message:
+        "is set by the proxy itself (message framing and connection handling); it cannot be set",
+    });
+  }
 });
 
 const breakerSchema = z.strictObject({

@@ -217,6 +217,12 @@ function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyE
   if (outcome.kind === "proxy") {
     return new BadGatewayError(message, { code: "outbound_proxy_error", cause: error });
   }
+  if (outcome.kind === "aborted" && result.abortedBy === "shutdown") {
+    return new NoUpstreamError("the proxy is shutting down; the request was not answered", {
+      code: "shutting_down",
+      cause: error,
+    });
+  }
   if (outcome.kind === "aborted") {
     // The client is gone; nobody reads this, but the access log records 499-like intent.
     return new BadGatewayError(message, { code: "client_disconnected", cause: error });

@@ -10,6 +10,7 @@ import { BadGatewayError, GatewayTimeoutError, NoUpstreamError, sseErrorEvent } 
 import type { ProxyHooks } from "./proxy.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
 import { AttemptAbort, type AttemptResult } from "../upstream/attempt.ts";
+import type { UpstreamReply } from "../upstream/transport.ts";
 import type { BreakerVerdict } from "../upstream/upstream.ts";
 import { responseHeaders } from "../upstream/headers.ts";
 import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
@@ -55,28 +56,17 @@ export function respond(
   if (sse) ctx.responseHeaders.push(["x-accel-buffering", "no"]);
   const headers = responseHeaders(upstream.headers, ctx.responseHeaders);
 
-  if (!upstream.hasBody) {
-    upstream.bytes().catch(() => {}); // drains an empty body so the connection is reused
-    settle();
-    return new Response(null, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
+  if (!upstream.hasBody || NULL_BODY_STATUS.has(upstream.status)) {
+    // Drains what there is (nothing, for a well-behaved upstream) so the connection is reused.
+    upstream.bytes().catch(() => {});
+    return answer(member, upstream, null, headers, settle);
   }
   const length = streamed ? null : upstream.headers.get("content-length");
   if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
     return respondWhole(env, ctx, group, member, result, controller, settle, headers);
   }
   const source = upstream.reader();
-  if (!source) {
-    settle();
-    return new Response(null, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
-  }
+  if (!source) return answer(member, upstream, null, headers, settle);
   ctx.trace.pendingBody = true;
   const sniffer = usageSniffer(contentType);
   const body = observeBody(source, {
@@ -87,11 +77,15 @@ export function respond(
     sse,
     now: env.now,
     abort: (reason) => controller.abort(reason),
-    errorEvent: (message) => sseErrorEvent(message, "upstream_stream_error"),
+    errorEvent: (message) =>
+      abortedBy(controller) === "shutdown"
+        ? sseErrorEvent("the proxy is shutting down", "shutting_down")
+        : sseErrorEvent(message, "upstream_stream_error"),
     onEnd: (end) => {
-      // A break mid-body is the upstream's failure; a client leaving is nobody's.
-      if (end.kind === "error") settle("failure");
-      else if (end.kind === "cancel") settle("neutral", true);
+      // A break mid-body is the upstream's failure; a client leaving or a shutdown is
+      // nobody's (the read they abort may fail before the body is cancelled).
+      if (end.kind === "error" && !abortedBy(controller)) settle("failure");
+      else if (end.kind !== "end") settle("neutral", true);
       else settle();
       const usage = end.kind === "end" ? sniffer?.result() : undefined;
       if (usage) ctx.trace.tokens = usage;
@@ -106,18 +100,59 @@ export function respond(
       headers,
     });
   } catch (error) {
-    // A status or header the HTTP server refuses (the transports check what they parse, so
-    // this is a last line): the upstream's failure, and the body must not stay held open.
+    // The body must not stay held open.
     settle("failure");
     ctx.trace.pendingBody = false;
     body.cancel(error).catch(() => {});
-    throw new BadGatewayError(
-      `upstream "${member.name}" sent a response that cannot be passed on: ${
-        (error as Error).message
-      }`,
-      { code: "upstream_invalid_response", cause: error },
-    );
+    throw unusable(member, error);
   }
+}
+
+/** Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5). */
+const NULL_BODY_STATUS = new Set([204, 205, 304]);
+
+/** Which of our own aborts ended the attempt, if one did. */
+function abortedBy(controller: AbortController): "client" | "shutdown" | undefined {
+  const reason = controller.signal.reason;
+  return reason instanceof AttemptAbort && reason.reason !== "firstByte"
+    ? reason.reason
+    : undefined;
+}
+
+/** A response without a body (or with one read whole), settled once it is built. */
+function answer(
+  member: GroupMember,
+  upstream: UpstreamReply,
+  body: Uint8Array<ArrayBuffer> | null,
+  headers: [string, string][],
+  settle: Settle,
+): Response {
+  let response: Response;
+  try {
+    response = new Response(body, {
+      status: upstream.status,
+      statusText: upstream.statusText,
+      headers,
+    });
+  } catch (error) {
+    settle("failure");
+    throw unusable(member, error);
+  }
+  settle();
+  return response;
+}
+
+/**
+ * A status or header the HTTP server refuses. The transports check what they parse, so this is
+ * a last line: the upstream's failure, answered as a 502.
+ */
+function unusable(member: GroupMember, error: unknown): BadGatewayError {
+  return new BadGatewayError(
+    `upstream "${member.name}" sent a response that cannot be passed on: ${
+      (error as Error).message
+    }`,
+    { code: "upstream_invalid_response", cause: error },
+  );
 }
 
 /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */
@@ -143,8 +178,8 @@ async function respondWhole(
   } catch (error) {
     const reason = controller.signal.aborted ? controller.signal.reason : error;
     // The client leaving or a shutdown is nobody's failure.
-    const abortedBy = reason instanceof AttemptAbort ? reason.reason : undefined;
-    settle(abortedBy ? "neutral" : "failure");
+    const stoppedBy = abortedBy(controller);
+    settle(stoppedBy ? "neutral" : "failure");
     const timeout = reason instanceof BodyTimeoutError ? reason.phase : undefined;
     env.hooks.onBodyEnd?.(
       group,
@@ -159,7 +194,7 @@ async function respondWhole(
         cause: reason,
       });
     }
-    if (abortedBy === "shutdown") {
+    if (stoppedBy === "shutdown") {
       throw new NoUpstreamError("the proxy is shutting down; the response was not complete", {
         code: "shutting_down",
         cause: reason,
@@ -167,21 +202,17 @@ async function respondWhole(
     }
     throw new BadGatewayError(
       `upstream "${member.name}" broke off its response: ${(reason as Error).message}`,
-      { code: abortedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
+      { code: stoppedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
     );
   } finally {
     deadline.cancel();
   }
-  settle();
+  const response = answer(member, upstream, bytes, headers, settle);
   const usage = upstream.headers.get("content-type")?.startsWith("application/json")
     ? usageFromJsonBytes(bytes)
     : undefined;
   if (usage) ctx.trace.tokens = usage;
   ctx.trace.bodyBytes = bytes.byteLength;
   env.hooks.onBodyEnd?.(group, member, { kind: "end", bytes: bytes.byteLength }, usage);
-  return new Response(bytes, {
-    status: upstream.status,
-    statusText: upstream.statusText,
-    headers,
-  });
+  return response;
 }

@@ -37,6 +37,8 @@ export type AttemptResult =
     readonly verdict: BreakerVerdict;
     readonly error: unknown;
     readonly message: string;
+    /** Why the attempt's controller was aborted, when it was (not a first-byte timeout). */
+    readonly abortedBy?: "client" | "shutdown";
   };
 
 /** The request as it goes to every attempt: the body read once so retries can replay it. */
@@ -59,8 +61,6 @@ export async function sendAttempt(
   options: { now: () => number; deadlines: Deadlines },
 ): Promise<AttemptResult> {
   const upstream = member.upstream;
-  const target = upstream.url.target(request.path, request.query);
-  const headers = member.headers.build(request.headers, request);
   const started = options.now();
   const deadline = options.deadlines.after(
     group.deadlines.firstByteMs,
@@ -72,14 +72,19 @@ export async function sendAttempt(
         ),
       ),
   );
+  let url = "";
   try {
+    // Inside the try: whatever fails here is this attempt's failure, never a lease left open.
+    const target = upstream.url.target(request.path, request.query);
+    url = target.url;
+    const headers = member.headers.build(request.headers, request);
     const response = await group.transport.send(target, {
       method: request.method,
       headers,
       body: request.body,
       signal: controller.signal,
     });
-    return classifyResponse(group, response, options.now() - started, options.now(), target.url);
+    return classifyResponse(group, response, options.now() - started, options.now(), url);
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
@@ -166,6 +171,7 @@ function classifyError(
       verdict: "neutral",
       error,
       message: reason.message,
+      abortedBy: reason.reason,
     };
   }
   const detail = describeFetchError(error);
@@ -186,7 +192,10 @@ function classifyError(
     outcome: { kind: "connect" },
     verdict: "failure",
     error,
-    message: `cannot reach upstream "${name}": ${detail}`,
+    // A malformed answer reached us: the upstream is reachable, but broken.
+    message: error instanceof Error && error.name === "UpstreamProtocolError"
+      ? `upstream "${name}" sent a malformed response: ${detail}`
+      : `cannot reach upstream "${name}": ${detail}`,
   };
 }
 

@@ -539,6 +539,7 @@ Deno.test("e2e: a final answer kept after a retry decision is still ended by a s
     await stopped;
     assert.ok(endedAfter < 2_000, `the stream ended ${endedAfter} ms after the stop`);
     assert.match(text, /event: error/);
+    assert.match(text, /"code":"shutting_down"/);
     // The upstream's side was let go too: its connection closed, its body cancelled.
     for (let waited = 0; !upstreamBodyCancelled && waited < 2_000; waited += 10) {
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -603,5 +604,95 @@ Deno.test("e2e: a shutdown during a whole-body read answers 503 shutting_down, n
     }
     listener.close();
     await serving.catch(() => {});
+  }
+});
+
+/** A breaker that a single failure opens: a test sees at once whether one was counted. */
+const ONE_FAILURE_OPENS =
+  `breaker: {threshold: 0.5, minRequests: 1, interval: 10, cooldown: 30, maxRequests: 1}`;
+
+Deno.test("e2e: a shutdown while waiting for response headers answers 503 shutting_down", async () => {
+  const mock = await startMockUpstream();
+  const proxy = await startTestProxy(
+    simpleConfig([`${mock.url}${CHAT}`], {
+      server: `shutdownTimeout: "200ms"`,
+      upstream: ONE_FAILURE_OPENS,
+      group: `httpClient: {retry: {attempts: 0}}`,
+    }),
+  );
+  try {
+    const pending = fetch(`${proxy.url()}${CHAT}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-mock-hang": "1" },
+      body: JSON.stringify({ model: "m" }),
+    });
+    await mock.waitForRequests(1);
+    const stopped = proxy.stop();
+    const response = await pending;
+    assert.equal(response.status, 503);
+    assert.equal((await response.json()).error.code, "shutting_down");
+    await stopped;
+    // Nobody's failure: the upstream's breaker saw nothing.
+    assert.equal(proxy.app.runtime().upstreams.get("u0")!.breaker.state(Date.now()), "closed");
+  } finally {
+    await mock.close();
+  }
+});
+
+/** A raw HTTP/1.1 upstream answering each request with the next of `answers`. */
+function scriptedUpstream(answers: string[]): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      (async () => {
+        const buffer = new Uint8Array(64 * 1024);
+        while (answers.length > 0) {
+          const n = await conn.read(buffer).catch(() => null);
+          if (n === null) return;
+          await conn.write(new TextEncoder().encode(answers.shift()!));
+        }
+      })();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    async close() {
+      listener.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+      await serving.catch(() => {});
+    },
+  };
+}
+
+Deno.test("e2e: 204, 205 and 304 answers pass through without a body, however they are framed", async () => {
+  const upstream = scriptedUpstream([
+    "HTTP/1.1 205 Reset Content\r\ncontent-length: 0\r\n\r\n",
+    "HTTP/1.1 205 Reset Content\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 204 No Content\r\n\r\n",
+    'HTTP/1.1 304 Not Modified\r\netag: "x"\r\n\r\n',
+  ]);
+  const proxy = await startTestProxy(
+    simpleConfig([`http://127.0.0.1:${upstream.port}${CHAT}`], {
+      upstream: ONE_FAILURE_OPENS,
+      group: `httpClient: {retry: {attempts: 0}}`,
+    }),
+  );
+  try {
+    for (const expected of [205, 205, 204, 304]) {
+      const response = await fetch(`${proxy.url()}${CHAT}`, { method: "POST", body: "{}" });
+      assert.equal(response.status, expected);
+      assert.equal(await response.text(), "");
+    }
+    // All successes: nothing counted against the upstream.
+    assert.equal(proxy.app.runtime().upstreams.get("u0")!.breaker.state(Date.now()), "closed");
+  } finally {
+    await proxy.stop();
+    await upstream.close();
   }
 });
