@@ -111,6 +111,7 @@ async function main(args: readonly string[]): Promise<number> {
     watchPath: options.config,
     ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
   });
+  sink.startBatching(); // start-up lines are out; the access log is batched from here
   const code = await app.finished;
   sink.flush();
   return code;

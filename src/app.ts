@@ -132,6 +132,17 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       defaultGroup: f.defaultGroup,
     });
   };
+  // Before anything listens: a stop signal that follows the "listening" line must drain, not
+  // kill. (The handlers run later, from the event loop, once everything below is set up.)
+  const onStop = () => void stop();
+  const onHangup = () => void reload();
+  const signals: [Deno.Signal, () => void][] = options.handleSignals === false
+    ? []
+    : [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]];
+  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
+  const removeSignals = () => {
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  };
   for (const name of runtime.forwards.keys()) bind(name);
 
   const adminConfig = loaded.config.httpServer.admin;
@@ -273,15 +284,6 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     return stopping;
   };
 
-  const onStop = () => void stop();
-  const onHangup = () => void reload();
-  const signals: [Deno.Signal, () => void][] = options.handleSignals === false
-    ? []
-    : [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]];
-  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  const removeSignals = () => {
-    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
-  };
 
   const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { createLogger, isLogLevel, type LoggerOptions, silentLogger } from "../src/log.ts";
+import {
+  batchedStderr,
+  createLogger,
+  isLogLevel,
+  type LoggerOptions,
+  silentLogger,
+} from "../src/log.ts";
 
 const NOW = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
@@ -185,4 +191,28 @@ Deno.test("createLogger() redacts a secret with quotes or backslashes in JSON li
   assert.equal(lines.length, 1);
   assert.ok(!lines[0]!.includes('p\\"a\\\\ss-word'), lines[0]);
   assert.match(lines[0]!, /\[REDACTED\]/);
+});
+
+Deno.test("batchedStderr(): start-up lines go out at once; then one write per batch", async () => {
+  const writes: string[] = [];
+  const decoder = new TextDecoder();
+  const sink = batchedStderr(5, (bytes) => {
+    writes.push(decoder.decode(bytes));
+    return bytes.byteLength;
+  });
+  sink.write("a\n");
+  sink.write("b\n");
+  assert.deepEqual(writes, ["a\n", "b\n"]); // no timer armed before batching starts
+  sink.startBatching();
+  sink.write("c\n");
+  sink.write("d\n");
+  assert.deepEqual(writes, ["a\n", "b\n"]);
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.deepEqual(writes, ["a\n", "b\n", "c\nd\n"]);
+  // A full batch goes out without waiting.
+  sink.write("x".repeat(70_000));
+  assert.equal(writes.length, 4);
+  sink.write("e\n");
+  sink.flush();
+  assert.deepEqual(writes.slice(4), ["e\n"]);
 });

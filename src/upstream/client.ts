@@ -30,7 +30,7 @@ export function createGroupTransport(
   const choice = options.choice ?? "auto";
   const useFetch = choice === "fetch" ||
     (choice === "auto" && (config.proxy !== undefined || envProxy(options.env) !== undefined));
-  const fetchTransport = new FetchTransport(createGroupClient(config), options.fetch);
+  const fetchTransport = new FetchTransport(() => createGroupClient(config), options.fetch);
   if (useFetch) return fetchTransport;
   return new Http1Transport({
     secure: fetchTransport,

@@ -1265,3 +1265,22 @@ Deno.test("http1: an abort while a large body is being written (upstream not rea
   assert.equal(closed, true);
   assert.equal(transport.idleConnections, 0);
 });
+
+Deno.test("Pool: no sweep timer until a connection is parked", async () => {
+  await using server = new ScriptedServer();
+  const pool = new Pool({ maxIdlePerHost: 4, idleTimeoutMs: 1_000 });
+  assert.equal(pool.sweeping, false);
+  const connection = await Connection.open(HOSTNAME, server.port, new AbortController().signal);
+  await server.next();
+  pool.put(`${HOSTNAME}:${server.port}`, connection);
+  assert.equal(pool.sweeping, true);
+  pool.close();
+  assert.equal(pool.sweeping, false);
+  // Without an idle timeout there is nothing to sweep.
+  const untimed = new Pool({ maxIdlePerHost: 4, idleTimeoutMs: 0 });
+  const other = await Connection.open(HOSTNAME, server.port, new AbortController().signal);
+  await server.next();
+  untimed.put(`${HOSTNAME}:${server.port}`, other);
+  assert.equal(untimed.sweeping, false);
+  untimed.close();
+});
