@@ -42,6 +42,8 @@ export interface Results {
   /** Scenario d. */
   memory?: {
     idleMiB: Record<TargetName, number>;
+    /** Idle again, 1 s after the warm-up load. */
+    idleAfterWarmUpMiB?: Record<TargetName, number>;
     /** Peak RSS over the scenario-a runs (undefined if a did not run). */
     underLoadMiB?: Record<TargetName, number>;
     streams: { count: number; chunks: number; delayMs: number };
@@ -152,6 +154,15 @@ export function markdown(r: Results): string {
       "|---|---|---|---|",
       row("RSS idle after start, MiB", mem.idleMiB.reference, mem.idleMiB.project),
     );
+    if (mem.idleAfterWarmUpMiB) {
+      lines.push(
+        row(
+          "RSS idle 1 s after a 1 s warm-up load, MiB",
+          mem.idleAfterWarmUpMiB.reference,
+          mem.idleAfterWarmUpMiB.project,
+        ),
+      );
+    }
     if (mem.underLoadMiB) {
       lines.push(
         row(

@@ -162,6 +162,17 @@ async function main(): Promise<number> {
       } MiB`,
     );
     await warmUp(session, targets);
+    // Idle again after the first requests: what a proxy that has served holds when quiet (the
+    // runtime's timers, pools and compiled code now exist).
+    await sleep(1_000);
+    const idleAfterWarmUpMiB = {
+      reference: (await procInfo(targets.reference.proc.pid)).rssMiB,
+      project: (await procInfo(targets.project.proc.pid)).rssMiB,
+    };
+    log(
+      `RSS idle after a warm-up load: reference ${idleAfterWarmUpMiB.reference.toFixed(1)} MiB, ` +
+        `project ${idleAfterWarmUpMiB.project.toFixed(1)} MiB`,
+    );
 
     for (const key of load) {
       log(`scenario ${key}:`);
@@ -188,6 +199,7 @@ async function main(): Promise<number> {
       const a = results.throughput.a;
       results.memory = {
         idleMiB,
+        idleAfterWarmUpMiB,
         underLoadMiB: a && {
           reference: Math.max(...a.reference.map((r) => r.rssPeakMiB)),
           project: Math.max(...a.project.map((r) => r.rssPeakMiB)),
