@@ -284,7 +284,6 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     return stopping;
   };
 
-
   const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
 
   return Promise.resolve({
