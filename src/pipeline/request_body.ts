@@ -11,6 +11,7 @@ import {
   ProxyError,
   RequestTimeoutError,
 } from "./errors.ts";
+import { concatBytes } from "../bytes.ts";
 
 /**
  * Reads the request body once, bounded by `limit` bytes and `timeoutMs` (a client too slow to
@@ -69,13 +70,7 @@ async function readChunks(
     }
     chunks.push(value);
   }
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return whole;
+  return concatBytes(chunks);
 }
 
 function tooLarge(limit: number): PayloadTooLargeError {

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { concatBytes } from "../bytes.ts";
 
 /** Tokens reported by an upstream. */
 export interface TokenUsage {
@@ -81,12 +82,7 @@ function jsonSniffer(): UsageSniffer {
     },
     result() {
       if (!chunks || size === 0) return undefined;
-      const whole = new Uint8Array(size);
-      let offset = 0;
-      for (const chunk of chunks) {
-        whole.set(chunk, offset);
-        offset += chunk.byteLength;
-      }
+      const whole = concatBytes(chunks);
       chunks = undefined;
       try {
         return readUsage(JSON.parse(new TextDecoder().decode(whole)));

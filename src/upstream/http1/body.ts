@@ -9,6 +9,7 @@ import { type BodyReader, RawHeaders, type UpstreamReply } from "../transport.ts
 import type { Connection } from "./connection.ts";
 import { type Framing, type ResponseHead, reusable } from "./head.ts";
 import { CHUNKED_BUFFER_BYTES, ChunkedDecoder } from "./chunked.ts";
+import { concatBytes } from "../../bytes.ts";
 
 /** The error of a body cut short by the upstream. */
 export class BodyCutError extends Error {
@@ -65,20 +66,9 @@ export class ResponseBody {
       const available = connection.end - connection.start;
       if (available >= this.#remaining) return (await this.read())!;
     }
-    const parts: Uint8Array[] = [];
-    let size = 0;
-    for (let part = await this.read(); part !== null; part = await this.read()) {
-      parts.push(part);
-      size += part.byteLength;
-    }
-    if (parts.length === 1) return parts[0] as Uint8Array<ArrayBuffer>;
-    const whole = new Uint8Array(size);
-    let offset = 0;
-    for (const part of parts) {
-      whole.set(part, offset);
-      offset += part.byteLength;
-    }
-    return whole;
+    const parts: Uint8Array<ArrayBuffer>[] = [];
+    for (let part = await this.read(); part !== null; part = await this.read()) parts.push(part);
+    return parts.length === 1 ? parts[0]! : concatBytes(parts); // a lone part is ours already
   }
 
   /** Stops reading: the connection is closed (the rest of the body is never read). */
@@ -107,7 +97,7 @@ export class ResponseBody {
         case "chunked": {
           const parts: Uint8Array[] = [];
           connection.start = this.#chunked!.decode(buffer, start, end, parts);
-          const part = parts.length === 0 ? null : concat(parts);
+          const part = parts.length === 0 ? null : concatBytes(parts);
           if (this.#chunked!.done) this.#finish();
           if (part) return part;
           if (this.#finished) return null;
@@ -146,19 +136,6 @@ export class ResponseBody {
     this.#finished = true;
     this.#release(false);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  if (parts.length === 1) return parts[0]!.slice();
-  let size = 0;
-  for (const part of parts) size += part.byteLength;
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    whole.set(part, offset);
-    offset += part.byteLength;
-  }
-  return whole;
 }
 
 /** The Response-shaped reply for a head and its body. */

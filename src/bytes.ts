@@ -1,0 +1,19 @@
+/**
+ * Byte helpers shared by the request, response and sniffing paths.
+ *
+ * @module
+ */
+
+/** The parts joined into one new array (always a copy, so views of reused buffers are safe). */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  if (parts.length === 1) return parts[0]!.slice();
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    whole.set(part, offset);
+    offset += part.byteLength;
+  }
+  return whole;
+}
