@@ -21,8 +21,6 @@ export class Connection {
   #pending: Promise<number | null> | null = null;
   #idle = false;
   #closed = false;
-  /** Requests sent on this connection so far. */
-  uses = 0;
   /** When it last went idle (pool clock, ms). */
   idleSince = 0;
 

@@ -126,7 +126,6 @@ export class Http1Transport implements Transport {
       connection ??= await Connection.open(target.hostname, target.port, signal);
       // Aborted while the connect finished: the listener found no connection to close.
       if (signal.aborted) throw signal.reason;
-      connection.uses++;
       for (const part of message) await connection.write(part);
       written = true;
       const head = await readHead(connection);
