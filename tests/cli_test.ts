@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { withTempFile } from "./_helpers/temp_file.ts";
 import { type CliOptions, parseArgs, USAGE } from "../src/cli.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -180,16 +181,6 @@ function assertNoStackTrace(run: Run): void {
   assert.ok(!run.stderr.includes("    at "), `stack trace on stderr:\n${run.stderr}`);
   assert.ok(!run.stdout.includes("    at "), `stack trace on stdout:\n${run.stdout}`);
   assert.ok(!/\berror: Uncaught\b/.test(run.stderr), run.stderr);
-}
-
-async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const path = await Deno.makeTempFile({ prefix: "llmproxy-cli-", suffix: ".yaml" });
-  try {
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(path);
-  }
 }
 
 const VALID = `httpServer:

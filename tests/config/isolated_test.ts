@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { withTempFile } from "../_helpers/temp_file.ts";
 import {
   CHILD_ENV,
   childCommand,
@@ -66,16 +67,6 @@ function withoutUndefined(value: unknown): unknown {
     );
   }
   return value;
-}
-
-async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const path = await Deno.makeTempFile({ prefix: "llmproxy-isolated-", suffix: ".yaml" });
-  try {
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(path);
-  }
 }
 
 Deno.test("the embedded default config is the same after the JSON trip from the child", async () => {
