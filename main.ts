@@ -90,6 +90,12 @@ async function main(args: readonly string[]): Promise<number> {
   });
   // Uncaught errors end the process without the stop path: write what the log still holds.
   globalThis.addEventListener("unload", () => sink.flush());
+  // A promise nobody awaited must not end a proxy serving everyone else: it is a bug, logged
+  // as one, and the process goes on.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("unhandled rejection (a bug; the proxy keeps serving)", { error: event.reason });
+  });
   const reload = async (): Promise<LoadedConfig> => {
     const next = await load();
     for (const secret of configSecrets(next)) secrets.add(secret);

@@ -14,6 +14,8 @@ import { observabilityHooks } from "./metrics/hooks.ts";
 import { Runtime } from "./runtime.ts";
 import { Deadlines } from "./deadlines.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
+import { ConnectionGuard, type ConnectionLimits } from "./server/connections.ts";
+import { defaultMaxConnections, openFilesLimit } from "./server/open_files.ts";
 import { adminHandler } from "./server/admin.ts";
 import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
 import type { HttpClientConfig } from "./config/schema.ts";
@@ -67,6 +69,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
 
   const registry = new Registry();
   const metrics = createProxyMetrics(registry);
+  const guards = connectionGuards(() => current.config.httpServer, metrics, log);
   const deps = {
     clock,
     random: options.random ?? Math.random,
@@ -120,7 +123,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     // Requests always go to the graph serving now, so a reload swaps it under the listener.
     const listener = listen(
       name,
-      { hostname: f.address, port: f.port },
+      { hostname: f.address, port: f.port, guard: guards.forwards },
       (request, peerIp) => {
         const forward = runtime.forwards.get(name);
         return forward ? forward.handle(request, peerIp) : Promise.resolve(gone(name));
@@ -149,7 +152,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const admin = adminConfig
     ? listen(
       "admin",
-      { hostname: adminConfig.address, port: adminConfig.port },
+      { hostname: adminConfig.address, port: adminConfig.port, guard: guards.admin },
       adminHandler({
         runtime: () => runtime,
         redactedConfig: () => redactedConfig(current),
@@ -278,6 +281,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         r.close([runtime, ...retiring]);
       }
       runtime.close();
+      guards.forwards.close();
+      guards.admin.close();
       log.info("stopped");
       resolveFinished(0);
     })();
@@ -295,6 +300,54 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     stop,
     finished,
   });
+}
+
+/** Connections admitted per listener; the admin has its own few, so a flood never locks it out. */
+const ADMIN_MAX_CONNECTIONS = 64;
+
+/**
+ * The connection guards of the forwards (all together: they share the process's descriptors)
+ * and of the admin listener. Limits are read from the config serving now, so a reload applies
+ * to the connections that follow.
+ */
+function connectionGuards(
+  httpServer: () => LoadedConfig["config"]["httpServer"],
+  metrics: ReturnType<typeof createProxyMetrics>,
+  log: Logger,
+): { forwards: ConnectionGuard; admin: ConnectionGuard } {
+  const fdLimit = openFilesLimit();
+  const fallback = defaultMaxConnections(fdLimit);
+  const configured = httpServer().maxConnections;
+  log.info(
+    `open-files limit ${
+      fdLimit ?? "unknown (reading /proc/self/limits needs --allow-all)"
+    }: up to ${configured ?? fallback} client connections at once (httpServer.maxConnections${
+      configured ? "" : ", default"
+    })`,
+  );
+  if (fdLimit !== undefined && configured !== undefined && configured > fallback) {
+    log.warn(
+      `httpServer.maxConnections ${configured} is more than the open-files limit ${fdLimit} serves (about ${fallback}: two descriptors per proxied request); raise the limit (ulimit -n) or lower maxConnections`,
+    );
+  }
+  const limits = (max?: number) => (): ConnectionLimits => {
+    const config = httpServer();
+    return {
+      headerTimeoutMs: config.headerTimeout,
+      idleTimeoutMs: config.idleTimeout,
+      maxConnections: max ?? config.maxConnections ?? fallback,
+    };
+  };
+  const options = {
+    onClose: (listener: string, reason: string) =>
+      metrics.connectionsClosed.labels(listener, reason).inc(),
+    onOpenChange: (listener: string, open: number) =>
+      metrics.connectionsOpen.labels(listener).set(open),
+  };
+  return {
+    forwards: new ConnectionGuard(limits(), options),
+    admin: new ConnectionGuard(limits(ADMIN_MAX_CONNECTIONS), options),
+  };
 }
 
 function gone(forward: string): Response {

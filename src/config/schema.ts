@@ -130,6 +130,15 @@ const httpServerSchema = z.strictObject({
   shutdownTimeout: duration("s").default(30_000).describe(
     "Drain deadline on SIGTERM/SIGINT (seconds); then remaining streams are ended.",
   ),
+  headerTimeout: duration("s", { minMs: 1 }).default(10_000).describe(
+    "Longest time a new client connection may take to send a complete request head (seconds); then it is closed.",
+  ),
+  idleTimeout: duration("s", { minMs: 1 }).default(60_000).describe(
+    "Keep-alive: a client connection idle between requests for this long is closed (seconds).",
+  ),
+  maxConnections: z.number().int().min(1).optional().describe(
+    "Open client connections across all forwards; past it new ones are closed at once. Default: half of the open-files limit less 64 (read at start-up).",
+  ),
   trustedProxies: z.array(z.string().regex(CIDR_RE, "must be an IP or CIDR")).default([])
     .describe("CIDRs whose X-Forwarded-For is believed for the client IP."),
   forwards: z.array(forwardSchema).min(1).describe("Listeners; each sends to its groups."),

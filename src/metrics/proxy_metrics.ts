@@ -155,6 +155,18 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "Configuration reload attempts, by result: success or failure.",
       ["result"],
     ),
+    /** Open client connections per listener (a forward's name, or `admin`). */
+    connectionsOpen: registry.gauge(
+      "llmproxy_connections_open",
+      "Client connections currently open, by listener.",
+      ["listener"],
+    ),
+    /** Client connections the proxy refused or closed; `reason` is a `CloseReason`. */
+    connectionsClosed: registry.counter(
+      "llmproxy_connections_closed_total",
+      "Client connections refused or closed by the proxy, by reason: limit, header_timeout, idle_timeout.",
+      ["listener", "reason"],
+    ),
     /** `process_resident_memory_bytes`, set from `readRssBytes` on every render. */
     residentMemory,
   };

@@ -1,15 +1,25 @@
 /**
- * HTTP listeners: one `Deno.serve` per forward (and one for admin), with a graceful stop.
+ * HTTP listeners: one per forward (and one for admin), each with its own accept loop, bounded
+ * connections and a graceful stop.
  *
- * Deno detail: `server.shutdown()` stops accepting at once but waits for every response body,
- * so an endless stream would hold it forever; and aborting the serve signal after `shutdown()`
+ * `Deno.serve` owns its accept loop and its connections: it cannot refuse connections past a
+ * limit, close an idle one, or survive running out of file descriptors (the rejected accept is
+ * unhandled and ends the process). So the listener accepts connections itself and hands each
+ * to Deno's HTTP server for that one connection (`serveHttpOnConnection`, the function
+ * `Deno.serve` and `node:http` are built on; measured as fast as `Deno.serve`, see the README).
+ * It is reached through `Deno[Deno.internal]`: where a Deno release no longer has it, the
+ * listener falls back to plain `Deno.serve` and says that connections are then unbounded.
+ *
+ * Deno detail: `shutdown()` of a connection's server waits for its response to end, so an
+ * endless stream would hold it forever; and aborting a serve signal after its shutdown began
  * crashes the process. So the stop waits up to a drain deadline and then asks the caller to end
- * what is left (by aborting the proxy's own per-attempt controllers), never the serve signal.
+ * what is left (by aborting the proxy's own per-attempt controllers), never a serve signal.
  *
  * @module
  */
 import type { Logger } from "../log.ts";
 import { BrokenBodyError } from "../stream/observe.ts";
+import type { ConnectionGuard, TrackedConnection } from "./connections.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -20,31 +30,171 @@ export interface Listener {
   shutdown(): Promise<void>;
 }
 
-/** Starts a listener; resolves once it is bound (so port 0 has become a real port). */
+/** What a request handler gets: the request and the socket peer's address. */
+export type PeerHandler = (request: Request, peerIp: string) => Promise<Response> | Response;
+
+/** What `Deno.serve` and `serveHttpOnConnection` return, as far as used here. */
+interface HttpServer {
+  readonly finished: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+type ServeOnConnection = (
+  connection: Deno.Conn,
+  signal: AbortSignal,
+  handler: (request: Request, info: { completed: Promise<void> }) => Response | Promise<Response>,
+  onError: (error: unknown) => Response,
+  onListen: () => void,
+) => HttpServer;
+
+/** Deno's per-connection HTTP server, when this Deno release has it. */
+export const serveOnConnection: ServeOnConnection | undefined = (() => {
+  // deno-lint-ignore no-explicit-any
+  const internal = (Deno as any)[(Deno as any).internal];
+  const serve = internal?.serveHttpOnConnection;
+  return typeof serve === "function" ? serve as ServeOnConnection : undefined;
+})();
+
+/** Options of {@linkcode listen}. */
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  /** Admits and times out connections; shared by the listeners it bounds together. */
+  guard: ConnectionGuard;
+}
+
+/**
+ * Binds a listener (synchronously: a port that is taken throws `AddrInUse` here, before
+ * anything is served) and starts accepting.
+ */
 export function listen(
   name: string,
-  options: { hostname: string; port: number },
-  handler: (request: Request, peerIp: string) => Promise<Response> | Response,
+  options: ListenOptions,
+  handler: PeerHandler,
   log: Logger,
 ): Listener {
+  if (!serveOnConnection) return listenUnbounded(name, options, handler, log);
+  const serve = serveOnConnection;
+  const tcp = Deno.listen({ hostname: options.hostname, port: options.port });
+  const addr = tcp.addr;
+  const servers = new Map<HttpServer, TrackedConnection>();
+  const onError = errorResponder(name, log);
+  let stopped = false;
+
+  const accept = async () => {
+    let lastWarning = -Infinity;
+    while (!stopped) {
+      let connection: Deno.Conn;
+      try {
+        connection = await tcp.accept();
+      } catch (error) {
+        if (stopped) return;
+        // Out of file descriptors (EMFILE/ENFILE) or a transient accept failure: keep going
+        // once descriptors free up, without spinning and without a log line per attempt.
+        if (/os error 2[34]\b/.test(String(error))) {
+          const bound = options.guard.exhausted();
+          if (bound !== undefined) {
+            log.warn(
+              `out of file descriptors: accepting at most ${bound} client connections from now on`,
+              { listener: name },
+            );
+          }
+        }
+        if (performance.now() - lastWarning > 5_000) {
+          lastWarning = performance.now();
+          log.warn("cannot accept connections; retrying", { listener: name, error });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      serveConnection(connection);
+    }
+  };
+
+  const serveConnection = (connection: Deno.Conn) => {
+    const controller = new AbortController();
+    const tracked = options.guard.admit(name, () => controller.abort());
+    if (!tracked) {
+      close(connection);
+      return;
+    }
+    const peerIp = peerAddress(connection.remoteAddr);
+    let server: HttpServer;
+    try {
+      // A 205 has no content, but Deno's server sends it without `Content-Length: 0` and
+      // ignores a `Connection: close` header, so a kept-alive client would wait for a body:
+      // the connection shuts down with it, and its close ends the (close-delimited) message.
+      const closeAfter205 = (response: Response) => {
+        if (response.status === 205) {
+          tracked.drain();
+          server.shutdown().catch(() => {});
+        }
+        return response;
+      };
+      const onCompleted = () => tracked.requestEnded(performance.now());
+      server = serve(
+        connection,
+        controller.signal,
+        (request, info) => {
+          tracked.requestStarted();
+          info.completed.then(onCompleted, onCompleted);
+          const response = handler(request, peerIp);
+          return response instanceof Promise
+            ? response.then(closeAfter205)
+            : closeAfter205(response);
+        },
+        onError,
+        () => {},
+      );
+    } catch (error) {
+      tracked.release();
+      close(connection);
+      log.warn("cannot serve a connection", { listener: name, error });
+      return;
+    }
+    servers.set(server, tracked);
+    const done = () => {
+      servers.delete(server);
+      tracked.release();
+    };
+    server.finished.then(done, done);
+  };
+
+  accept().catch((error) => log.error("accept loop failed", { listener: name, error }));
+
+  return {
+    name,
+    hostname: addr.hostname,
+    port: addr.port,
+    shutdown: () => {
+      if (!stopped) {
+        stopped = true;
+        close(tcp);
+      }
+      const finished = [...servers].map(([server, tracked]) => {
+        tracked.drain();
+        return server.shutdown().catch(() => {});
+      });
+      return Promise.all(finished).then(() => {});
+    },
+  };
+}
+
+/** `Deno.serve`, for a Deno release without the per-connection server: no bounds. */
+function listenUnbounded(
+  name: string,
+  options: ListenOptions,
+  handler: PeerHandler,
+  log: Logger,
+): Listener {
+  log.warn(
+    `this Deno release has no per-connection HTTP server: listener "${name}" cannot bound its connections (headerTimeout, idleTimeout, maxConnections do not apply)`,
+  );
   const server = Deno.serve({
     hostname: options.hostname,
     port: options.port,
     onListen() {},
-    onError(error) {
-      // An upstream body that broke mid-transfer reaches the server as a body error; the
-      // client's transfer is aborted, which is the intended signal. Anything else is a bug:
-      // the pipeline turns every failure into a response.
-      if (error instanceof BrokenBodyError) {
-        log.warn("response body aborted: the upstream broke off", { listener: name, error });
-      } else log.error("unhandled error in request handler", { listener: name, error });
-      return new Response(
-        JSON.stringify({
-          error: { message: "internal proxy error", type: "proxy_error", code: "internal_error" },
-        }),
-        { status: 500, headers: { "content-type": "application/json" } },
-      );
-    },
+    onError: errorResponder(name, log),
   }, (request, info) => handler(request, peerAddress(info.remoteAddr)));
   const addr = server.addr as Deno.NetAddr;
   return {
@@ -53,6 +203,31 @@ export function listen(
     port: addr.port,
     shutdown: () => server.shutdown(),
   };
+}
+
+function errorResponder(name: string, log: Logger): (error: unknown) => Response {
+  return (error) => {
+    // An upstream body that broke mid-transfer reaches the server as a body error; the
+    // client's transfer is aborted, which is the intended signal. Anything else is a bug:
+    // the pipeline turns every failure into a response.
+    if (error instanceof BrokenBodyError) {
+      log.warn("response body aborted: the upstream broke off", { listener: name, error });
+    } else log.error("unhandled error in request handler", { listener: name, error });
+    return new Response(
+      JSON.stringify({
+        error: { message: "internal proxy error", type: "proxy_error", code: "internal_error" },
+      }),
+      { status: 500, headers: { "content-type": "application/json" } },
+    );
+  };
+}
+
+function close(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // already closed
+  }
 }
 
 function peerAddress(addr: Deno.Addr): string {

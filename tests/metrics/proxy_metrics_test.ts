@@ -21,6 +21,8 @@ const FAMILIES: Record<string, string> = {
   llmproxy_circuit_breaker_transitions_total: "counter",
   llmproxy_tokens_total: "counter",
   llmproxy_config_reloads_total: "counter",
+  llmproxy_connections_open: "gauge",
+  llmproxy_connections_closed_total: "counter",
   process_resident_memory_bytes: "gauge",
 };
 
@@ -57,6 +59,8 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.tokens.labels("openai", "primary", "prompt").inc(120);
   m.tokens.labels("openai", "primary", "completion").inc(30);
   m.configReloads.labels("success").inc();
+  m.connectionsOpen.labels("chat").set(3);
+  m.connectionsClosed.labels("chat", "idle_timeout").inc();
   rss = 2048;
 
   const parsed = parsePrometheusText(registry.render());
