@@ -12,6 +12,7 @@ import { compose, type Handler, type RequestContext } from "./pipeline/compose.t
 import { requestIdStage } from "./pipeline/request_id.ts";
 import { clientStage } from "./pipeline/rate_limit.ts";
 import { type ProxyHooks, proxyStage } from "./pipeline/proxy.ts";
+import { validateRequestStage } from "./pipeline/validate_request.ts";
 import { Router } from "./pipeline/route.ts";
 import { ClientIpResolver } from "./server/client_ip.ts";
 import { KeyedLimiter } from "./resilience/token_bucket.ts";
@@ -142,6 +143,8 @@ export class Runtime {
         clock: deps.clock,
         onReject: () => hooks.onClientRateLimited?.(f.name),
       }),
+      // After the rate limit, so a flood of refused requests is limited like any other.
+      validateRequestStage(),
       proxyStage({
         router,
         maxBodySize: this.config.httpServer.maxBodySize,

@@ -61,6 +61,11 @@ export interface Balancer<M extends Member = Member> {
   begin?(member: M): void;
   /** The request's response body ended (or it failed): in flight −1 and feedback. Optional. */
   end?(member: M, observation: Observation): void;
+  /**
+   * The request counted by `begin` was never sent (it could not be encoded): in flight −1,
+   * nothing learned about the upstream. Optional.
+   */
+  cancel?(member: M): void;
   /** Per-member state for the admin API (EWMA latency, success rate, in-flight), where kept. */
   stats?(member: M): Record<string, number> | undefined;
 }

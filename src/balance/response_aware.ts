@@ -116,6 +116,12 @@ export class ResponseAwareBalancer<M extends Member = Member> implements Balance
     this.#inFlight[this.#slot(member)]! += 1;
   }
 
+  /** Ends an in-flight request that was never sent: no latency or success sample. */
+  cancel(member: M): void {
+    const i = this.#slot(member);
+    this.#inFlight[i] = Math.max(0, this.#inFlight[i]! - 1);
+  }
+
   /** Ends an in-flight request to `member` and folds its outcome into the EWMAs. */
   end(member: M, observation: Observation): void {
     const i = this.#slot(member);

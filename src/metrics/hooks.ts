@@ -72,7 +72,8 @@ export function observabilityHooks(
         if (status >= 500 || status === 429) {
           upstreamErrors(group.name, member.name, "status").inc();
         }
-      } else {
+      } else if (result.outcome.kind !== "not_sent") {
+        // A request never sent is not the upstream's error (it is logged below).
         upstreamErrors(group.name, member.name, errorKind(result.outcome.kind)).inc();
       }
       if (result.kind === "error" && log.enabled("warn")) {

@@ -16,9 +16,12 @@ export interface RequestContext {
   readonly peerIp: string;
   /** Milliseconds since the epoch when the request arrived. */
   readonly startedAt: number;
-  /** Request path and query (without "?"), split once. */
-  readonly path: string;
-  readonly query: string;
+  /**
+   * Request path and query (without "?"), split once; put in canonical form by the
+   * validate-request stage before anything routes on them.
+   */
+  path: string;
+  query: string;
   /** Set by the request-id stage; echoed as `X-Request-Id`. */
   requestId: string;
   /** Set by the client-IP stage: the peer, or a trusted proxy's X-Forwarded-For entry. */

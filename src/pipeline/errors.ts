@@ -49,6 +49,13 @@ export class NotFoundError extends ProxyError {
   override readonly type = "invalid_request_error";
 }
 
+/** 405: a method the proxy does not carry upstream (`TRACE`, `TRACK`, `CONNECT`). */
+export class MethodNotAllowedError extends ProxyError {
+  override name = "MethodNotAllowedError";
+  override readonly status = 405;
+  override readonly type = "invalid_request_error";
+}
+
 /** 408: the client was too slow sending its request. */
 export class RequestTimeoutError extends ProxyError {
   override name = "RequestTimeoutError";

@@ -9,9 +9,10 @@
 import type { Stage } from "./compose.ts";
 import {
   BadGatewayError,
+  BadRequestError,
   GatewayTimeoutError,
   NoUpstreamError,
-  type ProxyError,
+  ProxyError,
   RateLimitedError,
 } from "./errors.ts";
 import type { Router } from "./route.ts";
@@ -20,8 +21,12 @@ import {
   AttemptAbort,
   type AttemptResult,
   type OutgoingRequest,
+  prepareAttempt,
+  type PreparedRequest,
   sendAttempt,
 } from "../upstream/attempt.ts";
+import { NotSentError } from "../upstream/transport.ts";
+import { InvalidPathError } from "../routing/request_target.ts";
 import { decideRetry } from "../resilience/retry.ts";
 import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
@@ -92,6 +97,14 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         throw noCandidateError(group, now(), hooks);
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
+      // Built before the lease: a request that cannot be built is answered without touching
+      // the upstream's breaker, limiter or balancer, and without a retry.
+      let prepared: PreparedRequest;
+      try {
+        prepared = prepareAttempt(member, request);
+      } catch (error) {
+        throw error instanceof NotSentError ? notSentError(error) : error;
+      }
       const lease = member.upstream.acquire(now());
       if (!lease) throw noCandidateError(group, now(), hooks);
       tried.add(member);
@@ -107,7 +120,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       group.balancer.begin?.(member);
 
       const attemptStarted = now();
-      const result = await sendAttempt(group, member, request, controller, {
+      const result = await sendAttempt(group, member, prepared, controller, {
         now,
         deadlines: options.deadlines,
       });
@@ -125,6 +138,8 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         if (judged) return;
         judged = true;
         member.upstream.settle(lease, verdict, now());
+        // Never sent: nothing to learn about the upstream, only the in-flight count to undo.
+        if (result.outcome.kind === "not_sent") return group.balancer.cancel?.(member);
         group.balancer.end?.(member, {
           ok: ok && !(result.kind === "response" && result.response.status === 429),
           latencyMs: result.kind === "response" ? result.firstByteMs : now() - attemptStarted,
@@ -211,6 +226,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
 
 function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyError {
   const { outcome, message, error } = result;
+  if (outcome.kind === "not_sent" && error instanceof NotSentError) return notSentError(error);
   if (outcome.kind === "timeout") {
     return new GatewayTimeoutError(message, { code: "upstream_timeout", cause: error });
   }
@@ -228,6 +244,20 @@ function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyE
     return new BadGatewayError(message, { code: "client_disconnected", cause: error });
   }
   return new BadGatewayError(message, { code: "upstream_unreachable", cause: error });
+}
+
+/**
+ * The answer to a request that never left the proxy: 400 when the client asked for what
+ * cannot be sent, else a 500 (the proxy's own failure; the details stay in the cause).
+ */
+function notSentError(error: NotSentError): ProxyError {
+  if (error.fault === "client") {
+    return new BadRequestError(error.message, {
+      code: error.cause instanceof InvalidPathError ? "invalid_path" : "invalid_request",
+      cause: error,
+    });
+  }
+  return new ProxyError(error.message, { code: "internal_error", cause: error });
 }
 
 function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyError {

@@ -32,7 +32,12 @@ export type AttemptOutcome =
   /** The client went away. */
   | { kind: "aborted" }
   /** The outbound proxy refused. */
-  | { kind: "proxy" };
+  | { kind: "proxy" }
+  /**
+   * Nothing was sent: the request could not be encoded, by the client's fault or the
+   * proxy's. Never the upstream's failure, and another upstream would fail the same way.
+   */
+  | { kind: "not_sent"; fault: "client" | "proxy" };
 
 /** Where the request stands when deciding. */
 export interface RetryContext {
@@ -64,7 +69,7 @@ const MAX_RETRY_AFTER_MS = 3_600_000;
 /**
  * Whether an outcome is worth retrying: connect errors, first-byte timeouts, outbound proxy
  * errors, and statuses 429/500/502/503/504. Not: other statuses, idle/total timeouts (a
- * response had started), broken streams, client aborts.
+ * response had started), broken streams, client aborts, requests never sent.
  */
 export function isRetryable(outcome: AttemptOutcome): boolean {
   switch (outcome.kind) {
@@ -77,6 +82,7 @@ export function isRetryable(outcome: AttemptOutcome): boolean {
       return outcome.phase === "firstByte";
     case "stream":
     case "aborted":
+    case "not_sent":
       return false;
   }
 }

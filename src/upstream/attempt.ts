@@ -9,8 +9,9 @@ import type { AttemptOutcome } from "../resilience/retry.ts";
 import { parseRetryAfter } from "../resilience/retry.ts";
 import type { Group, GroupMember } from "./group.ts";
 import type { BreakerVerdict } from "./upstream.ts";
-import type { UpstreamReply } from "./transport.ts";
+import { NotSentError, type UpstreamReply, type UpstreamTarget } from "./transport.ts";
 import type { Deadlines } from "../deadlines.ts";
+import { InvalidPathError } from "../routing/request_target.ts";
 
 /** Why an attempt's controller was aborted. */
 export class AttemptAbort extends Error {
@@ -52,11 +53,48 @@ export interface OutgoingRequest {
   readonly proto: string;
 }
 
+/** What one attempt sends to one upstream. */
+export interface PreparedRequest {
+  readonly target: UpstreamTarget;
+  readonly method: string;
+  readonly headers: Record<string, string>;
+  readonly body: Uint8Array<ArrayBuffer> | null;
+}
+
+/**
+ * Builds what an attempt to `member` sends. Runs before the lease is taken, so a failure here
+ * touches no breaker, balancer or limiter: it throws a {@linkcode NotSentError}, the client's
+ * fault for a rewritten path that leaves the base path, else the proxy's.
+ */
+export function prepareAttempt(member: GroupMember, request: OutgoingRequest): PreparedRequest {
+  try {
+    return {
+      target: member.upstream.url.target(request.path, request.query),
+      method: request.method,
+      headers: member.headers.build(request.headers, request),
+      body: request.body,
+    };
+  } catch (error) {
+    if (error instanceof InvalidPathError) {
+      throw new NotSentError(
+        "client",
+        `Invalid request path for upstream "${member.name}": ${error.message}`,
+        { cause: error },
+      );
+    }
+    throw new NotSentError(
+      "proxy",
+      `the proxy could not prepare the request for upstream "${member.name}"`,
+      { cause: error },
+    );
+  }
+}
+
 /** Sends one attempt. `controller` is the attempt's own; the client signal is joined to it. */
 export async function sendAttempt(
   group: Group,
   member: GroupMember,
-  request: OutgoingRequest,
+  request: PreparedRequest,
   controller: AbortController,
   options: { now: () => number; deadlines: Deadlines },
 ): Promise<AttemptResult> {
@@ -72,19 +110,20 @@ export async function sendAttempt(
         ),
       ),
   );
-  let url = "";
   try {
-    // Inside the try: whatever fails here is this attempt's failure, never a lease left open.
-    const target = upstream.url.target(request.path, request.query);
-    url = target.url;
-    const headers = member.headers.build(request.headers, request);
-    const response = await group.transport.send(target, {
+    const response = await group.transport.send(request.target, {
       method: request.method,
-      headers,
+      headers: request.headers,
       body: request.body,
       signal: controller.signal,
     });
-    return classifyResponse(group, response, options.now() - started, options.now(), url);
+    return classifyResponse(
+      group,
+      response,
+      options.now() - started,
+      options.now(),
+      request.target.url,
+    );
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
@@ -153,8 +192,19 @@ function classifyError(
   signal: AbortSignal,
   error: unknown,
 ): AttemptResult {
-  const reason = signal.aborted ? signal.reason : undefined;
   const name = member.upstream.name;
+  // Refused before a byte was written: whose fault it is decides the answer, never the
+  // upstream's breaker.
+  if (error instanceof NotSentError) {
+    return {
+      kind: "error",
+      outcome: { kind: "not_sent", fault: error.fault },
+      verdict: "neutral",
+      error,
+      message: `the request to upstream "${name}" was not sent: ${error.message}`,
+    };
+  }
+  const reason = signal.aborted ? signal.reason : undefined;
   if (reason instanceof AttemptAbort) {
     if (reason.reason === "firstByte") {
       return {

@@ -15,6 +15,28 @@
  */
 import type { ReplyHeaders } from "./headers.ts";
 
+/**
+ * Whose fault a request is that never left the proxy: the client's (it asked for something
+ * no transport can send) or the proxy's own. Never the upstream's: nothing reached it.
+ */
+export type NotSentFault = "client" | "proxy";
+
+/**
+ * A transport refused a request before writing any byte of it (a method or head it cannot
+ * encode). It must not count against the upstream: no breaker failure, no retry.
+ */
+export class NotSentError extends Error {
+  override name = "NotSentError";
+  readonly fault: NotSentFault;
+  constructor(fault: NotSentFault, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.fault = fault;
+  }
+}
+
+/** The Fetch standard's forbidden methods: `fetch` refuses them before connecting. */
+const FETCH_FORBIDDEN_METHOD = /^(?:connect|trace|track)$/i;
+
 /** Where a request goes, split once so the transports need no URL parsing. */
 export interface UpstreamTarget {
   /** The full URL (fetch). */
@@ -87,6 +109,10 @@ export class FetchTransport implements Transport {
 
   async send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
     if (this.#closed) throw new Error("the transport is closed");
+    // fetch would reject these with a TypeError, which looks like any network failure.
+    if (FETCH_FORBIDDEN_METHOD.test(init.method)) {
+      throw new NotSentError("client", `fetch cannot send a ${init.method} request`);
+    }
     const response = await this.#fetch(target.url, {
       method: init.method,
       headers: init.headers,

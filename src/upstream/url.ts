@@ -3,13 +3,17 @@
  * load; per request only the client's path and query are spliced in.
  *
  * - `replace`: the outgoing path is the upstream URL's path.
- * - `append`: upstream path + client path (after `rewrite` rules), one slash between.
- * - The client's query is kept; the upstream URL's own query parameters are added to it.
+ * - `append`: upstream path + client path (after `rewrite` rules), one slash between. The
+ *   client path arrives normalised (`../routing/request_target.ts`); a rewritten one is
+ *   normalised again, so no rule can lead out of the base path either.
+ * - The client's query is kept, without the parameters the upstream URL sets itself (by
+ *   decoded name); the upstream URL's own query parameters follow it, so they win.
  * - Scheme, host and port always come from the upstream URL.
  *
  * @module
  */
 
+import { normalizePath } from "../routing/request_target.ts";
 import type { UpstreamTarget } from "./transport.ts";
 
 /** A rewrite rule compiled at load. */
@@ -30,6 +34,8 @@ export class UpstreamUrl {
   readonly host: string;
   readonly #basePath: string;
   readonly #baseQuery: string;
+  /** Decoded names of the upstream URL's own query parameters (they win over the client's). */
+  readonly #baseQueryNames: ReadonlySet<string>;
   readonly #rules: readonly RewriteRule[];
 
   constructor(
@@ -53,6 +59,7 @@ export class UpstreamUrl {
       ? parsed.pathname.replace(/\/+$/, "")
       : parsed.pathname;
     this.#baseQuery = parsed.search.slice(1);
+    this.#baseQueryNames = new Set(parsed.searchParams.keys());
     this.#rules = (options.rewrite ?? []).map((rule) => ({
       match: new RegExp(rule.match),
       replace: rule.replace,
@@ -79,7 +86,11 @@ export class UpstreamUrl {
     };
   }
 
-  /** The outgoing path and query. */
+  /**
+   * The outgoing path and query. `clientPath` must be normalised already (the pipeline does
+   * it once per request). Throws `InvalidPathError` when a rewrite rule's result leaves the
+   * base path.
+   */
   pathAndQuery(clientPath: string, clientQuery: string): string {
     let path = this.#basePath;
     if (this.mode === "append") {
@@ -87,17 +98,47 @@ export class UpstreamUrl {
       for (const rule of this.#rules) {
         if (rule.match.test(tail)) {
           tail = tail.replace(rule.match, rule.replace);
+          if (!tail.startsWith("/")) tail = "/" + tail;
+          // A replacement may bring `..`, `//` or characters to encode back in.
+          tail = normalizePath(tail);
           break;
         }
       }
-      if (!tail.startsWith("/")) tail = "/" + tail;
       path = path + tail;
     }
-    const query = clientQuery && this.#baseQuery
-      ? `${clientQuery}&${this.#baseQuery}`
-      : clientQuery || this.#baseQuery;
+    const query = this.#query(clientQuery);
     return query ? `${path}?${query}` : path;
   }
+
+  /** The client's query without the parameters the upstream URL sets, then the URL's own. */
+  #query(clientQuery: string): string {
+    // Fast paths: no client query (the usual case), or no configured parameters to protect.
+    if (!clientQuery) return this.#baseQuery;
+    if (!this.#baseQuery) return clientQuery;
+    const kept = this.#baseQueryNames.size === 0
+      ? clientQuery
+      : withoutNames(clientQuery, this.#baseQueryNames);
+    return kept ? `${kept}&${this.#baseQuery}` : this.#baseQuery;
+  }
+}
+
+/** `query` without its parameters named in `names` (names compared decoded, as servers do). */
+function withoutNames(query: string, names: ReadonlySet<string>): string {
+  let kept = "";
+  for (const part of query.split("&")) {
+    const equals = part.indexOf("=");
+    const name = equals < 0 ? part : part.slice(0, equals);
+    if (names.has(decodeName(name))) continue;
+    kept = kept ? `${kept}&${part}` : part;
+  }
+  return kept;
+}
+
+/** A query parameter name decoded as `application/x-www-form-urlencoded` (`+` is a space). */
+function decodeName(name: string): string {
+  if (!name.includes("%") && !name.includes("+")) return name;
+  // URLSearchParams decodes as servers do, leaving malformed escapes as they are.
+  return new URLSearchParams(name).keys().next().value ?? "";
 }
 
 /**

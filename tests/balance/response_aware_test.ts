@@ -166,3 +166,17 @@ Deno.test("new ResponseAwareBalancer() rejects out-of-range options", () => {
   assert.throws(() => new ResponseAwareBalancer(group("a"), { successAlpha: 1.5 }), RangeError);
   assert.throws(() => new ResponseAwareBalancer(group("a"), { recoveryHalfLifeMs: 0 }), RangeError);
 });
+
+Deno.test("ResponseAwareBalancer.cancel() undoes begin() without learning anything", () => {
+  const [a, b] = group("a", "b");
+  const balancer = new ResponseAwareBalancer([a!, b!]);
+  request(balancer, a!, 100);
+  const before = balancer.stats(a!);
+  for (let i = 0; i < 5; i++) {
+    balancer.begin(a!);
+    balancer.cancel(a!);
+  }
+  assert.deepEqual(balancer.stats(a!), before);
+  balancer.cancel(b!); // without a begin: stays at zero
+  assert.equal(balancer.stats(b!).inFlight, 0);
+});

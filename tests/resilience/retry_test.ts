@@ -37,8 +37,10 @@ Deno.test("isRetryable() accepts connect, firstByte timeout, proxy and 429/500/5
   }
 });
 
-Deno.test("isRetryable() rejects other statuses, late timeouts, broken streams and aborts", () => {
+Deno.test("isRetryable() rejects other statuses, late timeouts, broken streams, aborts and requests never sent", () => {
   const final: AttemptOutcome[] = [
+    { kind: "not_sent", fault: "client" },
+    { kind: "not_sent", fault: "proxy" },
     { kind: "timeout", phase: "streamIdle" },
     { kind: "timeout", phase: "request" },
     { kind: "stream" },

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import type {
-  SendInit,
-  Transport,
-  UpstreamReply,
-  UpstreamTarget,
+import {
+  FetchTransport,
+  NotSentError,
+  type SendInit,
+  type Transport,
+  type UpstreamReply,
+  type UpstreamTarget,
 } from "../../src/upstream/transport.ts";
 import { createGroupTransport } from "../../src/upstream/client.ts";
 import { Http1Transport } from "../../src/upstream/http1/transport.ts";
@@ -87,4 +89,31 @@ upstreamGroups:
   const forced = createGroupTransport(config(""), { env: none, choice: "fetch" });
   assert.equal(forced.kind, "fetch");
   forced.close();
+});
+
+Deno.test("FetchTransport refuses the methods fetch forbids as not sent, without calling fetch", async () => {
+  let calls = 0;
+  const transport = new FetchTransport(
+    () => {
+      throw new Error("no client needed");
+    },
+    (() => {
+      calls++;
+      return Promise.reject(new TypeError("network"));
+    }) as typeof fetch,
+  );
+  for (const method of ["TRACE", "track", "Connect"]) {
+    await assert.rejects(
+      transport.send(HTTPS, {
+        method,
+        headers: {},
+        body: null,
+        signal: new AbortController().signal,
+      }),
+      (error) => error instanceof NotSentError && error.fault === "client",
+      method,
+    );
+  }
+  assert.equal(calls, 0);
+  transport.close();
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { splitRequestUrl, UpstreamUrl } from "../../src/upstream/url.ts";
+import { InvalidPathError } from "../../src/routing/request_target.ts";
 
 const replace = (url: string) => new UpstreamUrl(url, { mode: "replace" });
 const append = (url: string, rewrite?: { match: string; replace: string }[]) =>
@@ -112,4 +113,35 @@ Deno.test("splitRequestUrl() agrees with URL on what Request.url produces", () =
       query: parsed.search.slice(1),
     }, requestUrl);
   }
+});
+
+Deno.test("UpstreamUrl: the URL's query parameters win over the client's same-named ones", () => {
+  const url = append("http://h.test/v1?key=secret&api-version=1");
+  assert.equal(url.build("/x", ""), "http://h.test/v1/x?key=secret&api-version=1");
+  assert.equal(
+    url.build("/x", "key=x&a=1&k%65y=y&b=2&api-version=2&key&a=3"),
+    "http://h.test/v1/x?a=1&b=2&a=3&key=secret&api-version=1",
+  );
+  // Only the name counts, decoded as a form (+ is a space); values and order are kept.
+  const spaced = append("http://h.test/?a+b=1");
+  assert.equal(spaced.build("/x", "a%20b=2&a=key&ab=3"), "http://h.test/x?a=key&ab=3&a+b=1");
+  assert.equal(append("http://h.test/?k=v").build("/x", "k=1&k=2"), "http://h.test/x?k=v");
+  // No configured query: the client's passes as it is.
+  assert.equal(
+    append("http://h.test/v1").build("/x", "key=x&key=y"),
+    "http://h.test/v1/x?key=x&key=y",
+  );
+});
+
+Deno.test("UpstreamUrl append: a rewritten path is normalised and may not leave the base path", () => {
+  const url = append("https://h.test/v1", [
+    { match: "^/up/(.*)$", replace: "/../$1" },
+    { match: "^/in/(.*)$", replace: "/a//b/../$1" },
+    { match: "^/enc/(.*)$", replace: "/%2e%2e/$1" },
+  ]);
+  assert.throws(() => url.build("/up/admin", ""), InvalidPathError);
+  assert.throws(() => url.build("/enc/admin", ""), InvalidPathError);
+  assert.equal(url.build("/in/x", ""), "https://h.test/v1/a/x");
+  // A rule that matched nothing leaves the (already normalised) client path alone.
+  assert.equal(url.build("/other/x", ""), "https://h.test/v1/other/x");
 });

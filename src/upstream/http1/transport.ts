@@ -9,7 +9,13 @@
  *
  * @module
  */
-import type { SendInit, Transport, UpstreamReply, UpstreamTarget } from "../transport.ts";
+import {
+  NotSentError,
+  type SendInit,
+  type Transport,
+  type UpstreamReply,
+  type UpstreamTarget,
+} from "../transport.ts";
 import { Connection } from "./connection.ts";
 import { Pool } from "./pool.ts";
 import {
@@ -87,7 +93,11 @@ export class Http1Transport implements Transport {
         ),
       );
     } catch (error) {
-      return Promise.reject(error);
+      // Nothing was written: whatever cannot be encoded is not the upstream's failure. The
+      // pipeline hands over an ASCII path, so a head that fails here is the proxy's bug.
+      return Promise.reject(
+        new NotSentError("proxy", "the request head cannot be encoded", { cause: error }),
+      );
     }
     let message: Uint8Array[];
     if (body === null || body.byteLength === 0) message = [head];

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import type {
-  SendInit,
-  Transport,
-  UpstreamReply,
-  UpstreamTarget,
+import {
+  NotSentError,
+  type SendInit,
+  type Transport,
+  type UpstreamReply,
+  type UpstreamTarget,
 } from "../../../src/upstream/transport.ts";
 import {
   Http1Transport,
@@ -1232,14 +1233,19 @@ Deno.test("http1: a lower-case standard method goes out upper-cased (a HEAD has 
   assert.equal((await custom).status, 204);
 });
 
-Deno.test("http1: a header that is not a byte string rejects the send (no throw)", async () => {
+Deno.test("http1: a header that is not a byte string rejects the send as not sent, the proxy's fault", async () => {
   await using t = setup();
   const { transport, server } = t;
   let promise: Promise<UpstreamReply> | undefined;
   assert.doesNotThrow(() => {
     promise = transport.send(server.target(), init("GET", { headers: { "x-a": "\u20ac" } }));
   });
-  await assert.rejects(promise!, TypeError);
+  await assert.rejects(promise!, (error) => {
+    assert.ok(error instanceof NotSentError);
+    assert.equal(error.fault, "proxy");
+    assert.ok(error.cause instanceof TypeError);
+    return true;
+  });
 });
 
 Deno.test("http1: an abort while a large body is being written (upstream not reading) rejects at once", async () => {
