@@ -20,6 +20,7 @@ import type { Group, GroupMember } from "../upstream/group.ts";
 import {
   AttemptAbort,
   type AttemptResult,
+  DescriptorsExhaustedError,
   type OutgoingRequest,
   prepareAttempt,
   type PreparedRequest,
@@ -255,6 +256,14 @@ function notSentError(error: NotSentError): ProxyError {
     return new BadRequestError(error.message, {
       code: error.cause instanceof InvalidPathError ? "invalid_path" : "invalid_request",
       cause: error,
+    });
+  }
+  if (error instanceof DescriptorsExhaustedError) {
+    // Overloaded, not broken: the client may try again in a moment.
+    return new NoUpstreamError("the proxy is overloaded; try again shortly", {
+      code: "proxy_overloaded",
+      cause: error,
+      headers: { "retry-after": "1" },
     });
   }
   return new ProxyError(error.message, { code: "internal_error", cause: error });

@@ -204,6 +204,11 @@ function classifyError(
       message: `the request to upstream "${name}" was not sent: ${error.message}`,
     };
   }
+  // The proxy itself is out of file descriptors (EMFILE, ENFILE): the connect never left this
+  // process, so it is not the upstream's failure and another upstream would fare no better.
+  if (isDescriptorExhaustion(error)) {
+    return classifyError(group, member, signal, new DescriptorsExhaustedError(error));
+  }
   const reason = signal.aborted ? signal.reason : undefined;
   if (reason instanceof AttemptAbort) {
     if (reason.reason === "firstByte") {
@@ -247,6 +252,22 @@ function classifyError(
       ? `upstream "${name}" sent a malformed response: ${detail}`
       : `cannot reach upstream "${name}": ${detail}`,
   };
+}
+
+/** The proxy ran out of file descriptors before it could connect. */
+export class DescriptorsExhaustedError extends NotSentError {
+  override name = "DescriptorsExhaustedError";
+  constructor(cause: unknown) {
+    super("proxy", "the proxy is out of file descriptors", { cause });
+  }
+}
+
+/** EMFILE (24) or ENFILE (23) anywhere in an error's cause chain. */
+function isDescriptorExhaustion(error: unknown): boolean {
+  for (let e = error, i = 0; e instanceof Error && i < 4; e = e.cause, i++) {
+    if (/\(os error 2[34]\)/.test(e.message)) return true;
+  }
+  return false;
 }
 
 /** The most specific message of a fetch error (Deno nests the cause). */

@@ -135,3 +135,23 @@ Deno.test("proxy: an upstream connect failure still counts (the contrast)", asyn
   const errors = [...rt.upstreams.values()].reduce((n, u) => n + u.errors, 0);
   assert.ok(errors > 0);
 });
+
+Deno.test("proxy: the proxy out of file descriptors is a 503 proxy_overloaded, not the upstream's failure", async () => {
+  const transport = new FailingTransport(
+    new TypeError("error sending request", {
+      cause: new Error("Too many open files (os error 24)"),
+    }),
+  );
+  const rt = runtime(transport);
+  for (let i = 0; i < 3; i++) {
+    const response = await rt.forwards.get("main")!.handle(
+      new Request("http://proxy.test/chat"),
+      "127.0.0.1",
+    );
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get("retry-after"), "1");
+    assert.equal((await response.json()).error.code, "proxy_overloaded");
+  }
+  assert.equal(transport.sends, 3, "sent once each: another upstream would fare no better");
+  assertUntouched(rt);
+});
