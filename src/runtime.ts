@@ -151,6 +151,7 @@ export class Runtime {
         random: deps.random,
         inflight: this.inflight,
         hooks,
+        log: deps.log,
       }),
     ]);
     return {
