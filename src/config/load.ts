@@ -145,9 +145,12 @@ function concealValues(
     .sort((a, b) => b[0].length - a[0].length);
   const secrets = [...values].filter((v) => v.length >= 8).sort((a, b) => b.length - a.length);
   return issues.map((issue) => {
+    // Quoted fields become placeholders first, so the redaction below leaves the text as
+    // written alone (a `${VAR:-default}` shows its default: the file says it anyway).
     let message = issue.message;
-    for (const [value, shown] of quoted) message = message.replaceAll(value, shown);
+    quoted.forEach(([value], i) => message = message.replaceAll(value, `\u0000${i}\u0000`));
     for (const value of secrets) message = message.replaceAll(value, "[REDACTED]");
+    message = message.replace(/\u0000(\d+)\u0000/g, (_, i: string) => quoted[Number(i)]![1]);
     return { ...issue, message };
   });
 }
