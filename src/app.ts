@@ -5,7 +5,7 @@
  * @module
  */
 import { ConfigError, type LoadedConfig } from "./config/errors.ts";
-import { redactedConfig } from "./config/secrets.ts";
+import { concealSecrets, redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
@@ -16,6 +16,8 @@ import { Deadlines } from "./deadlines.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
 import { ConnectionGuard, type ConnectionLimits } from "./server/connections.ts";
 import { defaultMaxConnections, openFilesLimit } from "./server/open_files.ts";
+import { ForwardListeners, type ListenerPlan } from "./server/forward_listeners.ts";
+import { ReloadQueue } from "./server/reload_queue.ts";
 import { adminHandler } from "./server/admin.ts";
 import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
 import type { HttpClientConfig } from "./config/schema.ts";
@@ -42,6 +44,12 @@ export interface AppOptions {
   handleSignals?: boolean;
 }
 
+/** What a reload did: `ok`, or the errors that rejected it (no secrets in them). */
+export interface ReloadResult {
+  readonly ok: boolean;
+  readonly errors: readonly string[];
+}
+
 /** A running proxy. */
 export interface RunningApp {
   /** Bound listeners by forward name (ports resolved when configured as 0). */
@@ -50,8 +58,12 @@ export interface RunningApp {
   readonly registry: Registry;
   /** The graph currently serving. */
   runtime(): Runtime;
-  /** Loads the config again and swaps it in when valid; an invalid one is logged and ignored. */
-  reload(): Promise<{ ok: boolean; errors: readonly string[] }>;
+  /**
+   * Loads the config again and swaps it in when valid and every listener it needs is bound;
+   * otherwise logs why and keeps the old config serving. Serialised and coalesced; never
+   * rejects.
+   */
+  reload(): Promise<ReloadResult>;
   /** Drains and stops; resolves when everything has ended. */
   stop(): Promise<void>;
   /** Resolves with the exit code once the proxy has stopped. */
@@ -115,29 +127,15 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     }
   }
 
-  const forwards = new Map<string, Listener>();
-  /** Listeners a reload moved or removed, still draining their own requests. */
-  const draining = new Set<Promise<void>>();
-  const bind = (name: string) => {
-    const f = runtime.forwards.get(name)!.config;
-    // Requests always go to the graph serving now, so a reload swaps it under the listener.
-    const listener = listen(
-      name,
-      { hostname: f.address, port: f.port, guard: guards.forwards },
-      (request, peerIp) => {
-        const forward = runtime.forwards.get(name);
-        return forward ? forward.handle(request, peerIp) : Promise.resolve(gone(name));
-      },
-      log,
-    );
-    forwards.set(name, listener);
-    log.info(`forward "${name}" listening on http://${listener.hostname}:${listener.port}`, {
-      defaultGroup: f.defaultGroup,
-    });
-  };
+  // Requests always go to the graph serving now, so a reload swaps it under the listener.
+  const listeners = new ForwardListeners((name, request, peerIp) => {
+    const forward = runtime.forwards.get(name);
+    return forward ? forward.handle(request, peerIp) : gone(name);
+  }, { log, guard: guards.forwards });
   // Before anything listens: a stop signal that follows the "listening" line must drain, not
   // kill. (The handlers run later, from the event loop, once everything below is set up.)
   const onStop = () => void stop();
+  // reload() never rejects: a failure is its result.
   const onHangup = () => void reload();
   const signals: [Deno.Signal, () => void][] = options.handleSignals === false
     ? []
@@ -146,7 +144,13 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const removeSignals = () => {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
   };
-  for (const name of runtime.forwards.keys()) bind(name);
+  try {
+    listeners.prepare(loaded.config.httpServer.forwards).commit();
+  } catch (error) {
+    removeSignals();
+    runtime.close();
+    throw error;
+  }
 
   const adminConfig = loaded.config.httpServer.admin;
   const admin = adminConfig
@@ -166,76 +170,78 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     : undefined;
   if (admin) log.info(`admin listening on http://${admin.hostname}:${admin.port}`);
 
-  let reloading = Promise.resolve<{ ok: boolean; errors: readonly string[] }>({
-    ok: true,
-    errors: [],
+  const reloads = new ReloadQueue(async (): Promise<ReloadResult> => {
+    try {
+      return await reloadNow();
+    } catch (error) {
+      // A bug, not a bad config: the details go to the (redacted) log only.
+      log.error("config reload failed; the current config keeps serving", { error });
+      metrics.configReloads.labels("failure").inc();
+      return { ok: false, errors: ["reload failed: internal error (see the proxy's log)"] };
+    }
   });
-  /** Reloads one at a time, in order. */
-  function reload(): Promise<{ ok: boolean; errors: readonly string[] }> {
-    reloading = reloading.then(reloadNow, reloadNow);
-    return reloading;
+  /** Reloads one at a time; a burst is coalesced (see {@linkcode ReloadQueue}). Never rejects. */
+  function reload(): Promise<ReloadResult> {
+    return reloads.request();
   }
 
-  async function reloadNow(): Promise<{ ok: boolean; errors: readonly string[] }> {
+  /**
+   * Loads the new config, builds its graph and binds its new listeners while the old config
+   * keeps serving; only when all of that worked does it swap. Anything failing leaves the old
+   * config, its graph and its listeners exactly as they were.
+   */
+  async function reloadNow(): Promise<ReloadResult> {
     if (!options.reload || stopping) return { ok: false, errors: ["reload is not available"] };
     let next: LoadedConfig;
     try {
       next = await options.reload();
     } catch (error) {
-      const errors = error instanceof ConfigError
-        ? error.message.split("\n")
-        : [`reload failed: ${(error as Error).message}`];
-      log.error(`config reload rejected; the current config keeps serving`, { errors });
-      metrics.configReloads.labels("failure").inc();
-      return { ok: false, errors };
+      // A ConfigError's messages show `${VAR}` references, never their values (see load.ts).
+      return rejected(
+        error instanceof ConfigError
+          ? error.message.split("\n")
+          : [`reload failed: ${(error as Error).message}`],
+      );
     }
+    if (stopping) return { ok: false, errors: ["the proxy is shutting down"] };
     const previous = runtime;
     let successor: Runtime;
     try {
       successor = new Runtime(next.config, deps, previous);
     } catch (error) {
-      log.error("config reload failed while building; the current config keeps serving", {
-        error,
-      });
-      metrics.configReloads.labels("failure").inc();
-      return { ok: false, errors: [(error as Error).message] };
+      return rejected([`cannot build the new config: ${(error as Error).message}`], next);
+    }
+    let plan: ListenerPlan;
+    try {
+      plan = listeners.prepare(next.config.httpServer.forwards);
+    } catch (error) {
+      // What the new graph opened that the serving one does not share.
+      successor.close([runtime, ...retiring]);
+      return rejected([(error as Error).message], next);
     }
     runtime = successor;
     current = next;
     for (const warning of next.warnings) log.warn(warning);
     announce(successor, previous);
-    rebindForwards(previous, successor);
-    retire(previous);
-    metrics.configReloads.labels("success").inc();
-    log.info("config reloaded", { source: next.source });
-    return { ok: true, errors: [] };
-  }
-
-  /** Opens listeners of new forwards, moves changed ones, closes removed ones. */
-  function rebindForwards(previous: Runtime, successor: Runtime): void {
-    for (const [name, listener] of forwards) {
-      const before = previous.forwards.get(name)?.config;
-      const after = successor.forwards.get(name)?.config;
-      if (after && before && after.port === before.port && after.address === before.address) {
-        continue;
-      }
-      forwards.delete(name);
-      // Drains on its own: in-flight requests finish, new connections go to the new listener.
-      // A stop waits for it like for the serving listeners.
-      const drained = listener.shutdown();
-      draining.add(drained);
-      drained.finally(() => draining.delete(drained)).catch(() => {});
-      log.info(`forward "${name}" ${after ? "moves" : "is removed"}`);
-    }
-    for (const name of successor.forwards.keys()) {
-      if (!forwards.has(name)) bind(name);
-    }
+    plan.commit();
     if (
       JSON.stringify(previous.config.httpServer.admin) !==
         JSON.stringify(successor.config.httpServer.admin)
     ) {
       log.warn("admin listener settings changed: the address and port apply after a restart");
     }
+    retire(previous);
+    metrics.configReloads.labels("success").inc();
+    log.info("config reloaded", { source: next.source });
+    return { ok: true, errors: [] };
+  }
+
+  /** Logs and counts a rejected reload; `next`'s secrets are kept out of what it answers. */
+  function rejected(errors: readonly string[], next?: LoadedConfig): ReloadResult {
+    const shown = next ? errors.map((e) => concealSecrets(e, next)) : errors;
+    log.error("config reload rejected; the current config keeps serving", { errors: shown });
+    metrics.configReloads.labels("failure").inc();
+    return { ok: false, errors: shown };
   }
 
   /** Closes a replaced graph's clients once its last request has finished. */
@@ -264,10 +270,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       log.info(`shutting down: draining in-flight requests for up to ${drainMs}ms`);
       watcher?.close();
       removeSignals();
-      const drained = Promise.all([
-        ...[...forwards.values()].map((l) => l.shutdown()),
-        ...draining,
-      ]);
+      const drained = listeners.shutdown();
       if (!await within(drained, drainMs)) {
         const open = [runtime, ...retiring].reduce((n, r) => n + r.inflight.size, 0);
         log.warn(`drain deadline passed: ending ${open} request(s) still open`);
@@ -292,7 +295,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
 
   return Promise.resolve({
-    forwards,
+    forwards: listeners.byForward,
     admin,
     registry,
     runtime: () => runtime,
@@ -362,7 +365,10 @@ function isLoopback(address: string): boolean {
   return address === "localhost" || address === "::1" || address.startsWith("127.");
 }
 
-/** Reloads when the config file changes (debounced: editors write in several steps). */
+/**
+ * Reloads when the config file changes (debounced: editors write in several steps). `reload`
+ * must not reject: nothing here could handle it.
+ */
 function watchConfig(path: string, reload: () => unknown, log: Logger): Deno.FsWatcher | undefined {
   let watcher: Deno.FsWatcher;
   try {

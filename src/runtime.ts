@@ -154,6 +154,7 @@ export class Runtime {
         random: deps.random,
         inflight: this.inflight,
         hooks,
+        log: deps.log,
       }),
     ]);
     return {

@@ -13,6 +13,11 @@ export interface InterpolateHooks {
   onError(path: readonly PropertyKey[], message: string): void;
   /** Each value substituted from the environment or a default, for redaction. */
   onValue(value: string): void;
+  /**
+   * Each string that held a reference: its text as written and as interpolated, so messages
+   * about the field can show the reference instead of the value.
+   */
+  onField?(path: readonly PropertyKey[], written: string, interpolated: string): void;
 }
 
 /** Returns a copy of `data` with every `${…}` reference in string values replaced. */
@@ -34,7 +39,7 @@ export function interpolateEnv(
 
   const interpolateString = (text: string, path: PropertyKey[]): string => {
     if (!text.includes("$")) return text;
-    return text.replace(REFERENCE_RE, (match, name?: string, fallback?: string) => {
+    const result = text.replace(REFERENCE_RE, (match, name?: string, fallback?: string) => {
       if (match === "$$") return "$";
       if (name === undefined) {
         hooks.onError(path, `invalid reference "${match}": use \${NAME} or \${NAME:-default}`);
@@ -55,6 +60,8 @@ export function interpolateEnv(
       );
       return "";
     });
+    hooks.onField?.(path, text, result);
+    return result;
   };
 
   return walk(data, []);

@@ -86,10 +86,14 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
     }]);
   }
   const interpolatedValues = new Set<string>();
+  const fields: { written: string; interpolated: string }[] = [];
   const data = interpolateEnv(raw, env, {
     onError: (path, message) => issues.push({ ...at(path), message }),
     onValue: (value) => {
       if (value !== "") interpolatedValues.add(value);
+    },
+    onField: (_, written, interpolated) => {
+      if (written !== interpolated) fields.push({ written, interpolated });
     },
   });
 
@@ -108,7 +112,7 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
   }
   if (issues.length > 0 || !result.success) {
     issues.sort((a, b) => a.line - b.line || a.col - b.col);
-    throw new ConfigError(source, issues);
+    throw new ConfigError(source, concealValues(issues, fields, interpolatedValues));
   }
   return {
     config: result.data,
@@ -116,6 +120,40 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
     interpolatedValues,
     warnings: collectWarnings(result.data),
   };
+}
+
+/**
+ * Issues without the values `${VAR}` references produced: an error is printed, logged and
+ * answered to `POST /reload`, and a value from the environment may be a credential (a `?key=`
+ * in a URL). A quoted field value is shown as written (`invalid URL "${BAD_URL}"`); any other
+ * occurrence of a value that counts as a secret (8+ characters, as in `configSecrets`) is
+ * replaced by `[REDACTED]`.
+ */
+function concealValues(
+  issues: readonly ConfigIssue[],
+  fields: readonly { written: string; interpolated: string }[],
+  values: ReadonlySet<string>,
+): ConfigIssue[] {
+  if (fields.length === 0) return [...issues];
+  // Longest first, so a value that contains another is replaced whole.
+  const quoted = fields
+    .filter(({ interpolated }) => interpolated !== "")
+    .flatMap(({ written, interpolated }): [string, string][] => [
+      [`"${interpolated}"`, `"${written}"`],
+      [JSON.stringify(interpolated), JSON.stringify(written)],
+    ])
+    .sort((a, b) => b[0].length - a[0].length);
+  const secrets = [...values].filter((v) => v.length >= 8).sort((a, b) => b.length - a.length);
+  return issues.map((issue) => {
+    // Quoted fields become placeholders first, so the redaction below leaves the text as
+    // written alone (a `${VAR:-default}` shows its default: the file says it anyway).
+    let message = issue.message;
+    quoted.forEach(([value], i) => message = message.replaceAll(value, `\u0000${i}\u0000`));
+    for (const value of secrets) message = message.replaceAll(value, "[REDACTED]");
+    // deno-lint-ignore no-control-regex -- NUL never occurs in a message: a safe placeholder
+    message = message.replace(/\u0000(\d+)\u0000/g, (_, i: string) => quoted[Number(i)]![1]);
+    return { ...issue, message };
+  });
 }
 
 type At = (path: readonly PropertyKey[], key?: string) => Omit<ConfigIssue, "message">;

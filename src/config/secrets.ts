@@ -47,6 +47,19 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
 export const REDACTED = "[REDACTED]";
 
 /**
+ * `text` with every secret of `loaded` replaced by `[REDACTED]`: for messages answered to an
+ * admin client (the log redacts on its own), e.g. why a reload of `loaded` was rejected.
+ */
+export function concealSecrets(text: string, loaded: LoadedConfig): string {
+  // Longest first, so a secret that contains another is replaced whole; shorter than 4 would
+  // garble words, as in the logger.
+  const secrets = [...configSecrets(loaded)].filter((s) => s.length >= 4)
+    .sort((a, b) => b.length - a.length);
+  for (const secret of secrets) text = text.replaceAll(secret, REDACTED);
+  return text;
+}
+
+/**
  * The effective config for display: every credential field and every string containing a
  * secret value (see {@linkcode configSecrets}) replaced by `[REDACTED]`, proxy URLs with
  * their credentials removed. Durations are shown in milliseconds, sizes in bytes.

@@ -8,6 +8,7 @@ import type { Logger } from "../log.ts";
 import type { RuntimeHooks } from "../runtime.ts";
 import type { Group } from "../upstream/group.ts";
 import type { Upstream } from "../upstream/upstream.ts";
+import { failureDetail } from "../upstream/failure.ts";
 import {
   BREAKER_STATE_VALUE,
   normalizeMethod,
@@ -77,9 +78,12 @@ export function observabilityHooks(
         upstreamErrors(group.name, member.name, errorKind(result.outcome.kind)).inc();
       }
       if (result.kind === "error" && log.enabled("warn")) {
+        // The client saw `message` only; the raw error is the operator's (the logger
+        // redacts the config's secrets from it, e.g. a `?key=` in the URL it names).
         log.warn(`attempt failed: ${result.message}`, {
           group: group.name,
           upstream: member.name,
+          error: failureDetail(result.error),
         });
       }
     },

@@ -35,6 +35,7 @@ import { readBody } from "./request_body.ts";
 import { respond } from "./respond.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
+import { type Logger, silentLogger } from "../log.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -62,13 +63,20 @@ export interface ProxyStageOptions {
   /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
   inflight: Set<AbortController>;
   hooks?: ProxyHooks;
+  /** Gets the raw errors behind what clients are told. @default silentLogger */
+  log?: Logger;
 }
 
 /** Creates the proxy stage. */
 export function proxyStage(options: ProxyStageOptions): Stage {
   const { router, clock, random, hooks = {} } = options;
   const now = () => clock.now();
-  const responder = { hooks, deadlines: options.deadlines, now };
+  const responder = {
+    hooks,
+    deadlines: options.deadlines,
+    now,
+    log: options.log ?? silentLogger,
+  };
 
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);

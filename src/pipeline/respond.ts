@@ -16,6 +16,8 @@ import { responseHeaders } from "../upstream/headers.ts";
 import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import type { Deadlines } from "../deadlines.ts";
 import { MAX_JSON_BYTES, usageFromJsonBytes, usageSniffer } from "../stream/usage.ts";
+import { failureCause, failureDetail } from "../upstream/failure.ts";
+import type { Logger } from "../log.ts";
 
 /** Largest non-streamed body read whole before answering (see {@linkcode respond}). */
 const WHOLE_BODY_MAX = MAX_JSON_BYTES;
@@ -30,6 +32,8 @@ export interface ResponderEnv {
   readonly hooks: ProxyHooks;
   readonly deadlines: Deadlines;
   readonly now: () => number;
+  /** Where the raw errors go: clients are told a cause, never the error's text. */
+  readonly log: Logger;
 }
 
 /**
@@ -59,14 +63,14 @@ export function respond(
   if (!upstream.hasBody || NULL_BODY_STATUS.has(upstream.status)) {
     // Drains what there is (nothing, for a well-behaved upstream) so the connection is reused.
     upstream.bytes().catch(() => {});
-    return answer(member, upstream, null, headers, settle);
+    return answer(env, group, member, upstream, null, headers, settle);
   }
   const length = streamed ? null : upstream.headers.get("content-length");
   if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
     return respondWhole(env, ctx, group, member, result, controller, settle, headers);
   }
   const source = upstream.reader();
-  if (!source) return answer(member, upstream, null, headers, settle);
+  if (!source) return answer(env, group, member, upstream, null, headers, settle);
   ctx.trace.pendingBody = true;
   const sniffer = usageSniffer(contentType);
   const body = observeBody(source, {
@@ -84,8 +88,10 @@ export function respond(
     onEnd: (end) => {
       // A break mid-body is the upstream's failure; a client leaving or a shutdown is
       // nobody's (the read they abort may fail before the body is cancelled).
-      if (end.kind === "error" && !abortedBy(controller)) settle("failure");
-      else if (end.kind !== "end") settle("neutral", true);
+      if (end.kind === "error" && !abortedBy(controller)) {
+        settle("failure");
+        brokeOff(env, group, member, end.error);
+      } else if (end.kind !== "end") settle("neutral", true);
       else settle();
       const usage = end.kind === "end" ? sniffer?.result() : undefined;
       if (usage) ctx.trace.tokens = usage;
@@ -104,7 +110,7 @@ export function respond(
     settle("failure");
     ctx.trace.pendingBody = false;
     body.cancel(error).catch(() => {});
-    throw unusable(member, error);
+    throw unusable(env, group, member, error);
   }
 }
 
@@ -121,6 +127,8 @@ function abortedBy(controller: AbortController): "client" | "shutdown" | undefin
 
 /** A response without a body (or with one read whole), settled once it is built. */
 function answer(
+  env: ResponderEnv,
+  group: Group,
   member: GroupMember,
   upstream: UpstreamReply,
   body: Uint8Array<ArrayBuffer> | null,
@@ -136,7 +144,7 @@ function answer(
     });
   } catch (error) {
     settle("failure");
-    throw unusable(member, error);
+    throw unusable(env, group, member, error);
   }
   settle();
   return response;
@@ -146,13 +154,31 @@ function answer(
  * A status or header the HTTP server refuses. The transports check what they parse, so this is
  * a last line: the upstream's failure, answered as a 502.
  */
-function unusable(member: GroupMember, error: unknown): BadGatewayError {
+function unusable(
+  env: ResponderEnv,
+  group: Group,
+  member: GroupMember,
+  error: unknown,
+): BadGatewayError {
+  // The server's message may quote the upstream's bytes: the log has it, the client does not.
+  env.log.warn(`upstream "${member.name}" sent a response that cannot be passed on`, {
+    group: group.name,
+    upstream: member.name,
+    error: failureDetail(error),
+  });
   return new BadGatewayError(
-    `upstream "${member.name}" sent a response that cannot be passed on: ${
-      (error as Error).message
-    }`,
+    `upstream "${member.name}" sent a response that cannot be passed on`,
     { code: "upstream_invalid_response", cause: error },
   );
+}
+
+/** Logs the raw error of a body the upstream broke off (the client is told a cause only). */
+function brokeOff(env: ResponderEnv, group: Group, member: GroupMember, error: unknown): void {
+  env.log.warn(`upstream "${member.name}" broke off its response`, {
+    group: group.name,
+    upstream: member.name,
+    error: failureDetail(error),
+  });
 }
 
 /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */
@@ -200,14 +226,15 @@ async function respondWhole(
         cause: reason,
       });
     }
+    if (!stoppedBy) brokeOff(env, group, member, reason);
     throw new BadGatewayError(
-      `upstream "${member.name}" broke off its response: ${(reason as Error).message}`,
+      `upstream "${member.name}" broke off its response: ${failureCause(reason)}`,
       { code: stoppedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
     );
   } finally {
     deadline.cancel();
   }
-  const response = answer(member, upstream, bytes, headers, settle);
+  const response = answer(env, group, member, upstream, bytes, headers, settle);
   const usage = upstream.headers.get("content-type")?.startsWith("application/json")
     ? usageFromJsonBytes(bytes)
     : undefined;

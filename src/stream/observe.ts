@@ -10,6 +10,7 @@
  * @module
  */
 import type { BodyReader } from "../upstream/transport.ts";
+import { failureCause } from "../upstream/failure.ts";
 
 /** How an observed body ended. */
 export type BodyEnd =
@@ -137,7 +138,8 @@ export function observeBody(
   }, { highWaterMark: 0 });
 }
 
+/** What the client is told (an SSE error event): a cause, never the error's own text. */
 function describe(error: unknown): string {
   if (error instanceof BodyTimeoutError) return error.message;
-  return `upstream stream broke: ${error instanceof Error ? error.message : String(error)}`;
+  return `upstream stream broke: ${failureCause(error)}`;
 }

@@ -12,6 +12,7 @@ import type { BreakerVerdict } from "./upstream.ts";
 import { NotSentError, type UpstreamReply, type UpstreamTarget } from "./transport.ts";
 import type { Deadlines } from "../deadlines.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
+import { failureCause } from "./failure.ts";
 
 /** Why an attempt's controller was aborted. */
 export class AttemptAbort extends Error {
@@ -36,7 +37,9 @@ export type AttemptResult =
     readonly kind: "error";
     readonly outcome: AttemptOutcome;
     readonly verdict: BreakerVerdict;
+    /** The raw error, for the log only (see `failureDetail`). */
     readonly error: unknown;
+    /** What the client is told: names the upstream by its config name, never its URL. */
     readonly message: string;
     /** Why the attempt's controller was aborted, when it was (not a first-byte timeout). */
     readonly abortedBy?: "client" | "shutdown";
@@ -229,7 +232,9 @@ function classifyError(
       abortedBy: reason.reason,
     };
   }
-  const detail = describeFetchError(error);
+  // Clients learn the upstream's config name and a cause from a fixed vocabulary; the error's
+  // own text (URL with its configured query, addresses, upstream bytes) goes to the log only.
+  const cause = failureCause(error);
   // Through an outbound proxy every connection goes to the proxy: a connection that fails is
   // the proxy's failure (unreachable, refused the tunnel), not the upstream's, so it must not
   // count against the upstream's breaker.
@@ -239,7 +244,7 @@ function classifyError(
       outcome: { kind: "proxy" },
       verdict: "neutral",
       error,
-      message: `outbound proxy failed for upstream "${name}": ${detail}`,
+      message: `outbound proxy failed for upstream "${name}": ${cause}`,
     };
   }
   return {
@@ -248,9 +253,9 @@ function classifyError(
     verdict: "failure",
     error,
     // A malformed answer reached us: the upstream is reachable, but broken.
-    message: error instanceof Error && error.name === "UpstreamProtocolError"
-      ? `upstream "${name}" sent a malformed response: ${detail}`
-      : `cannot reach upstream "${name}": ${detail}`,
+    message: cause === "malformed response"
+      ? `upstream "${name}" sent a malformed response`
+      : `cannot reach upstream "${name}": ${cause}`,
   };
 }
 
@@ -268,15 +273,4 @@ function isDescriptorExhaustion(error: unknown): boolean {
     if (/\(os error 2[34]\)/.test(e.message)) return true;
   }
   return false;
-}
-
-/** The most specific message of a fetch error (Deno nests the cause). */
-function describeFetchError(error: unknown): string {
-  let message = error instanceof Error ? error.message : String(error);
-  let cause = error instanceof Error ? error.cause : undefined;
-  for (let i = 0; i < 3 && cause instanceof Error; i++) {
-    message = cause.message;
-    cause = cause.cause;
-  }
-  return message;
 }

@@ -910,7 +910,19 @@ Deno.test("${VAR} values are validated after substitution", () => {
   ]);
   const url = edit(BASE, '"https://api.example.com/v1"', '"${URL:-ftp://x/}"');
   assert.deepEqual(errorLines(url), [
-    `${pos(url, '"${URL')} upstreams.0.url: upstream "u1": URL "ftp://x/" must use http or https`,
+    // Shown as written: a value from the environment may be a secret.
+    `${
+      pos(url, '"${URL')
+    } upstreams.0.url: upstream "u1": URL "\${URL:-ftp://x/}" must use http or https`,
+  ]);
+});
+
+Deno.test("errors show a ${VAR} field as written and never the value it had", () => {
+  const secret = "sk-from-env-value-77";
+  const text = edit(BASE, '"https://api.example.com/v1"', '"${URL}"');
+  const lines = errorLines(text, { URL: `ftp://host/v1?key=${secret}` });
+  assert.deepEqual(lines, [
+    `${pos(text, '"${URL}"')} upstreams.0.url: upstream "u1": URL "\${URL}" must use http or https`,
   ]);
 });
 
