@@ -61,8 +61,10 @@ export function respond(
   const headers = responseHeaders(upstream.headers, ctx.responseHeaders);
 
   if (!upstream.hasBody || NULL_BODY_STATUS.has(upstream.status)) {
-    // Drains what there is (nothing, for a well-behaved upstream) so the connection is reused.
-    upstream.bytes().catch(() => {});
+    // Content these answers cannot have is cancelled, never read: a misbehaving upstream's body
+    // may be endless (the http1 transport already closed such a connection; on fetch the cancel
+    // drops it, so nothing of it can reach a later answer).
+    upstream.reader()?.cancel().catch(() => {});
     return answer(env, group, member, upstream, null, headers, settle);
   }
   const length = streamed ? null : upstream.headers.get("content-length");

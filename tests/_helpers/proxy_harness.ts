@@ -29,6 +29,8 @@ export interface TestProxyOptions {
   json?: boolean;
   clock?: Clock;
   random?: () => number;
+  /** The `fetch` the fetch transport calls (`https:` upstreams use it on either transport). */
+  fetch?: typeof fetch;
 }
 
 /**
@@ -58,6 +60,7 @@ export async function startTestProxy(
     env: (name) => env[name],
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.random ? { random: options.random } : {}),
+    ...(options.fetch ? { fetch: options.fetch } : {}),
   });
   return {
     app,

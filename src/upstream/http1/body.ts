@@ -43,7 +43,11 @@ export class ResponseBody {
     this.#reusable = reusable(head, framing);
     this.#chunked = framing.kind === "chunked" ? new ChunkedDecoder() : undefined;
     this.#remaining = framing.kind === "length" ? framing.length : 0;
-    if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
+    // A discarded body ends here too: the release closes its connection (never `reusable`).
+    if (
+      framing.kind === "none" || framing.kind === "discard" ||
+      (framing.kind === "length" && framing.length === 0)
+    ) {
       this.#finish();
     }
   }
@@ -141,7 +145,7 @@ export class ResponseBody {
 /** The Response-shaped reply for a head and its body. */
 export function reply(head: ResponseHead, framing: Framing, body: ResponseBody): UpstreamReply {
   let stream: ReadableStream<Uint8Array> | undefined;
-  const hasBody = framing.kind !== "none";
+  const hasBody = framing.kind !== "none" && framing.kind !== "discard";
   return {
     status: head.status,
     statusText: head.statusText,

@@ -159,22 +159,58 @@ function stripCr(line: string): string {
   return line.endsWith("\r") ? line.slice(0, -1) : line;
 }
 
-/** How a response body is delimited (RFC 9112 §6.3). */
+/**
+ * How a response body is delimited (RFC 9112 §6.3). `discard`: the status has no content, but
+ * the upstream declared some (or left its end to the close): nothing is read, and the
+ * connection closes after the head, so an unbounded body costs nothing and no byte of it can
+ * be taken for the next response.
+ */
 export type Framing =
   | { readonly kind: "none" }
+  | { readonly kind: "discard" }
   | { readonly kind: "length"; readonly length: number }
   | { readonly kind: "chunked" }
   | { readonly kind: "close" };
 
 const NO_BODY: Framing = { kind: "none" };
+const DISCARD: Framing = { kind: "discard" };
 const CHUNKED: Framing = { kind: "chunked" };
 const UNTIL_CLOSE: Framing = { kind: "close" };
 const DIGITS = /^\d+$/;
 
-/** The framing of a final (non-1xx) response to `method`. Throws on an invalid length. */
+/**
+ * The framing of a final (non-1xx) response to `method`. Throws on an invalid length.
+ *
+ * A 205 has no content (RFC 9110 §15.3.6) and a 204 no Content-Length (§8.6): unless framed
+ * empty, what such an answer declares is a misbehaving upstream's body, discarded unread.
+ * HEAD and 304 answers may declare the length of a representation they do not carry, so
+ * theirs is ignored.
+ */
 export function responseFraming(method: string, head: ResponseHead): Framing {
-  const { status, fields } = head;
-  if (method === "HEAD" || status === 204 || status === 304 || status < 200) return NO_BODY;
+  const { status } = head;
+  if (method === "HEAD" || status === 304 || status < 200) return NO_BODY;
+  const framing = declaredFraming(head);
+  if (status === 204) {
+    // No framing headers at all is the usual 204 (it ends with its head, unlike a 205).
+    const unframed = framing.kind === "close" && !hasField(head, "transfer-encoding");
+    return unframed || isEmpty(framing) ? NO_BODY : DISCARD;
+  }
+  if (status === 205) return isEmpty(framing) ? NO_BODY : DISCARD;
+  return framing;
+}
+
+function hasField(head: ResponseHead, name: string): boolean {
+  for (let i = 0; i < head.fields.length; i += 2) if (head.fields[i] === name) return true;
+  return false;
+}
+
+function isEmpty(framing: Framing): boolean {
+  return framing.kind === "length" && framing.length === 0;
+}
+
+/** The framing the head's Transfer-Encoding and Content-Length declare. */
+function declaredFraming(head: ResponseHead): Framing {
+  const { fields } = head;
   let transferEncoding: string | undefined;
   let contentLength: string | undefined;
   for (let i = 0; i < fields.length; i += 2) {
@@ -220,7 +256,9 @@ export function responseFraming(method: string, head: ResponseHead): Framing {
  * `Connection: close`, and a body not delimited by the close.
  */
 export function reusable(head: ResponseHead, framing: Framing): boolean {
-  if (head.minorVersion === 0 || framing.kind === "close") return false;
+  if (head.minorVersion === 0 || framing.kind === "close" || framing.kind === "discard") {
+    return false;
+  }
   const { fields } = head;
   for (let i = 0; i < fields.length; i += 2) {
     if (fields[i] === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(fields[i + 1]!)) {

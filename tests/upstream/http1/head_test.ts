@@ -285,7 +285,8 @@ Deno.test("responseFraming: HEAD, 204, 304 and 1xx have no body", () => {
   assert.deepEqual(responseFraming("HEAD", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked")), {
     kind: "none",
   });
-  assert.deepEqual(responseFraming("GET", withLength("HTTP/1.1 204 No Content")), { kind: "none" });
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 204 No Content")), { kind: "none" });
+  // A 304 may carry the representation's length (RFC 9110 §8.6).
   assert.deepEqual(responseFraming("GET", withLength("HTTP/1.1 304 Not Modified")), {
     kind: "none",
   });
@@ -403,6 +404,44 @@ Deno.test("responseFraming: no Content-Length and no Transfer-Encoding runs to c
   });
 });
 
+Deno.test("responseFraming: a 205's content (and a 204's declared one) is discarded, not read", () => {
+  // RFC 9110 §15.3.6: a 205 has no content; an upstream that sends some anyway is not read.
+  for (
+    const field of [
+      "Content-Length: 1073741824",
+      "Transfer-Encoding: chunked",
+      "Transfer-Encoding: gzip",
+      "Content-Length: 5",
+    ]
+  ) {
+    assert.deepEqual(responseFraming("GET", head("HTTP/1.1 205 Reset Content", field)), {
+      kind: "discard",
+    }, field);
+    // §8.6: a 204 never has Content-Length; one that declares a body may well send it.
+    assert.deepEqual(responseFraming("GET", head("HTTP/1.1 204 No Content", field)), {
+      kind: "discard",
+    }, field);
+  }
+  // Without framing headers the empty content runs to the close (§15.3.6 allows that).
+  assert.deepEqual(responseFraming("GET", head("HTTP/1.1 205 Reset Content")), {
+    kind: "discard",
+  });
+  // The framed empty 205 is the well-behaved one; so is a 204 saying Content-Length: 0.
+  assert.deepEqual(
+    responseFraming("GET", head("HTTP/1.1 205 Reset Content", "Content-Length: 0")),
+    { kind: "none" },
+  );
+  assert.deepEqual(
+    responseFraming("GET", head("HTTP/1.1 204 No Content", "Content-Length: 0")),
+    { kind: "none" },
+  );
+  // Malformed framing is still refused.
+  assert.throws(
+    () => responseFraming("GET", head("HTTP/1.1 205 Reset Content", "Content-Length: x")),
+    UpstreamProtocolError,
+  );
+});
+
 // --- reusable ----------------------------------------------------------------------------
 
 Deno.test("reusable: HTTP/1.1 with a length or chunked body", () => {
@@ -450,6 +489,13 @@ Deno.test("reusable: connection: close in any case, alone or in a list", () => {
 Deno.test("reusable: a close-delimited body is never reused", () => {
   const parsed = head("HTTP/1.1 200 OK");
   assert.equal(reusable(parsed, { kind: "close" }), false);
+});
+
+Deno.test("reusable: a connection whose body is discarded is never reused", () => {
+  const parsed = head("HTTP/1.1 205 Reset Content", "Content-Length: 5");
+  assert.equal(reusable(parsed, responseFraming("GET", parsed)), false);
+  const empty = head("HTTP/1.1 205 Reset Content", "Content-Length: 0");
+  assert.equal(reusable(empty, responseFraming("GET", empty)), true);
 });
 
 Deno.test("MAX_HEAD_BYTES is 64 KiB", () => {

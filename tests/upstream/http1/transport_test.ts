@@ -497,6 +497,66 @@ Deno.test("http1: 204 and HEAD have no body and keep the connection", async () =
   assert.equal(server.accepts, 1);
 });
 
+Deno.test("http1: a 205 declaring a 1 GiB body: nothing read, the connection closed, the next request clean", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const first = send(init("POST"));
+  const peer = await server.next();
+  // The head and the first bytes of the body in one write, as a misbehaving upstream sends them.
+  await server.answer(
+    peer,
+    "HTTP/1.1 205 Reset Content\r\ncontent-length: 1073741824\r\n\r\n" + "x".repeat(1000),
+  );
+  const reset = await first;
+  assert.equal(reset.status, 205);
+  assert.equal(reset.hasBody, false);
+  assert.equal(reset.body, null);
+  assert.equal(reset.reader(), null);
+  assert.equal((await bytesOf(reset)).byteLength, 0);
+  // Closed, not pooled: the body is never read, and its bytes can reach no later request.
+  assert.equal(transport.idleConnections, 0);
+  assert.equal(await peer.eof(), true);
+
+  const second = send(init());
+  await server.answer(await server.next(), OK);
+  assert.equal(decoder.decode(await bytesOf(await second)), "ok");
+  assert.equal(server.accepts, 2);
+});
+
+Deno.test("http1: a 205 framed empty (content-length: 0) keeps the connection", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const first = send(init("POST"));
+  const peer = await server.next();
+  await server.answer(peer, "HTTP/1.1 205 Reset Content\r\ncontent-length: 0\r\n\r\n");
+  const reset = await first;
+  assert.equal(reset.status, 205);
+  assert.equal(reset.hasBody, false);
+  assert.equal(transport.idleConnections, 1);
+  const second = send(init());
+  await server.answer(peer, OK);
+  assert.equal(decoder.decode(await bytesOf(await second)), "ok");
+  assert.equal(server.accepts, 1);
+});
+
+Deno.test("http1: a 204 declaring a body that comes late: the next request never reads it", async () => {
+  await using t = setup();
+  const { server, send } = t;
+  const first = send(init("DELETE"));
+  const peer = await server.next();
+  await server.answer(peer, "HTTP/1.1 204 No Content\r\ncontent-length: 44\r\n\r\n");
+  assert.equal((await first).status, 204);
+  // Sent at once: were the connection pooled, it would carry this request.
+  const second = send(init());
+  const poison = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON";
+  // The 204's declared body, as a broken upstream writes it after the head.
+  await peer.write(poison).catch(() => {});
+  assert.equal(await peer.eof(), true, "the 204's connection carried the next request");
+  await server.answer(await server.next(), OK);
+  assert.equal(decoder.decode(await bytesOf(await second)), "ok");
+  assert.equal(server.accepts, 2);
+});
+
 Deno.test("http1: an empty content-length body keeps the connection", async () => {
   await using t = setup();
   const { server, transport, send } = t;
