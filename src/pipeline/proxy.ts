@@ -93,7 +93,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         options.deadlines,
       ),
       peerIp: ctx.peerIp,
-      proto: ctx.request.url.startsWith("https:") ? "https" : "http",
+      // The listeners serve plain HTTP. Never read from `request.url`: for an absolute-form
+      // target (`GET https://x/ HTTP/1.1`) it is whatever scheme the client wrote.
+      proto: "http",
     };
 
     const tried = new Set<GroupMember>();

@@ -205,12 +205,21 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** A TCP port that was free a moment ago (listen on 0, close). */
+/**
+ * A TCP port that was free a moment ago, chosen below Linux's ephemeral range (32768–60999):
+ * a port the kernel handed out for `port: 0` and took back could be handed out again to a
+ * listener the test starts later (the proxy's own), and a "dead" upstream would then answer.
+ */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    }
+  }
 }
 
 /** Waits until something accepts TCP connections on `port`. */

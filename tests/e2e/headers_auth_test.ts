@@ -263,3 +263,18 @@ Deno.test("e2e headers: hop-by-hop response headers never reach the client", asy
     assert.ok(!(response.get("connection") ?? "").includes("x-bar"));
   });
 });
+
+Deno.test("e2e headers: an absolute-form https:// target cannot make X-Forwarded-Proto say https", async () => {
+  await withProxy("", async (proxy) => {
+    const port = Number(new URL(proxy.url()).port);
+    const response = await rawRequest(
+      port,
+      "POST https://spoofed.example/v1/chat/completions HTTP/1.1\nHost: spoofed.example\n" +
+        "Content-Type: application/json\nContent-Length: 2\nConnection: close",
+      "{}",
+    );
+    assert.equal(response.status, 200);
+    const echoed = JSON.parse(new TextDecoder().decode(response.body)).headers;
+    assert.equal(echoed["x-forwarded-proto"], "http");
+  });
+});

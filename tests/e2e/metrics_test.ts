@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
 import { startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText, type PromFamily, sampleValue } from "../_helpers/prom_parser.ts";
-import { chat, contentEvents, delay, freePort, readEvents } from "./_e2e.ts";
+import { chat, contentEvents, delay, readEvents } from "./_e2e.ts";
 
 /**
  * Forward `main` → group `g` by default; path prefixes pick the other groups:
@@ -72,11 +72,14 @@ async function withProxy(
   options: { json?: boolean; logLevel?: "debug" | "info" | "warn" } = {},
 ): Promise<void> {
   const mock = await startMockUpstream();
-  const proxy = await startTestProxy(config(mock, freePort()), {
+  // The dead upstream's port stays taken until the proxy's own listeners are bound: a port
+  // freed earlier could be handed to one of them, and "dead" would then answer.
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const proxy = await startTestProxy(config(mock, dead.addr.port), {
     captureLogs: true,
     json: options.json ?? true,
     logLevel: options.logLevel ?? "info",
-  });
+  }).finally(() => dead.close());
   const setup: Setup = {
     proxy,
     mock,
