@@ -60,16 +60,52 @@ export function encodeHead(head: string): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * Where the head in `buf[start, end)` ends: the index just past its blank line, or -1 when
- * it is not complete yet. Lines end with CRLF; a bare LF is accepted as RFC 9112 §2.2 allows.
+ * Where the head that starts at `buf[start]` ends within `buf[start, end)`: the index just past
+ * its blank line, or -1 when it is not complete yet. `from` is where scanning resumes: bytes
+ * before it were scanned by an earlier call (each LF is checked against the byte before it,
+ * so nothing needs a second look).
+ *
+ * Strict, as llhttp is: every line ends with CRLF. A bare LF is refused (RFC 9112 §2.2 lets a
+ * recipient accept one, but a parser that does not reads a different message: a bare LF can
+ * hide a Content-Length inside what it takes for one field line). A CR not followed by LF
+ * stays inside its line, where {@linkcode parseResponseHead} refuses it. The check costs one
+ * comparison per LF, in a loop that already visits every byte.
+ *
+ * `buf[start]` must not be an LF: empty lines before the status line are the caller's (see
+ * {@linkcode skipEmptyLines}).
  */
-export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
-  for (let i = start; i < end; i++) {
+export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = start): number {
+  for (let i = from; i < end; i++) {
     if (buf[i] !== 10) continue;
-    if (i + 1 < end && buf[i + 1] === 10) return i + 2;
-    if (i + 2 < end && buf[i + 1] === 13 && buf[i + 2] === 10) return i + 3;
+    if (i === start || buf[i - 1] !== 13) {
+      throw new UpstreamProtocolError("bare LF in the response head");
+    }
+    // CRLF CRLF: the LF two bytes back was itself checked to follow a CR.
+    if (i - 2 > start && buf[i - 2] === 10) return i + 1;
   }
   return -1;
+}
+
+/**
+ * Skips the empty lines (CRLF) before a status line, as llhttp does: some servers send one
+ * after an interim answer (aiohttp after `100 Continue`). Returns the index of the first byte
+ * past them: the status line's first byte, `end`, or a CR at `end - 1` whose LF has not
+ * arrived. A bare LF or a CR followed by anything but LF is refused. The caller bounds how
+ * many bytes it skips.
+ */
+export function skipEmptyLines(buf: Uint8Array, start: number, end: number): number {
+  let at = start;
+  while (at < end) {
+    const byte = buf[at];
+    if (byte !== 13) {
+      if (byte === 10) throw new UpstreamProtocolError("bare LF before the status line");
+      return at;
+    }
+    if (at + 1 === end) return at;
+    if (buf[at + 1] !== 10) throw new UpstreamProtocolError("bare CR before the status line");
+    at += 2;
+  }
+  return at;
 }
 
 /** A parsed response head. */
@@ -94,10 +130,14 @@ export function latin1(bytes: Uint8Array): string {
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5]\d\d)(?: (.*))?$/;
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/** Parses a response head (without its final blank line); throws on anything malformed. */
+/**
+ * Parses a response head, its final blank line included or not; throws on anything malformed.
+ * Lines end with CRLF only: a bare LF or CR is left inside a line, where the status line,
+ * field name and field value checks refuse it.
+ */
 export function parseResponseHead(text: string): ResponseHead {
-  const lines = text.split("\n");
-  const statusLine = stripCr(lines[0]!);
+  const lines = text.split("\r\n");
+  const statusLine = lines[0]!;
   const match = STATUS_LINE.exec(statusLine);
   if (!match) {
     throw new UpstreamProtocolError(
@@ -112,7 +152,7 @@ export function parseResponseHead(text: string): ResponseHead {
   }
   const fields: string[] = [];
   for (let i = 1; i < lines.length; i++) {
-    const line = stripCr(lines[i]!);
+    const line = lines[i]!;
     if (line === "") continue; // the blank line that ends the head
     // Obsolete line folding (a line starting with whitespace) is refused, as §5.2 allows.
     const colon = line.indexOf(":");
@@ -153,10 +193,6 @@ function trimOws(line: string, start: number): string {
 
 function isOws(code: number): boolean {
   return code === 32 || code === 9;
-}
-
-function stripCr(line: string): string {
-  return line.endsWith("\r") ? line.slice(0, -1) : line;
 }
 
 /**

@@ -27,6 +27,7 @@ import {
   requestHead,
   responseFraming,
   type ResponseHead,
+  skipEmptyLines,
   UpstreamProtocolError,
 } from "./head.ts";
 import { reply, ResponseBody } from "./body.ts";
@@ -178,25 +179,48 @@ function isConnectionReset(error: unknown): boolean {
     error instanceof Deno.errors.BrokenPipe;
 }
 
-/** Reads the final response head, skipping interim (1xx) ones. */
+/**
+ * Interim (1xx) answers accepted before the final one, per request. Each costs a parse, so an
+ * upstream streaming them without end would keep a core busy until the first-byte deadline;
+ * past this it is a protocol error.
+ */
+export const MAX_INTERIM_RESPONSES = 32;
+
+/** Reads the final response head, skipping interim (1xx) ones and empty lines before each. */
 async function readHead(connection: Connection): Promise<ResponseHead> {
   let received = false;
-  for (;;) {
-    let headEnd = findHeadEnd(connection.buffer, connection.start, connection.end);
-    while (headEnd === -1) {
-      const buffered = connection.end - connection.start;
-      if (buffered >= MAX_HEAD_BYTES) {
+  for (let interim = 0;;) {
+    // Empty lines skipped before this status line: they count toward the head's size limit,
+    // so an endless run of them is refused like an endless head.
+    let skipped = 0;
+    // Bytes of this head (from `connection.start`, which moves when the buffer is compacted)
+    // already scanned for its end; 0 while the status line has not begun.
+    let scanned = 0;
+    let headEnd = -1;
+    for (;;) {
+      const { buffer, end } = connection;
+      let start = connection.start;
+      if (scanned === 0) {
+        const headStart = skipEmptyLines(buffer, start, end);
+        skipped += headStart - start;
+        connection.start = start = headStart;
+      }
+      // Past the empty lines, the status line has begun unless a lone CR awaits its LF.
+      if (start < end && buffer[start] !== 13) {
+        headEnd = findHeadEnd(buffer, start, end, start + scanned);
+        if (headEnd !== -1) break;
+        scanned = end - start;
+      }
+      const buffered = end - start;
+      if (buffered + skipped >= MAX_HEAD_BYTES) {
         throw new UpstreamProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
       }
       if (!(await connection.fill(MAX_HEAD_BYTES))) {
-        throw received || buffered > 0
+        throw received || buffered > 0 || skipped > 0
           ? new UpstreamProtocolError("upstream closed the connection mid-head")
           : new ClosedBeforeResponse("upstream closed the connection before responding");
       }
       received = true;
-      // Rescan only the new bytes, and the two before them where a line end may be cut.
-      const from = connection.start + Math.max(0, buffered - 2);
-      headEnd = findHeadEnd(connection.buffer, from, connection.end);
     }
     const text = latin1(connection.buffer.subarray(connection.start, headEnd));
     connection.start = headEnd;
@@ -204,5 +228,10 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
     const head = parseResponseHead(text);
     if (head.status >= 200) return head;
     if (head.status === 101) throw new UpstreamProtocolError("unexpected 101 Switching Protocols");
+    if (++interim > MAX_INTERIM_RESPONSES) {
+      throw new UpstreamProtocolError(
+        `more than ${MAX_INTERIM_RESPONSES} interim (1xx) responses`,
+      );
+    }
   }
 }

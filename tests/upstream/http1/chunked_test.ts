@@ -42,6 +42,21 @@ function decodeThrows(text: string): void {
   assert.throws(() => decodeWhole(text), UpstreamProtocolError, JSON.stringify(text.slice(0, 80)));
 }
 
+/**
+ * Decoding an input that must fail: fed whole, one byte at a time, and cut at every point
+ * (the error is found whatever the split).
+ */
+function decodeThrowsAnySplit(text: string): void {
+  decodeThrows(text);
+  const input = encoder.encode(text);
+  const what = JSON.stringify(text.slice(0, 80));
+  const bytewise = Array.from({ length: input.length - 1 }, (_, i) => i + 1);
+  assert.throws(() => decodeIn(input, bytewise), UpstreamProtocolError, `${what} byte by byte`);
+  for (let cut = 1; cut < input.length; cut++) {
+    assert.throws(() => decodeIn(input, [cut]), UpstreamProtocolError, `${what} cut at ${cut}`);
+  }
+}
+
 const SAMPLE = "5\r\nhello\r\n7;name=value\r\n, world\r\nA\r\n0123456789\r\n0\r\n\r\n";
 const SAMPLE_PAYLOAD = "hello, world0123456789";
 
@@ -66,9 +81,8 @@ Deno.test("chunked: a body fed one byte at a time", () => {
 Deno.test("chunked: every split point (and every pair of them) gives the same payload", () => {
   const bodies = [
     SAMPLE,
-    "3\nabc\n0\n\n",
-    "1;a=b;c\r\nx\r\n0;last\r\nTrailer: one\r\nOther: two\r\n\r\n",
-    "00000F \r\n0123456789abcdef\r\n0\r\n\r\n".replace("0123456789abcdef", "0123456789abcde"),
+    '1;a=b;c\r\nx\r\n0;last;q="x;\\"y"\r\nTrailer: one\r\nOther: two\r\n\r\n',
+    "00000F ;x\r\n0123456789abcde\r\n0\r\n\r\n",
     "2\r\n\r\n\r\n0\r\n\r\n", // payload that looks like line endings
   ];
   for (const body of bodies) {
@@ -108,9 +122,14 @@ Deno.test("chunked: the output parts are views into the input", () => {
   assert.equal(out[0]!.buffer, input.buffer);
 });
 
-Deno.test("chunked: chunk extensions are ignored", () => {
-  const body = '4;ext\r\nabcd\r\n3 ; a=1; b="q;\\"x"\r\nefg\r\n2\t;x\r\nhi\r\n0;end=1\r\n\r\n';
-  assert.deepEqual(decodeWhole(body), { payload: "abcdefghi", done: true, stoppedAt: body.length });
+Deno.test("chunked: valid chunk extensions are ignored", () => {
+  const body = '4;ext\r\nabcd\r\n3 ;a=1;b="q;\\"x\t\u00e9"\r\nefg\r\n2\t;x\r\nhi\r\n' +
+    "0;end=1 ;e2=!#$%&'*+-.^_`|~\r\n\r\n";
+  assert.deepEqual(decodeWhole(body), {
+    payload: "abcdefghi",
+    done: true,
+    stoppedAt: encoder.encode(body).length, // the é (obs-text in a quoted string) is 2 bytes
+  });
 });
 
 Deno.test("chunked: trailer fields are skipped", () => {
@@ -133,16 +152,80 @@ Deno.test("chunked: upper- and lower-case hex sizes", () => {
   assert.equal(decodeWhole(body).payload.length, 0xface);
 });
 
-Deno.test("chunked: bare-LF line endings", () => {
-  const body = "5\nhello\n1\n!\n0\nTrailer: x\n\n";
-  assert.deepEqual(decodeWhole(body), { payload: "hello!", done: true, stoppedAt: body.length });
-  // Mixed.
-  const mixed = "5\r\nhello\n1\n!\r\n0\n\r\n";
-  assert.deepEqual(decodeWhole(mixed), { payload: "hello!", done: true, stoppedAt: mixed.length });
+Deno.test("chunked: a bare LF ends no line: size line, chunk data, last chunk, trailers", () => {
+  for (
+    const body of [
+      "5\nhello\r\n0\r\n\r\n",
+      "5;a=b\nhello\r\n0\r\n\r\n",
+      "5\r\nhello\n0\r\n\r\n",
+      "5\r\nhello\r\n0\n\r\n",
+      "5\r\nhello\r\n0\r\n\n",
+      "5\r\nhello\r\n0\r\nTrailer: x\n\r\n",
+      "5\nhello\n1\n!\n0\nTrailer: x\n\n",
+    ]
+  ) {
+    decodeThrowsAnySplit(body);
+  }
+});
+
+Deno.test("chunked: a bare CR in the framing is refused", () => {
+  for (
+    const body of [
+      "5\rhello\r\n0\r\n\r\n",
+      "5\r\r\nhello\r\n0\r\n\r\n",
+      "5;a\rb\r\nhello\r\n0\r\n\r\n",
+      "5\r\nhello\r\r\n0\r\n\r\n",
+      "5\r\nhello\r\n0\r\nT: a\rb\r\n\r\n",
+      "5\r\nhello\r\n0\r\n\r\r\n",
+    ]
+  ) {
+    decodeThrowsAnySplit(body);
+  }
+});
+
+Deno.test("chunked: nothing but BWS and extensions after the size: trailing whitespace is refused", () => {
+  for (const line of ["25  ", "25 ", "25\t", "5;a ", "5;a=b\t", '5;a="b" ']) {
+    decodeThrowsAnySplit(`${line}\r\nhello\r\n0\r\n\r\n`);
+  }
+});
+
+Deno.test("chunked: malformed chunk extensions are refused", () => {
+  for (
+    const ext of [
+      ";", // empty (`2;`)
+      ";a;",
+      ";;a",
+      "; a", // whitespace only before `;`
+      ";a =b",
+      ";a= b",
+      ";a=",
+      ';a="b', // unbalanced quote
+      ';a="b\\"',
+      ';a=b"c"',
+      ';a="b"c',
+      ";a\u0001",
+      ";a=b\u0000",
+      ';a="b\u0001"',
+      ';a="b\u007f"',
+      ";a=b\u007f",
+      ";(a)",
+      ";a=b=c",
+      ";a,b",
+      " a",
+    ]
+  ) {
+    decodeThrowsAnySplit(`5${ext}\r\nhello\r\n0\r\n\r\n`);
+  }
+});
+
+Deno.test("chunked: malformed trailer fields are refused", () => {
+  for (const line of [" folded", "no colon", ": empty", "Name : x", "X-A: b\u0001", "X(A): b"]) {
+    decodeThrowsAnySplit(`5\r\nhello\r\n0\r\n${line}\r\n\r\n`);
+  }
 });
 
 Deno.test("chunked: a size that is not hex is an error", () => {
-  for (const size of ["g", "-1", "0x5", " 5", ";ext", "", "5 5", "5\u00e9"]) {
+  for (const size of ["g", "-1", "+5", "0x5", " 5", ";ext", "", "5 5", "5\u00e9", "\t5"]) {
     decodeThrows(`${size}\r\nhello\r\n0\r\n\r\n`);
   }
   // In a later chunk, too.
@@ -220,7 +303,7 @@ Deno.test("chunked: done only after the final blank line", () => {
 });
 
 Deno.test("chunked: bytes after the end are not consumed", () => {
-  for (const body of ["3\r\nabc\r\n0\r\n\r\n", "3\nabc\n0\nT: x\n\n"]) {
+  for (const body of ["3\r\nabc\r\n0\r\n\r\n", "3\r\nabc\r\n0\r\nT: x\r\n\r\n"]) {
     const next = "HTTP/1.1 200 OK\r\n\r\n";
     const input = encoder.encode(body + next);
     const out: Uint8Array[] = [];

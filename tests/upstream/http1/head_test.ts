@@ -9,6 +9,7 @@ import {
   responseFraming,
   type ResponseHead,
   reusable,
+  skipEmptyLines,
   UpstreamProtocolError,
 } from "../../../src/upstream/http1/head.ts";
 
@@ -104,22 +105,34 @@ Deno.test("findHeadEnd: CRLF head ends just past the blank line", () => {
   assert.equal(findHeadEnd(buf, 0, buf.length), text.indexOf("body"));
 });
 
-Deno.test("findHeadEnd: bare LF and mixed line endings", () => {
+Deno.test("findHeadEnd: a bare LF anywhere in the head is refused, found as soon as it arrives", () => {
   for (
     const text of [
       "HTTP/1.1 200 OK\na: b\n\nbody",
-      "HTTP/1.1 200 OK\na: b\r\n\nbody",
+      "HTTP/1.1 200 OK\r\na: b\r\n\nbody", // ended by CRLF LF
       "HTTP/1.1 200 OK\r\na: b\n\r\nbody",
+      // A field line another parser reads as one (its value holding an LF) hides a second.
+      "HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 4\r\n\r\nbody",
+      "HTTP/1.1 200 OK\n\r\nbody",
     ]
   ) {
     const buf = bytes(text);
-    assert.equal(findHeadEnd(buf, 0, buf.length), text.indexOf("body"), JSON.stringify(text));
+    const bareLf = text.search(/(?<!\r)\n/);
+    assert.throws(
+      () => findHeadEnd(buf, 0, buf.length),
+      UpstreamProtocolError,
+      JSON.stringify(text),
+    );
+    for (let cut = 0; cut < buf.length; cut++) {
+      if (cut <= bareLf) assert.equal(findHeadEnd(buf, 0, cut), -1, `cut at ${cut}`);
+      else assert.throws(() => findHeadEnd(buf, 0, cut), UpstreamProtocolError, `cut at ${cut}`);
+    }
   }
 });
 
 Deno.test("findHeadEnd: a head cut at any position is incomplete", () => {
   for (
-    const text of ["HTTP/1.1 200 OK\r\na: b\r\nc: d\r\n\r\n", "HTTP/1.1 204 No Content\na: b\n\n"]
+    const text of ["HTTP/1.1 200 OK\r\na: b\r\nc: d\r\n\r\n", "HTTP/1.1 204 No Content\r\n\r\n"]
   ) {
     const buf = bytes(text);
     assert.equal(findHeadEnd(buf, 0, buf.length), buf.length);
@@ -127,6 +140,21 @@ Deno.test("findHeadEnd: a head cut at any position is incomplete", () => {
       assert.equal(findHeadEnd(buf, 0, cut), -1, `cut at ${cut} of ${JSON.stringify(text)}`);
     }
   }
+});
+
+Deno.test("findHeadEnd: resuming from where the last scan stopped finds the same end", () => {
+  const text = "HTTP/1.1 200 OK\r\na: b\r\n\r\nbody";
+  const buf = bytes(text);
+  for (let cut = 0; cut <= buf.length; cut++) {
+    const first = findHeadEnd(buf, 0, cut);
+    const found = first !== -1 ? first : findHeadEnd(buf, 0, buf.length, cut);
+    assert.equal(found, text.indexOf("body"), `cut at ${cut}`);
+  }
+  // A bare LF right after the cut is still seen against the byte before it.
+  const bare = bytes("HTTP/1.1 200 OK\r\na: b\n\r\n");
+  const lf = "HTTP/1.1 200 OK\r\na: b".length;
+  assert.equal(findHeadEnd(bare, 0, lf), -1);
+  assert.throws(() => findHeadEnd(bare, 0, bare.length, lf), UpstreamProtocolError);
 });
 
 Deno.test("findHeadEnd: start offset is respected", () => {
@@ -139,6 +167,33 @@ Deno.test("findHeadEnd: start offset is respected", () => {
   assert.equal(findHeadEnd(buf, first.length, first.length + second.length - 1), -1);
   // Only bytes in [start, end) count.
   assert.equal(findHeadEnd(buf, first.length + 3, buf.length), first.length + second.length);
+});
+
+// --- skipEmptyLines ----------------------------------------------------------------------
+
+Deno.test("skipEmptyLines: CRLF lines before a status line are skipped, a lone CR waits", () => {
+  const text = "\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+  const buf = bytes(text);
+  assert.equal(skipEmptyLines(buf, 0, buf.length), 4);
+  assert.equal(skipEmptyLines(buf, 2, buf.length), 4);
+  assert.equal(skipEmptyLines(buf, 4, buf.length), 4, "nothing to skip");
+  assert.equal(skipEmptyLines(buf, 0, 0), 0);
+  assert.equal(skipEmptyLines(buf, 0, 1), 0, "a CR whose LF has not arrived");
+  assert.equal(skipEmptyLines(buf, 0, 2), 2);
+  assert.equal(skipEmptyLines(buf, 0, 3), 2);
+});
+
+Deno.test("skipEmptyLines: a bare LF or a bare CR before a status line is refused", () => {
+  for (
+    const text of ["\nHTTP/1.1 200 OK", "\r\n\nHTTP/1.1 200 OK", "\rHTTP/1.1 200 OK", "\r\r\n"]
+  ) {
+    const buf = bytes(text);
+    assert.throws(
+      () => skipEmptyLines(buf, 0, buf.length),
+      UpstreamProtocolError,
+      JSON.stringify(text),
+    );
+  }
 });
 
 // --- parseResponseHead -------------------------------------------------------------------
@@ -188,11 +243,21 @@ Deno.test("parseResponseHead: names lower-cased, values trimmed, order and repea
   ]);
 });
 
-Deno.test("parseResponseHead: bare LF line endings", () => {
-  const parsed = parseResponseHead("HTTP/1.1 201 Created\nLocation: /x\n\n");
-  assert.equal(parsed.status, 201);
-  assert.equal(parsed.statusText, "Created");
-  assert.deepEqual(parsed.fields, ["location", "/x"]);
+Deno.test("parseResponseHead: a bare LF or CR ends no line and is refused", () => {
+  for (
+    const text of [
+      "HTTP/1.1 201 Created\nLocation: /x\n\n",
+      "HTTP/1.1 201 Created\r\nx-a: 1\ncontent-length: 0\r\n\r\n",
+      "HTTP/1.1 201 Created\r\nx-a: 1\rcontent-length: 0\r\n\r\n",
+      "HTTP/1.1 201 Created\r\nx-a: 1\r\r\n\r\n",
+      "HTTP/1.1 201 Cre\rated\r\n\r\n",
+      "HTTP/1.1 201 Created\r\r\n\r\n",
+      "HTTP/1.1 201 Created\r\nx\r-a: 1\r\n\r\n",
+      "HTTP/1.1 201 Created\r\n\r\r\n\r\n",
+    ]
+  ) {
+    assert.throws(() => parseResponseHead(text), UpstreamProtocolError, JSON.stringify(text));
+  }
 });
 
 Deno.test("parseResponseHead: Latin-1 bytes in values are kept", () => {
