@@ -80,13 +80,14 @@ export function respond(
     idleTimeoutMs: group.deadlines.streamIdleMs,
     // `request` is the attempt's total: it started firstByteMs before the headers came.
     deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.deadlines.requestMs,
-    sse,
     now: env.now,
     abort: (reason) => controller.abort(reason),
-    errorEvent: (message) =>
-      abortedBy(controller) === "shutdown"
-        ? sseErrorEvent("the proxy is shutting down", "shutting_down")
-        : sseErrorEvent(message, "upstream_stream_error"),
+    errorEvent: sse && canAppend(upstream.headers)
+      ? (message) =>
+        abortedBy(controller) === "shutdown"
+          ? sseErrorEvent("the proxy is shutting down", "shutting_down")
+          : sseErrorEvent(message, "upstream_stream_error")
+      : undefined,
     onEnd: (end) => {
       // A break mid-body is the upstream's failure; a client leaving or a shutdown is
       // nobody's (the read they abort may fail before the body is cancelled).
@@ -114,6 +115,19 @@ export function respond(
     body.cancel(error).catch(() => {});
     throw unusable(env, group, member, error);
   }
+}
+
+/**
+ * Whether bytes of the proxy's own (an SSE error event) may follow a broken body. Not when the
+ * client was promised a `Content-Length`: Deno's server cuts a streamed body at the declared
+ * length, so the event would fill it up into a complete-looking answer on a connection kept for
+ * reuse; the transfer is aborted instead. Nor when the body is compressed (`Content-Encoding`):
+ * plain text after compressed bytes is garbage to the client's decoder.
+ */
+function canAppend(headers: UpstreamReply["headers"]): boolean {
+  if (headers.has("content-length")) return false;
+  const encoding = headers.get("content-encoding")?.trim().toLowerCase();
+  return !encoding || encoding === "identity";
 }
 
 /** Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5). */

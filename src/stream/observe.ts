@@ -4,8 +4,9 @@
  * - enforces `streamIdle` (longest silence between chunks) and an optional total deadline,
  *   with a single timer re-armed lazily rather than one timer per chunk;
  * - reports first-byte time and bytes, and calls `onEnd` exactly once: end, error or cancel;
- * - when the upstream breaks mid-stream, ends an SSE stream with an `event: error` so the
- *   client sees a failure, and errors any other body (an aborted transfer, never a clean end).
+ * - when the upstream breaks mid-stream, ends the body with an SSE `event: error` when the
+ *   caller gives one (an SSE body whose length is not declared), and errors any other body:
+ *   the HTTP server then aborts the transfer, so the client never sees a clean end.
  *
  * @module
  */
@@ -24,16 +25,20 @@ export interface ObserveOptions {
   idleTimeoutMs: number;
   /** Absolute deadline (epoch ms) for the whole body; undefined for streams. */
   deadlineAt?: number | undefined;
-  /** Whether the body is SSE: a break becomes an error event instead of an aborted body. */
-  sse: boolean;
   /** Aborts the upstream request (deadline hit, client gone). */
   abort: (reason: unknown) => void;
   /** Called once when the body is over. */
   onEnd: (end: BodyEnd) => void;
   /** Each chunk as it passes (token usage sniffing); must not hold on to it. */
   onChunk?: ((chunk: Uint8Array) => void) | undefined;
-  /** Builds the SSE error event for a break. */
-  errorEvent: (reason: string) => Uint8Array;
+  /**
+   * Builds the SSE error event that ends a broken body. Give it only when the client's body can
+   * take more bytes: an SSE body without a declared `Content-Length` (the server would cut an
+   * appended event at the declared length into a complete-looking body) and without a
+   * `Content-Encoding` (plain text appended to compressed bytes is garbage). Without it, a break
+   * errors the body (an aborted transfer).
+   */
+  errorEvent?: ((reason: string) => Uint8Array) | undefined;
   now: () => number;
 }
 
@@ -124,7 +129,7 @@ export function observeBody(
             ? { kind: "error", bytes, error: cause, timeout: timeout.phase }
             : { kind: "error", bytes, error: cause },
         );
-        if (options.sse) {
+        if (options.errorEvent) {
           controller.enqueue(options.errorEvent(describe(cause)));
           controller.close();
         } else controller.error(new BrokenBodyError(describe(cause), { cause }));

@@ -1,9 +1,13 @@
 /**
  * Token usage read from responses as they pass, without holding the stream back:
  * - JSON bodies: a bounded copy (up to {@linkcode MAX_JSON_BYTES}) is parsed at the end;
- * - SSE: only chunks that contain `"usage":` are decoded, and only their `data:` lines with a
- *   usage object are parsed (OpenAI sends it in the final chunk with `include_usage`).
- * Field names of OpenAI (`prompt_tokens`/`completion_tokens`) and Anthropic
+ * - SSE: only events with a `"usage"` key whose value is an object are parsed, and of those only
+ *   the usage object. Usage is in the final chunk with OpenAI's `include_usage` (`"usage":null`
+ *   on the others), under `response.usage` in the Responses API's `response.completed`, and in
+ *   Anthropic's `message_start` (`message.usage`) and `message_delta` (`usage`).
+ * The key is found with any whitespace JSON allows around its colon (compact, Python's
+ * `json.dumps` spacing, pretty-printed across several `data:` lines). Field names of OpenAI
+ * (`prompt_tokens`/`completion_tokens`) and Anthropic and the Responses API
  * (`input_tokens`/`output_tokens`) are understood.
  *
  * @module
@@ -19,7 +23,8 @@ export interface TokenUsage {
 /** Bodies larger than this are not parsed for usage (bounded sniffing). */
 export const MAX_JSON_BYTES = 1 << 20;
 
-const USAGE_BYTES = new TextEncoder().encode('"usage":');
+/** Longest SSE event (in characters) kept while it arrives in pieces; a longer one is skipped. */
+export const MAX_EVENT_CHARS = MAX_JSON_BYTES;
 
 /** Collects usage from one response body; feed every chunk, then call `result()`. */
 export interface UsageSniffer {
@@ -37,32 +42,16 @@ export function usageSniffer(contentType: string): UsageSniffer | undefined {
 const decoder = new TextDecoder();
 
 /**
- * Usage from a whole JSON body. Only the `"usage"` object is parsed (found from the end, where
- * OpenAI puts it), not the whole document; falls back to a full parse when that fails.
+ * Usage from a whole JSON body. Only the last `"usage"` object is parsed (OpenAI, Anthropic and
+ * the Responses API put it after the content), not the whole document; falls back to a full
+ * parse when there is none.
  */
 export function usageFromJsonBytes(bytes: Uint8Array): TokenUsage | undefined {
   if (bytes.byteLength === 0 || bytes.byteLength > MAX_JSON_BYTES) return undefined;
   const text = decoder.decode(bytes);
-  const at = text.lastIndexOf('"usage":');
-  if (at < 0) return undefined;
-  const open = text.indexOf("{", at);
-  let depth = 0;
-  for (let i = open; open >= 0 && i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x7b) depth++;
-    else if (c === 0x7d && --depth === 0) {
-      try {
-        return readUsage({ usage: JSON.parse(text.slice(open, i + 1)) });
-      } catch {
-        break;
-      }
-    } else if (c === 0x22) {
-      // Skip a string, escapes included, so braces inside it do not count.
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) {
-        if (text.charCodeAt(i) === 0x5c) i++;
-      }
-    }
-  }
+  if (!text.includes(KEY)) return undefined;
+  const usage = usageIn(text);
+  if (usage) return complete(usage);
   try {
     return readUsage(JSON.parse(text));
   } catch {
@@ -84,63 +73,208 @@ function jsonSniffer(): UsageSniffer {
       if (!chunks || size === 0) return undefined;
       const whole = concatBytes(chunks);
       chunks = undefined;
-      try {
-        return readUsage(JSON.parse(new TextDecoder().decode(whole)));
-      } catch {
-        return undefined;
-      }
+      return usageFromJsonBytes(whole);
     },
   };
 }
 
+/** Options of the SSE decoder: a character split across chunks is decoded whole. */
+const STREAM: TextDecodeOptions = { stream: true };
+
+/**
+ * The SSE sniffer. Fast path (nearly every chunk): nothing of an earlier event is pending, the
+ * chunk ends on an event boundary, and no `"usage"` key in it can hold an object (none at all, or
+ * `"usage":null`): one decode and one `indexOf`, nothing kept. Otherwise the chunk's complete
+ * events are read and an unfinished one is kept until its end arrives, so a key or a usage
+ * object split across network chunks is still found.
+ */
 function sseSniffer(): UsageSniffer {
   const decoder = new TextDecoder();
   let usage: Partial<TokenUsage> | undefined;
-  // The unfinished last line of the previous chunk (usually empty: events end with "\n\n").
-  let carry = "";
-  return {
-    chunk(bytes) {
-      if (carry === "" && indexOf(bytes, USAGE_BYTES) < 0) {
-        // Fast path: nothing to parse; remember only an unfinished tail.
-        const newline = bytes.lastIndexOf(10);
-        if (newline < bytes.length - 1) carry = decoder.decode(bytes.subarray(newline + 1));
+  /** The unfinished event: text after the last blank line, line ends turned into LF. */
+  let pending = "";
+  /** A CR ended the last chunk: it may be the first half of a CRLF. */
+  let heldCr = false;
+  /** The rest of an event longer than {@linkcode MAX_EVENT_CHARS} is being skipped. */
+  let skipping = false;
+  /** With `skipping`: the skipped text ended with LF (half of a blank line). */
+  let skippedLf = false;
+
+  const events = (text: string) => {
+    if (heldCr) {
+      text = "\r" + text;
+      heldCr = false;
+    }
+    if (text.endsWith("\r") && !text.endsWith("\r\r")) {
+      heldCr = true;
+      text = text.slice(0, -1);
+    }
+    if (text.includes("\r")) text = text.replace(CR_LINE_END, "\n");
+    if (skipping) {
+      const lead = skippedLf ? 1 : 0;
+      const boundary = (lead ? "\n" + text : text).indexOf("\n\n");
+      if (boundary < 0) {
+        if (text !== "") skippedLf = text.endsWith("\n");
         return;
       }
-      const text = carry + decoder.decode(bytes);
-      const newline = text.lastIndexOf("\n");
-      carry = text.slice(newline + 1);
-      if (carry.length > 64 * 1024) carry = ""; // bounded: no SSE line is this long
-      for (const line of text.slice(0, Math.max(newline, 0)).split("\n")) {
-        if (!line.startsWith("data:") || !line.includes('"usage":{')) continue;
-        try {
-          usage = merge(usage, readPartialUsage(JSON.parse(line.slice(5))));
-        } catch { /* not JSON: ignore */ }
+      skipping = false;
+      text = text.slice(boundary + 2 - lead);
+    }
+    // Only the new text is searched for the last boundary (plus the LF pending may end with).
+    const lead = pending.endsWith("\n") ? 1 : 0;
+    const boundary = (lead ? "\n" + text : text).lastIndexOf("\n\n");
+    if (boundary < 0) {
+      pending += text;
+    } else {
+      const end = boundary + 2 - lead;
+      const done = pending + text.slice(0, end);
+      pending = text.slice(end);
+      if (done.includes(KEY)) {
+        for (const event of done.split("\n\n")) usage = merge(usage, usageInEvent(event));
       }
+    }
+    if (pending.length > MAX_EVENT_CHARS) {
+      // Bounded: an event this long is dropped whole, up to its end.
+      skipping = true;
+      skippedLf = pending.endsWith("\n");
+      pending = "";
+    }
+  };
+
+  return {
+    chunk(bytes) {
+      const text = decoder.decode(bytes, STREAM);
+      if (
+        pending === "" && !heldCr && !skipping && endsEvent(text) && !mayHoldUsage(text)
+      ) return;
+      events(text);
     },
     result() {
-      if (carry.startsWith("data:") && carry.includes('"usage":{')) {
-        try {
-          usage = merge(usage, readPartialUsage(JSON.parse(carry.slice(5))));
-        } catch { /* not JSON: ignore */ }
-      }
-      return usage && { prompt: usage.prompt ?? 0, completion: usage.completion ?? 0 };
+      if (!skipping) usage = merge(usage, usageInEvent(pending));
+      pending = "";
+      return usage && complete(usage);
     },
   };
 }
 
-function readUsage(value: unknown): TokenUsage | undefined {
-  const usage = readPartialUsage(value);
-  return usage && { prompt: usage.prompt ?? 0, completion: usage.completion ?? 0 };
+const KEY = '"usage"';
+const CR_LINE_END = /\r\n?/g;
+
+/** Whether `text` ends on an SSE event boundary (a blank line, in any line-end style). */
+function endsEvent(text: string): boolean {
+  return text.endsWith("\n\n") || text.endsWith("\r\n\r\n") || text.endsWith("\r\r");
 }
 
 /**
- * The counts an event reports, each only when present. Anthropic streams report input tokens
- * in `message_start` (under `message.usage`) and the final output count in `message_delta`.
+ * Whether a `"usage"` in `text` may be followed by an object: false only when every one is
+ * followed by something else (`null`, or not a colon: a string value). A line end before the
+ * value (JSON spread over `data:` lines) or the text's end counts as maybe.
  */
-function readPartialUsage(value: unknown): Partial<TokenUsage> | undefined {
-  const v = value as { usage?: unknown; message?: { usage?: unknown } } | null;
-  const usage = (v?.usage ?? v?.message?.usage) as Record<string, unknown> | null | undefined;
-  if (!usage || typeof usage !== "object") return undefined;
+function mayHoldUsage(text: string): boolean {
+  for (let at = text.indexOf(KEY); at >= 0; at = text.indexOf(KEY, at + KEY.length)) {
+    let i = skipSpace(text, at + KEY.length);
+    let c = text.charCodeAt(i);
+    if (c !== COLON) {
+      if (c === LF || c === CR || i >= text.length) return true;
+      continue;
+    }
+    i = skipSpace(text, i + 1);
+    c = text.charCodeAt(i);
+    if (c === OPEN || c === LF || c === CR || i >= text.length) return true;
+  }
+  return false;
+}
+
+/** The usage reported by one SSE event (line ends already LF): its `data:` lines, joined. */
+function usageInEvent(event: string): Partial<TokenUsage> | undefined {
+  if (!event.includes(KEY)) return undefined;
+  let data: string | undefined;
+  for (const line of event.split("\n")) {
+    if (!line.startsWith("data")) continue;
+    let value: string;
+    if (line.length === 4) value = "";
+    else if (line.charCodeAt(4) !== COLON) continue; // another field, e.g. `datax:`
+    else value = line.charCodeAt(5) === SPACE ? line.slice(6) : line.slice(5);
+    data = data === undefined ? value : data + "\n" + value;
+  }
+  return data === undefined ? undefined : usageIn(data);
+}
+
+/**
+ * The counts of the last `"usage"` key in a JSON text whose value is an object with counts.
+ * Only that object is parsed. The key must be one: after `{` or `,` (whitespace aside) and
+ * before `:` — inside a JSON string a quote is always escaped (`\"usage\"`), so content text
+ * can never pass for the key.
+ */
+function usageIn(json: string): Partial<TokenUsage> | undefined {
+  for (let at = json.lastIndexOf(KEY); at >= 0; at = at > 0 ? json.lastIndexOf(KEY, at - 1) : -1) {
+    const before = json.charCodeAt(skipSpaceBack(json, at - 1));
+    if (before !== OPEN && before !== COMMA) continue;
+    let i = skipSpace(json, at + KEY.length);
+    if (json.charCodeAt(i) !== COLON) continue;
+    i = skipSpace(json, i + 1);
+    if (json.charCodeAt(i) !== OPEN) continue;
+    const end = objectEnd(json, i);
+    if (end < 0) continue;
+    try {
+      const counts = countsOf(JSON.parse(json.slice(i, end)));
+      if (counts) return counts;
+    } catch { /* not JSON: look further */ }
+  }
+  return undefined;
+}
+
+const SPACE = 0x20, TAB = 0x09, LF = 0x0a, CR = 0x0d;
+const COLON = 0x3a, COMMA = 0x2c, OPEN = 0x7b, CLOSE = 0x7d, QUOTE = 0x22, BACKSLASH = 0x5c;
+
+/** The index of the first non-whitespace (JSON's SP, HTAB, LF, CR) at or after `i`. */
+function skipSpace(text: string, i: number): number {
+  for (let c = text.charCodeAt(i); c === SPACE || c === LF || c === CR || c === TAB;) {
+    c = text.charCodeAt(++i);
+  }
+  return i;
+}
+
+/** The index of the last non-whitespace at or before `i` (-1 when none). */
+function skipSpaceBack(text: string, i: number): number {
+  for (let c = text.charCodeAt(i); c === SPACE || c === LF || c === CR || c === TAB;) {
+    c = text.charCodeAt(--i);
+  }
+  return i;
+}
+
+/** The index just after the object that opens at `open` (strings skipped), or -1 if cut. */
+function objectEnd(text: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === OPEN) depth++;
+    else if (c === CLOSE) {
+      if (--depth === 0) return i + 1;
+    } else if (c === QUOTE) {
+      // Skip a string, escapes included, so braces inside it do not count.
+      for (i++; i < text.length && text.charCodeAt(i) !== QUOTE; i++) {
+        if (text.charCodeAt(i) === BACKSLASH) i++;
+      }
+    }
+  }
+  return -1;
+}
+
+function readUsage(value: unknown): TokenUsage | undefined {
+  const v = value as { usage?: unknown } | null;
+  const counts = countsOf(v?.usage);
+  return counts && complete(counts);
+}
+
+function complete(usage: Partial<TokenUsage>): TokenUsage {
+  return { prompt: usage.prompt ?? 0, completion: usage.completion ?? 0 };
+}
+
+/** The counts a usage object reports, each only when present. */
+function countsOf(value: unknown): Partial<TokenUsage> | undefined {
+  if (!value || typeof value !== "object") return undefined;
+  const usage = value as Record<string, unknown>;
   const prompt = usage.prompt_tokens ?? usage.input_tokens;
   const completion = usage.completion_tokens ?? usage.output_tokens;
   if (typeof prompt !== "number" && typeof completion !== "number") return undefined;
@@ -156,21 +290,4 @@ function merge(
   next: Partial<TokenUsage> | undefined,
 ): Partial<TokenUsage> | undefined {
   return next ? { ...before, ...next } : before;
-}
-
-/** Index of `needle` in `haystack`, or -1. */
-function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
-  const first = needle[0]!;
-  const last = haystack.length - needle.length;
-  outer: for (
-    let i = haystack.indexOf(first);
-    i >= 0 && i <= last;
-    i = haystack.indexOf(first, i + 1)
-  ) {
-    for (let j = 1; j < needle.length; j++) {
-      if (haystack[i + j] !== needle[j]) continue outer;
-    }
-    return i;
-  }
-  return -1;
 }

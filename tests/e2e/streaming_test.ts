@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { chat, contentEvents, rawRequest, readEvents, waitFor } from "./_e2e.ts";
+import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 
 async function withProxy(
   fn: (proxy: TestProxy, mock: MockUpstream) => Promise<void>,
@@ -156,5 +157,26 @@ Deno.test("e2e streaming: an upstream dying mid-body aborts a non-SSE body", asy
     const response = await post(proxy, { "x-mock-cut-after": "3", "x-mock-chunks": "10" });
     assert.equal(response.status, 200);
     await assert.rejects(response.text());
+  });
+});
+
+Deno.test("e2e streaming: token usage is counted from SSE written with Python's JSON spacing", async () => {
+  await withProxy(async (proxy, mock) => {
+    // json.dumps defaults: `"usage": null` on the chunks, `"usage": {` on the last one.
+    const body = 'data: {"choices": [{"delta": {"content": "hi"}}], "usage": null}\n\n' +
+      'data: {"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 8}}\n\n' +
+      "data: [DONE]\n\n";
+    mock.script({ headers: { "content-type": "text/event-stream" }, body });
+    const response = await post(proxy, {});
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), body);
+    const tokens = async (type: string) => {
+      const metrics = parsePrometheusText(
+        await (await fetch(`${proxy.adminUrl()}/metrics`)).text(),
+      );
+      return sampleValue(metrics, "llmproxy_tokens_total", { group: "g", upstream: "u0", type });
+    };
+    assert.equal(await tokens("prompt"), 21);
+    assert.equal(await tokens("completion"), 8);
   });
 });

@@ -46,16 +46,17 @@ function observe(body: ReadableStream<Uint8Array>, overrides: Partial<ObserveOpt
   const chunks: string[] = [];
   const observed = observeBody(body.getReader(), {
     idleTimeoutMs: 10_000,
-    sse: false,
     now: () => Date.now(),
     abort: (reason) => aborts.push(reason),
     onEnd: (end) => ends.push(end),
     onChunk: (chunk) => chunks.push(decoder.decode(chunk)),
-    errorEvent: (message) => encoder.encode(`event: error\ndata: ${message}\n\n`),
     ...overrides,
   });
   return { observed, ends, aborts, chunks };
 }
+
+/** The SSE error event an observer appends when it is given one. */
+const errorEvent = (message: string) => encoder.encode(`event: error\ndata: ${message}\n\n`);
 
 async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
   return await new Response(stream).text();
@@ -123,7 +124,7 @@ Deno.test("observeBody() non-SSE: a source error errors the body (never a clean 
 
 Deno.test("observeBody() SSE: a source error ends the stream with an error event", async () => {
   const source = manualSource();
-  const { observed, ends } = observe(source.stream, { sse: true });
+  const { observed, ends } = observe(source.stream, { errorEvent });
   const text = readAll(observed);
   await new Promise((resolve) => setTimeout(resolve, 0));
   source.push("data: 1\n\n");
@@ -165,7 +166,7 @@ Deno.test("observeBody() streamIdle: silence past the limit aborts and errors th
 
 Deno.test("observeBody() streamIdle on SSE ends with an error event naming the timeout", async () => {
   const source = manualSource();
-  const { observed, ends } = observe(source.stream, { idleTimeoutMs: 15, sse: true });
+  const { observed, ends } = observe(source.stream, { idleTimeoutMs: 15, errorEvent });
   assert.equal(
     await readAll(observed),
     "event: error\ndata: upstream sent nothing for 15ms (streamIdle timeout)\n\n",

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { MAX_JSON_BYTES, type TokenUsage, usageSniffer } from "../../src/stream/usage.ts";
+import {
+  MAX_JSON_BYTES,
+  type TokenUsage,
+  usageFromJsonBytes,
+  usageSniffer,
+} from "../../src/stream/usage.ts";
 
 const encoder = new TextEncoder();
 
@@ -197,4 +202,234 @@ Deno.test("usage: an endless SSE line without a newline stays bounded and harmle
   const piece = encoder.encode('data: {"usage":{' + "x".repeat(16 * 1024));
   for (let i = 0; i < 20; i++) sniffer.chunk(piece);
   assert.equal(sniffer.result(), undefined);
+});
+
+// --- Any JSON spacing (issue 11, item 5) ---
+
+/** JSON with chosen separators: `item` between members, `key` between a key and its value. */
+function dumps(value: unknown, item: string, key: string): string {
+  if (Array.isArray(value)) return `[${value.map((v) => dumps(v, item, key)).join(item)}]`;
+  if (value !== null && typeof value === "object") {
+    const members = Object.entries(value).map(([k, v]) =>
+      JSON.stringify(k) + key + dumps(v, item, key)
+    );
+    return `{${members.join(item)}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** How an upstream writes JSON; the pretty ones span several lines (several `data:` lines). */
+const FORMATS: Record<string, (value: unknown) => string> = {
+  compact: (v) => JSON.stringify(v),
+  python: (v) => dumps(v, ", ", ": "), // json.dumps default
+  spaced: (v) => dumps(v, " ,\t", " \t:  "), // whitespace before the colon too
+  pretty: (v) => JSON.stringify(v, null, 2),
+  prettyTabs: (v) => JSON.stringify(v, null, "\t"),
+};
+
+/** One SSE event: an optional `event:` line, the JSON as `data:` lines, a blank line. */
+function sseEvent(json: string, name?: string): string {
+  const data = json.split("\n").map((line) => `data: ${line}\n`).join("");
+  return (name ? `event: ${name}\n` : "") + data + "\n";
+}
+
+/** Model output that spells a usage object: escaped in JSON, it must never count. */
+const BAIT = 'héllo ✓ "usage": {"prompt_tokens": 999, "completion_tokens": 999}, "usage":{';
+
+/** Realistic streams in each shape the sniffer reads, with the usage they report. */
+const SHAPES: Record<
+  string,
+  { events: (format: (value: unknown) => string) => string; usage: TokenUsage }
+> = {
+  // Chat completions with include_usage: `usage: null` on every chunk but the last.
+  openaiChat: {
+    events: (f) => {
+      const base = { id: "chatcmpl-1", object: "chat.completion.chunk", model: "gpt-4o" };
+      let out = "";
+      for (const content of ["Hi", BAIT, "!"]) {
+        out += sseEvent(f({
+          ...base,
+          choices: [{ index: 0, delta: { content }, logprobs: null, finish_reason: null }],
+          usage: null,
+        }));
+      }
+      out += sseEvent(f({
+        ...base,
+        choices: [],
+        usage: {
+          prompt_tokens: 11,
+          completion_tokens: 7,
+          total_tokens: 18,
+          prompt_tokens_details: { cached_tokens: 0 },
+          completion_tokens_details: { reasoning_tokens: 0 },
+        },
+      }));
+      return out + "data: [DONE]\n\n";
+    },
+    usage: { prompt: 11, completion: 7 },
+  },
+  // Responses API: `usage: null` while in progress, the counts in `response.completed`.
+  openaiResponses: {
+    events: (f) => {
+      const response = { id: "resp_1", object: "response", model: "gpt-4o" };
+      return sseEvent(
+        f({
+          type: "response.created",
+          response: { ...response, status: "in_progress", usage: null },
+        }),
+        "response.created",
+      ) +
+        sseEvent(
+          f({ type: "response.output_text.delta", item_id: "msg_1", delta: BAIT }),
+          "response.output_text.delta",
+        ) +
+        sseEvent(
+          f({
+            type: "response.completed",
+            response: {
+              ...response,
+              status: "completed",
+              output: [{ type: "message", content: [{ type: "output_text", text: BAIT }] }],
+              usage: {
+                input_tokens: 36,
+                input_tokens_details: { cached_tokens: 0 },
+                output_tokens: 87,
+                output_tokens_details: { reasoning_tokens: 0 },
+                total_tokens: 123,
+              },
+            },
+          }),
+          "response.completed",
+        );
+    },
+    usage: { prompt: 36, completion: 87 },
+  },
+  // Anthropic: input tokens in message_start's message.usage, the output count in message_delta.
+  anthropic: {
+    events: (f) =>
+      sseEvent(
+        f({
+          type: "message_start",
+          message: {
+            id: "msg_1",
+            type: "message",
+            role: "assistant",
+            content: [],
+            stop_reason: null,
+            usage: { input_tokens: 25, output_tokens: 1 },
+          },
+        }),
+        "message_start",
+      ) +
+      sseEvent(
+        f({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text: BAIT } }),
+        "content_block_delta",
+      ) +
+      sseEvent(
+        f({
+          type: "message_delta",
+          delta: { stop_reason: "end_turn" },
+          usage: { output_tokens: 15 },
+        }),
+        "message_delta",
+      ) +
+      sseEvent(f({ type: "message_stop" }), "message_stop"),
+    usage: { prompt: 25, completion: 15 },
+  },
+};
+
+for (const [shape, { events, usage }] of Object.entries(SHAPES)) {
+  Deno.test(`usage: SSE ${shape} is read in every JSON spacing, CRLF line ends too`, () => {
+    for (const [name, format] of Object.entries(FORMATS)) {
+      const stream = events(format);
+      assert.deepEqual(sniff("text/event-stream", [stream]), usage, name);
+      const crlf = stream.replaceAll("\n", "\r\n");
+      assert.deepEqual(sniff("text/event-stream", [crlf]), usage, `${name}, CRLF`);
+      const cr = stream.replaceAll("\n", "\r");
+      assert.deepEqual(sniff("text/event-stream", [cr]), usage, `${name}, CR`);
+    }
+  });
+
+  Deno.test(`usage: SSE ${shape} split at every byte, in every JSON spacing`, () => {
+    for (const [name, format] of Object.entries(FORMATS)) {
+      for (const ends of ["\n", "\r\n"]) {
+        const bytes = encoder.encode(events(format).replaceAll("\n", ends));
+        for (let cut = 1; cut < bytes.length; cut++) {
+          assert.deepEqual(
+            sniff("text/event-stream", [bytes.subarray(0, cut), bytes.subarray(cut)]),
+            usage,
+            `${name} ${JSON.stringify(ends)} split at ${cut}`,
+          );
+        }
+        // One byte per chunk: every boundary at once.
+        const single = Array.from(bytes, (_, i) => bytes.subarray(i, i + 1));
+        assert.deepEqual(sniff("text/event-stream", single), usage, `${name}, byte by byte`);
+      }
+    }
+  });
+}
+
+Deno.test("usage: SSE `usage: null` in any spacing counts as nothing", () => {
+  for (const [name, format] of Object.entries(FORMATS)) {
+    const chunk = sseEvent(format({ choices: [{ delta: { content: "a" } }], usage: null }));
+    assert.equal(sniff("text/event-stream", [chunk, chunk, "data: [DONE]\n\n"]), undefined, name);
+  }
+});
+
+Deno.test("usage: SSE content that spells a usage object never counts", () => {
+  for (const [name, format] of Object.entries(FORMATS)) {
+    const chunk = sseEvent(format({ choices: [{ delta: { content: BAIT } }] }));
+    assert.equal(sniff("text/event-stream", [chunk, "data: [DONE]\n\n"]), undefined, name);
+    // A `usage` string value (not a key) neither.
+    const value = sseEvent(format({ type: "usage", kind: ["usage", { usage: 5 }] }));
+    assert.equal(sniff("text/event-stream", [value]), undefined, `${name}, string value`);
+  }
+});
+
+Deno.test("usage: SSE event over the bound is skipped whole; the next one still counts", () => {
+  const sniffer = usageSniffer("text/event-stream")!;
+  const big = encoder.encode(
+    'data: {"usage": {"prompt_tokens": 999}, "filler": "' + "x".repeat(64 * 1024),
+  );
+  for (let i = 0; i < 20; i++) sniffer.chunk(big); // one event of 1.3 MB, never ended
+  sniffer.chunk(encoder.encode('"}\n\n'));
+  sniffer.chunk(encoder.encode('data: {"usage": {"completion_tokens": 4}}\n\n'));
+  assert.deepEqual(sniffer.result(), { prompt: 0, completion: 4 });
+});
+
+Deno.test("usage: JSON bodies in every spacing (OpenAI, Responses API, Anthropic)", () => {
+  const bodies: [unknown, TokenUsage][] = [
+    [{
+      id: "chatcmpl-1",
+      choices: [{ message: { content: BAIT } }],
+      usage: { prompt_tokens: 12, completion_tokens: 34, total_tokens: 46 },
+    }, { prompt: 12, completion: 34 }],
+    [{
+      id: "resp_1",
+      object: "response",
+      output: [{ type: "message", content: [{ type: "output_text", text: BAIT }] }],
+      usage: { input_tokens: 5, output_tokens: 6, total_tokens: 11 },
+    }, { prompt: 5, completion: 6 }],
+    [{
+      type: "message",
+      content: [{ type: "text", text: BAIT }],
+      usage: { input_tokens: 7, output_tokens: 3 },
+    }, {
+      prompt: 7,
+      completion: 3,
+    }],
+  ];
+  const formats = { ...FORMATS, crlf: (v: unknown) => dumps(v, ",\r\n  ", "\r\n:\r\n") };
+  for (const [body, usage] of bodies) {
+    for (const [name, format] of Object.entries(formats)) {
+      const bytes = encoder.encode(format(body));
+      assert.deepEqual(usageFromJsonBytes(bytes), usage, name);
+      const cut = bytes.length >> 1;
+      assert.deepEqual(
+        sniff("application/json", [bytes.subarray(0, cut), bytes.subarray(cut)]),
+        usage,
+        `${name}, streamed`,
+      );
+    }
+  }
 });
