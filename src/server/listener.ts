@@ -12,8 +12,10 @@
  *
  * A listener with `tls` accepts with `Deno.listenTls` (ALPN `h2`, `http/1.1`) and hands each
  * TLS connection to the same per-connection server, which speaks HTTP/2 when the client chose
- * it. The TLS handshake runs on the connection's first read, after the guard admitted it, so a
- * handshake that never completes is closed by `headerTimeout` like a head that never comes.
+ * it. The listener runs the TLS handshake itself before handing the connection over: Deno's
+ * server ignores its abort signal while a handshake is pending, so a client that never
+ * finishes one would hold its descriptor for good. Closed by the guard (`headerTimeout`, which
+ * starts at accept) the handshake fails and the connection is gone.
  *
  * Deno detail: `shutdown()` of a connection's server waits for its response to end, so an
  * endless stream would hold it forever; and aborting a serve signal after its shutdown began
@@ -111,6 +113,8 @@ export function listen(
     : Deno.listen({ hostname: options.hostname, port: options.port });
   const addr = tcp.addr;
   const servers = new Map<HttpServer, TrackedConnection>();
+  /** TLS connections whose handshake is under way (closed by a shutdown). */
+  const handshaking = new Set<Deno.Conn>();
   const onError = errorResponder(name, log);
   let stopped = false;
 
@@ -140,17 +144,46 @@ export function listen(
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      serveConnection(connection);
+      if (options.tls) handshake(connection as Deno.TlsConn);
+      else serveConnection(connection);
     }
   };
 
-  const serveConnection = (connection: Deno.Conn) => {
-    const controller = new AbortController();
-    const tracked = options.guard.admit(name, () => controller.abort());
+  /** Completes a TLS handshake, bounded by the guard, then serves the connection. */
+  const handshake = (connection: Deno.TlsConn) => {
+    const tracked = options.guard.admit(name, () => close(connection));
     if (!tracked) {
       close(connection);
       return;
     }
+    handshaking.add(connection);
+    connection.handshake().then(
+      () => {
+        handshaking.delete(connection);
+        if (stopped) {
+          tracked.release();
+          close(connection);
+        } else serveConnection(connection, tracked);
+      },
+      () => {
+        // A client that failed or abandoned the handshake (or the guard closed it): its own
+        // business, never the listener's.
+        handshaking.delete(connection);
+        tracked.release();
+        close(connection);
+      },
+    );
+  };
+
+  const serveConnection = (connection: Deno.Conn, admitted?: TrackedConnection) => {
+    const controller = new AbortController();
+    const tracked = admitted ?? options.guard.admit(name, () => controller.abort());
+    if (!tracked) {
+      close(connection);
+      return;
+    }
+    // Admitted before the handshake: from now on the guard ends it through the server.
+    admitted?.onClose(() => controller.abort());
     const peerIp = peerAddress(connection.remoteAddr);
     let server: HttpServer;
     try {
@@ -204,6 +237,7 @@ export function listen(
       if (!stopped) {
         stopped = true;
         close(tcp);
+        for (const connection of handshaking) close(connection);
       }
       const finished = [...servers].map(([server, tracked]) => {
         tracked.drain();
