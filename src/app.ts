@@ -114,7 +114,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         metrics.breakerState.labels(group.name, m.name).set(BREAKER_STATE_VALUE[state]);
       }
       log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
-        transport: group.transport.kind,
+        transport: transportName(group),
         strategy: group.config.balance.strategy,
         upstreams: group.members.map((m) => m.name),
       });
@@ -128,9 +128,9 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   }
 
   // Requests always go to the graph serving now, so a reload swaps it under the listener.
-  const listeners = new ForwardListeners((name, request, peerIp) => {
+  const listeners = new ForwardListeners((name, request, peerIp, scheme) => {
     const forward = runtime.forwards.get(name);
-    return forward ? forward.handle(request, peerIp) : gone(name);
+    return forward ? forward.handle(request, peerIp, scheme) : gone(name);
   }, { log, guard: guards.forwards });
   // Before anything listens: a stop signal that follows the "listening" line must drain, not
   // kill. (The handlers run later, from the event loop, once everything below is set up.)
@@ -156,7 +156,12 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const admin = adminConfig
     ? listen(
       "admin",
-      { hostname: adminConfig.address, port: adminConfig.port, guard: guards.admin },
+      {
+        hostname: adminConfig.address,
+        port: adminConfig.port,
+        guard: guards.admin,
+        tls: adminConfig.tls,
+      },
       adminHandler({
         runtime: () => runtime,
         redactedConfig: () => redactedConfig(current),
@@ -168,7 +173,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       log,
     )
     : undefined;
-  if (admin) log.info(`admin listening on http://${admin.hostname}:${admin.port}`);
+  if (admin) log.info(`admin listening on ${admin.scheme}://${admin.hostname}:${admin.port}`);
 
   const reloads = new ReloadQueue(async (): Promise<ReloadResult> => {
     try {
@@ -351,6 +356,17 @@ function connectionGuards(
     forwards: new ConnectionGuard(limits(), options),
     admin: new ConnectionGuard(limits(ADMIN_MAX_CONNECTIONS), options),
   };
+}
+
+/**
+ * What a group's upstreams really travel on: `http1`, `fetch` (https targets always go through
+ * Deno's client), or `http1+fetch` when its upstreams are mixed.
+ */
+export function transportName(group: Group): string {
+  const kinds = new Set(
+    group.members.map((m) => group.transport.kindFor(m.upstream.url.protocol)),
+  );
+  return (["http1", "fetch"] as const).filter((k) => kinds.has(k)).join("+");
 }
 
 function gone(forward: string): Response {

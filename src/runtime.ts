@@ -46,8 +46,11 @@ export interface RuntimeHooks extends ProxyHooks {
 /** A forward's compiled pipeline. */
 export interface ForwardRuntime {
   readonly config: ForwardConfig;
-  /** Handles one request; `peerIp` is the socket peer. Never throws. */
-  handle(request: Request, peerIp: string): Promise<Response>;
+  /**
+   * Handles one request; `peerIp` is the socket peer, `scheme` the listener's (default
+   * `http`). Never throws.
+   */
+  handle(request: Request, peerIp: string, scheme?: "http" | "https"): Promise<Response>;
 }
 
 /** The whole graph for one config. */
@@ -159,12 +162,13 @@ export class Runtime {
     ]);
     return {
       config: f,
-      handle: async (request, peerIp) => {
+      handle: async (request, peerIp, scheme = "http") => {
         const { path, query } = splitRequestUrl(request.url);
         const ctx: RequestContext = {
           request,
           forward: f.name,
           peerIp,
+          scheme,
           startedAt: deps.clock.now(),
           path,
           query,

@@ -9,6 +9,7 @@ import { isAlias, isMap, isScalar, LineCounter, type Node, parseDocument, visit 
 import type { z } from "zod";
 import { type Config, configSchema } from "./schema.ts";
 import { interpolateEnv } from "./env.ts";
+import { resolvePemFields } from "./pem.ts";
 import {
   ConfigError,
   type ConfigIssue,
@@ -34,11 +35,26 @@ export async function loadConfigFile(path: string, env: EnvLookup): Promise<Load
       : `cannot read: ${(error as Error).message}`;
     throw new ConfigError(path, [{ line: 0, col: 0, path: "", message: reason }]);
   }
-  return parseConfig(text, path, env);
+  const slash = path.lastIndexOf("/");
+  return parseConfig(text, path, env, { baseDir: slash < 0 ? "." : path.slice(0, slash) || "/" });
 }
 
-/** Parses and validates config text. `source` names it in messages. Throws {@linkcode ConfigError}. */
-export function parseConfig(text: string, source: string, env: EnvLookup): LoadedConfig {
+/** Options of {@linkcode parseConfig}. */
+export interface ParseOptions {
+  /** Where relative PEM file paths (`tls.ca`, `tls.cert`, `tls.key`) are read from. @default "." */
+  baseDir?: string;
+}
+
+/**
+ * Parses and validates config text. `source` names it in messages. PEM file paths are read
+ * (see `pem.ts`): the loaded config holds their PEM text. Throws {@linkcode ConfigError}.
+ */
+export function parseConfig(
+  text: string,
+  source: string,
+  env: EnvLookup,
+  options: ParseOptions = {},
+): LoadedConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const position = (offset: number) => {
@@ -100,7 +116,12 @@ export function parseConfig(text: string, source: string, env: EnvLookup): Loade
   // reportInput: zod 4 leaves `input` off issues unless asked, and describeIssue needs it to
   // tell a missing field ("is required") from one of the wrong type.
   const result = configSchema.safeParse(data, { reportInput: true });
-  if (!result.success) {
+  if (result.success) {
+    // Only a valid config's files are read: a path in a broken file may be broken too.
+    resolvePemFields(result.data, options.baseDir ?? ".", (path, message) => {
+      issues.push({ ...at(path), message: ownerPrefix(data, path) + message });
+    });
+  } else {
     // A field whose variable is unset already has its error; its empty value would add noise.
     const envFailed = new Set(issues.map((issue) => issue.path));
     for (const issue of result.error.issues) {

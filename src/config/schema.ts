@@ -79,6 +79,25 @@ const port = z.int().min(0).max(65535).describe(
 
 const address = z.string().min(1).describe("Address to listen on.");
 
+/**
+ * A PEM value: inline PEM (starting with `-----BEGIN`) or the path of a PEM file (relative to
+ * the config file). Loading reads the file and checks the PEM (see `load.ts`), so the loaded
+ * config holds the PEM text itself.
+ */
+function pem(what: string) {
+  return z.string().min(1, "must be a PEM file path or inline PEM").describe(
+    `${what}: a PEM file path (relative to the config file) or inline PEM ("-----BEGIN …").`,
+  );
+}
+
+/** TLS termination on a listener. */
+const listenerTlsSchema = z.strictObject({
+  cert: pem("Certificate chain, the server's certificate first"),
+  key: pem("Private key of the certificate (a secret: redacted wherever config is shown)"),
+}).describe(
+  "Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate; omitted = plain HTTP.",
+);
+
 /** Token-bucket rate limit. */
 export const rateLimitSchema = z.strictObject({
   perSecond: z.number().positive().describe("Tokens added per second (sustained rate)."),
@@ -108,6 +127,7 @@ const forwardSchema = z.strictObject({
   routing: z.array(routeSchema).default([]).describe(
     "Path rules, most specific first; unmatched requests go to defaultGroup.",
   ),
+  tls: listenerTlsSchema.optional(),
 });
 
 const adminSchema = z.strictObject({
@@ -116,6 +136,7 @@ const adminSchema = z.strictObject({
   token: z.string().optional().describe(
     "Bearer token required by /upstreams, /config and /reload; empty or omitted = none.",
   ),
+  tls: listenerTlsSchema.optional(),
 });
 
 const CIDR_RE = /^[0-9a-fA-F:.]+(\/\d{1,3})?$/;
@@ -268,6 +289,32 @@ const proxyUrlSchema = z.string().superRefine((url, ctx) =>
   "Outbound proxy: http://, https:// or socks5:// (user:pass@ allowed).",
 );
 
+/** What Deno's HTTP client cannot do, said where the key is written. */
+const SERVER_NAME_UNSUPPORTED =
+  "is not supported: Deno's HTTP client (Deno.createHttpClient) cannot set the TLS server name; the name sent (SNI) and verified is always the upstream URL's host. Use that name in the URL (resolvable by DNS or /etc/hosts) instead";
+
+const upstreamTlsSchema = z.strictObject({
+  ca: pem(
+    "CA certificate(s) trusted in addition to the system's roots (see DENO_TLS_CA_STORE)",
+  ).optional(),
+  cert: pem("Client certificate chain for mutual TLS (with `key`)").optional(),
+  key: pem("Private key of `cert` (a secret: redacted wherever config is shown)").optional(),
+  serverName: z.string().optional().describe(
+    "Not supported by Deno: rejected at load with an explanation.",
+  ),
+}).superRefine((tls, ctx) => {
+  if (tls.serverName !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["serverName"], message: SERVER_NAME_UNSUPPORTED });
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [tls.cert === undefined ? "cert" : "key"],
+      message: "mutual TLS needs both cert and key",
+    });
+  }
+}).describe("TLS towards https upstreams: extra trusted CAs and a client certificate.");
+
 const httpClientSchema = z.strictObject({
   agent: headerValue().default("LLMProxy/1.0").describe("User-Agent sent upstream."),
   keepalive: duration("s").default(60_000).describe(
@@ -289,6 +336,7 @@ const httpClientSchema = z.strictObject({
   proxy: z.strictObject({ url: proxyUrlSchema }).optional().describe(
     "Outbound proxy; omitted = direct, or HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment when set (logged at start-up).",
   ),
+  tls: upstreamTlsSchema.optional(),
 });
 
 const groupSchema = z.strictObject({
@@ -441,6 +489,8 @@ export type ForwardConfig = Config["httpServer"]["forwards"][number];
 export type UpstreamConfig = Config["upstreams"][number];
 export type GroupConfig = Config["upstreamGroups"][number];
 export type HttpClientConfig = GroupConfig["httpClient"];
+export type UpstreamTlsConfig = NonNullable<HttpClientConfig["tls"]>;
+export type ListenerTlsConfig = NonNullable<ForwardConfig["tls"]>;
 export type RateLimitConfig = z.output<typeof rateLimitSchema>;
 export type BreakerConfig = UpstreamConfig["breaker"];
 export type Strategy = z.output<typeof strategySchema>;

@@ -1,7 +1,7 @@
 /**
  * Which strings of a config are secrets: credentials (auth tokens, passwords, the admin token,
- * outbound proxy credentials) and every value of 8+ characters that came from `${VAR}`
- * interpolation. The
+ * outbound proxy credentials, TLS private keys) and every value of 8+ characters that came from
+ * `${VAR}` interpolation. The
  * logger refuses to print them and the admin API redacts them.
  *
  * @module
@@ -19,6 +19,9 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
   for (const value of loaded.interpolatedValues) if (value.length >= 8) add(value);
   const { config } = loaded;
   add(config.httpServer.admin?.token);
+  // A loaded config holds a key's PEM text, whether it was written inline or as a file path.
+  add(config.httpServer.admin?.tls?.key);
+  for (const f of config.httpServer.forwards) add(f.tls?.key);
   for (const u of config.upstreams) {
     if (u.auth.type === "bearer") add(u.auth.token);
     if (u.auth.type === "basic") {
@@ -32,6 +35,7 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
     for (const op of u.headers) if (isSensitiveHeader(op.key)) add(op.value);
   }
   for (const g of config.upstreamGroups) {
+    add(g.httpClient.tls?.key);
     const proxy = g.httpClient.proxy;
     if (!proxy) continue;
     try {

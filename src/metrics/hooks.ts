@@ -9,6 +9,7 @@ import type { RuntimeHooks } from "../runtime.ts";
 import type { Group } from "../upstream/group.ts";
 import type { Upstream } from "../upstream/upstream.ts";
 import { failureDetail } from "../upstream/failure.ts";
+import { UpstreamTlsError } from "../upstream/transport.ts";
 import {
   BREAKER_STATE_VALUE,
   normalizeMethod,
@@ -58,15 +59,42 @@ export function observabilityHooks(
   const duration = memo2((f, _) => metrics.httpRequestDuration.labels(f));
   const access = log.child({ log: "access" });
   const errorKind = (kind: string): UpstreamErrorKind =>
-    kind === "connect" || kind === "proxy" || kind === "aborted"
+    kind === "connect" || kind === "proxy" || kind === "aborted" || kind === "tls"
       ? kind
       : kind === "timeout"
       ? "timeout"
       : "stream";
 
+  /**
+   * The TLS failure last logged per upstream: a refused certificate fails every request, so it
+   * is logged once (again when the reason changes, or after a success), not once per request.
+   * Weak: an upstream a reload replaced takes its entry with it.
+   */
+  const tlsLogged = new WeakMap<Upstream, string>();
+
   return {
     onAttempt(group, member, result) {
+      if (
+        result.kind === "error" && result.outcome.kind === "tls" &&
+        result.error instanceof UpstreamTlsError
+      ) {
+        upstreamErrors(group.name, member.name, "tls").inc();
+        const detail = result.error.detail;
+        const repeated = tlsLogged.get(member.upstream) === detail;
+        if (!repeated) tlsLogged.set(member.upstream, detail);
+        const level = repeated ? "debug" : "warn";
+        if (log.enabled(level)) {
+          log[level](
+            `TLS handshake with upstream "${member.name}" failed: ${detail}${
+              repeated ? "" : " (logged once per upstream until the reason changes)"
+            }`,
+            { group: group.name, upstream: member.name, tls: result.error.kind },
+          );
+        }
+        return;
+      }
       if (result.kind === "response") {
+        tlsLogged.delete(member.upstream);
         const status = result.response.status;
         upstreamRequests(group.name, member.name, String(status)).inc();
         upstreamFirstByte(group.name, member.name).observe(result.firstByteMs / 1000);

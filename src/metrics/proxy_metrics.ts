@@ -32,7 +32,14 @@ export const DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze([
 ]);
 
 /** Values of the `kind` label of `llmproxy_upstream_errors_total`. */
-export type UpstreamErrorKind = "connect" | "timeout" | "status" | "stream" | "aborted" | "proxy";
+export type UpstreamErrorKind =
+  | "connect"
+  | "tls"
+  | "timeout"
+  | "status"
+  | "stream"
+  | "aborted"
+  | "proxy";
 
 /** Gauge value of `llmproxy_circuit_breaker_state` per breaker state. */
 export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = Object
@@ -116,7 +123,7 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
     /** Failed upstream attempts; `kind` is an {@linkcode UpstreamErrorKind}. */
     upstreamErrors: registry.counter(
       "llmproxy_upstream_errors_total",
-      "Failed upstream attempts, by kind: connect, timeout, status, stream, aborted, proxy.",
+      "Failed upstream attempts, by kind: connect, tls, timeout, status, stream, aborted, proxy.",
       ["group", "upstream", "kind"],
     ),
     /** Attempts after the first for one client request. */

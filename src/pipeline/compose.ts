@@ -14,6 +14,8 @@ export interface RequestContext {
   readonly forward: string;
   /** Socket peer address. */
   readonly peerIp: string;
+  /** The scheme of the listener the request came in on (`X-Forwarded-Proto`). */
+  readonly scheme: "http" | "https";
   /** Milliseconds since the epoch when the request arrived. */
   readonly startedAt: number;
   /**

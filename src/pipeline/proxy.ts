@@ -93,16 +93,18 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         options.deadlines,
       ),
       peerIp: ctx.peerIp,
-      // The listeners serve plain HTTP. Never read from `request.url`: for an absolute-form
-      // target (`GET https://x/ HTTP/1.1`) it is whatever scheme the client wrote.
-      proto: "http",
+      // The listener's scheme. Never read from `request.url`: for an absolute-form target
+      // (`GET https://x/ HTTP/1.1`) it is whatever scheme the client wrote.
+      proto: ctx.scheme,
     };
 
     const tried = new Set<GroupMember>();
+    /** Members whose TLS handshake failed: never tried again by this request. */
+    const barred = new Set<GroupMember>();
     const started = now();
     let last: AttemptResult | undefined;
     for (let retryIndex = 0;; retryIndex++) {
-      const candidates = group.candidates(now(), tried);
+      const candidates = group.candidates(now(), tried, barred);
       if (candidates.length === 0) {
         if (last) return finalAnswer(group, last);
         throw noCandidateError(group, now(), hooks);
@@ -137,6 +139,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       });
       hooks.onAttempt?.(group, member, result);
       last = result;
+      if (result.outcome.kind === "tls") barred.add(member);
       if (result.kind === "response" && result.retryAfterMs !== undefined) {
         member.upstream.coolDownUntil(now() + result.retryAfterMs);
       }
@@ -189,7 +192,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // final: the upstream's response passes through as it is instead of becoming a 503.
       judge();
       const resumeAt = now() + decision.delayMs;
-      if (group.candidates(resumeAt, tried).length === 0) {
+      if (group.candidates(resumeAt, tried, barred).length === 0) {
         if (result.kind === "response") {
           return respond(responder, ctx, group, member, result, controller, settle);
         }
@@ -243,6 +246,9 @@ function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyE
   }
   if (outcome.kind === "proxy") {
     return new BadGatewayError(message, { code: "outbound_proxy_error", cause: error });
+  }
+  if (outcome.kind === "tls") {
+    return new BadGatewayError(message, { code: "tls_error", cause: error });
   }
   if (outcome.kind === "aborted" && result.abortedBy === "shutdown") {
     return new NoUpstreamError("the proxy is shutting down; the request was not answered", {

@@ -27,6 +27,11 @@ export type AttemptOutcome =
     retryAfterMs?: number;
   }
   | { kind: "connect" }
+  /**
+   * The upstream's TLS certificate was refused (or the handshake failed): retried on another
+   * upstream only, never on the same one (the caller bars it for the request).
+   */
+  | { kind: "tls" }
   | { kind: "timeout"; phase: "firstByte" | "streamIdle" | "request" }
   | { kind: "stream" }
   /** The client went away. */
@@ -68,7 +73,7 @@ const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /**
  * Whether an outcome is worth retrying: connect errors, first-byte timeouts, outbound proxy
- * errors, and statuses 429/500/502/503/504. Not: other statuses, idle/total timeouts (a
+ * errors, TLS errors (on another upstream only), and statuses 429/500/502/503/504. Not: other statuses, idle/total timeouts (a
  * response had started), broken streams, client aborts, requests never sent.
  */
 export function isRetryable(outcome: AttemptOutcome): boolean {
@@ -77,6 +82,7 @@ export function isRetryable(outcome: AttemptOutcome): boolean {
       return RETRYABLE_STATUSES.has(outcome.status);
     case "connect":
     case "proxy":
+    case "tls":
       return true;
     case "timeout":
       return outcome.phase === "firstByte";

@@ -51,7 +51,7 @@ export class TrackedConnection {
   /** Closing is no longer ours: the server is draining it (see `drain`). */
   #draining = false;
   #released = false;
-  readonly #close: () => void;
+  #close: () => void;
   readonly #guard: ConnectionGuard;
 
   constructor(guard: ConnectionGuard, listener: string, since: number, close: () => void) {
@@ -86,6 +86,14 @@ export class TrackedConnection {
     if (this.#released) return;
     this.#released = true;
     this.#guard.release(this);
+  }
+
+  /**
+   * Replaces how it is closed (a TLS connection: first the socket while its handshake runs,
+   * then its HTTP server).
+   */
+  onClose(close: () => void): void {
+    this.#close = close;
   }
 
   /** Closes it now, unless it drains or has ended. */

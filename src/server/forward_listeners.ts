@@ -10,13 +10,14 @@
 import type { ConnectionGuard } from "./connections.ts";
 import type { ForwardConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
-import { listen, type Listener } from "./listener.ts";
+import { listen, type Listener, type Scheme } from "./listener.ts";
 
 /** Serves one request for the forward now assigned to the listener it arrived on. */
 export type ForwardServe = (
   forward: string,
   request: Request,
   peerIp: string,
+  scheme: Scheme,
 ) => Promise<Response> | Response;
 
 /** A listener and the forward it serves (a reload may hand it to another forward). */
@@ -26,6 +27,8 @@ interface Slot {
   /** As configured (port 0: any free port), to tell whether a new config needs the same one. */
   readonly address: string;
   readonly port: number;
+  /** The TLS settings it was bound with (JSON), to tell whether a new config needs another. */
+  readonly tls: string;
 }
 
 /** What {@linkcode ForwardListeners.prepare} bound, to apply once the new graph serves. */
@@ -77,7 +80,7 @@ export class ForwardListeners {
     const kept = new Set<string>();
     for (const [name, slot] of this.#slots) {
       const f = wanted.get(name);
-      if (f && f.address === slot.address && f.port === slot.port) kept.add(name);
+      if (f && sameSocket(f, slot)) kept.add(name);
     }
     const released = [...this.#slots.values()].filter((s) => !kept.has(s.forward));
     const handovers: [Slot, string][] = [];
@@ -86,9 +89,7 @@ export class ForwardListeners {
       for (const f of wanted.values()) {
         if (kept.has(f.name)) continue;
         // Port 0 means "any": only a fixed port is worth taking over.
-        const index = f.port === 0
-          ? -1
-          : released.findIndex((s) => s.address === f.address && s.port === f.port);
+        const index = f.port === 0 ? -1 : released.findIndex((s) => sameSocket(f, s));
         if (index >= 0) handovers.push([released.splice(index, 1)[0]!, f.name]);
         else opened.push(this.#bind(f));
       }
@@ -133,26 +134,41 @@ export class ForwardListeners {
     for (const slot of opened) {
       this.#slots.set(slot.forward, slot);
       this.#log.info(
-        `forward "${slot.forward}" listening on http://${
+        `forward "${slot.forward}" listening on ${slot.listener.scheme}://${
           where(slot.listener.hostname, slot.listener.port)
-        }`,
+        }${slot.listener.scheme === "https" ? " (HTTP/1.1 and HTTP/2)" : ""}`,
         { defaultGroup: wanted.get(slot.forward)?.defaultGroup },
       );
     }
     this.#byForward.clear();
-    for (const [name, slot] of this.#slots) this.#byForward.set(name, slot.listener);
+    for (const [name, slot] of this.#slots) {
+      this.#byForward.set(name, slot.listener);
+      const f = wanted.get(name);
+      if (f && tlsKey(f) !== slot.tls) {
+        this.#log.warn(
+          `forward "${name}": its tls settings changed; the listener on ${
+            where(slot.listener.hostname, slot.listener.port)
+          } keeps serving ${slot.listener.scheme} with the old ones until a restart`,
+        );
+      }
+    }
   }
 
   /** Binds `f`'s listener now (`listen` binds synchronously and throws when it cannot). */
   #bind(f: ForwardConfig): Slot {
-    const slot = { forward: f.name, address: f.address, port: f.port } as Slot;
+    const slot = {
+      forward: f.name,
+      address: f.address,
+      port: f.port,
+      tls: tlsKey(f),
+    } as Slot;
     let listener: Listener;
     try {
       listener = listen(
         f.name,
-        { hostname: f.address, port: f.port, guard: this.#guard },
+        { hostname: f.address, port: f.port, guard: this.#guard, tls: f.tls },
         // Read at request time: a reload may hand this listener to another forward.
-        (request, peerIp) => this.#serve(slot.forward, request, peerIp),
+        (request, peerIp, scheme) => this.#serve(slot.forward, request, peerIp, scheme),
         this.#log,
       );
     } catch (error) {
@@ -166,6 +182,19 @@ export class ForwardListeners {
     this.#draining.add(drained);
     drained.finally(() => this.#draining.delete(drained)).catch(() => {});
   }
+}
+
+/**
+ * Whether `f` can be served by the listener of `slot`: same address and port. TLS settings are
+ * not compared: a listener with other ones could not be bound while this one holds the port,
+ * so a reload keeps it (and its scheme) and says that a restart applies them.
+ */
+function sameSocket(f: ForwardConfig, slot: Slot): boolean {
+  return f.address === slot.address && f.port === slot.port;
+}
+
+function tlsKey(f: ForwardConfig): string {
+  return f.tls ? JSON.stringify([f.tls.cert, f.tls.key]) : "";
 }
 
 function where(hostname: string, port: number): string {

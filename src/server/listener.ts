@@ -10,6 +10,13 @@
  * It is reached through `Deno[Deno.internal]`: where a Deno release no longer has it, the
  * listener falls back to plain `Deno.serve` and says that connections are then unbounded.
  *
+ * A listener with `tls` accepts with `Deno.listenTls` (ALPN `h2`, `http/1.1`) and hands each
+ * TLS connection to the same per-connection server, which speaks HTTP/2 when the client chose
+ * it. The listener runs the TLS handshake itself before handing the connection over: Deno's
+ * server ignores its abort signal while a handshake is pending, so a client that never
+ * finishes one would hold its descriptor for good. Closed by the guard (`headerTimeout`, which
+ * starts at accept) the handshake fails and the connection is gone.
+ *
  * Deno detail: `shutdown()` of a connection's server waits for its response to end, so an
  * endless stream would hold it forever; and aborting a serve signal after its shutdown began
  * crashes the process. So the stop waits up to a drain deadline and then asks the caller to end
@@ -18,6 +25,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import type { ListenerTlsConfig } from "../config/schema.ts";
 import { BrokenBodyError } from "../stream/observe.ts";
 import type { ConnectionGuard, TrackedConnection } from "./connections.ts";
 
@@ -26,12 +34,25 @@ export interface Listener {
   readonly name: string;
   readonly hostname: string;
   readonly port: number;
+  /** `https` when it terminates TLS, else `http`. */
+  readonly scheme: Scheme;
   /** Stops accepting and resolves when every response has finished. */
   shutdown(): Promise<void>;
 }
 
-/** What a request handler gets: the request and the socket peer's address. */
-export type PeerHandler = (request: Request, peerIp: string) => Promise<Response> | Response;
+/** The scheme a listener serves. */
+export type Scheme = "http" | "https";
+
+/**
+ * What a request handler gets: the request, the socket peer's address, and the scheme of the
+ * listener it came in on (for `X-Forwarded-Proto`: never read from the request's target, which
+ * a client may write in absolute form with any scheme).
+ */
+export type PeerHandler = (
+  request: Request,
+  peerIp: string,
+  scheme: Scheme,
+) => Promise<Response> | Response;
 
 /** What `Deno.serve` and `serveHttpOnConnection` return, as far as used here. */
 interface HttpServer {
@@ -61,7 +82,12 @@ export interface ListenOptions {
   port: number;
   /** Admits and times out connections; shared by the listeners it bounds together. */
   guard: ConnectionGuard;
+  /** Terminate TLS with this certificate (PEM text); omitted = plain HTTP. */
+  tls?: ListenerTlsConfig | undefined;
 }
+
+/** Offered by TLS listeners: HTTP/2 first, as clients prefer it when they speak it. */
+const ALPN_PROTOCOLS = ["h2", "http/1.1"];
 
 /**
  * Binds a listener (synchronously: a port that is taken throws `AddrInUse` here, before
@@ -75,9 +101,20 @@ export function listen(
 ): Listener {
   if (!serveOnConnection) return listenUnbounded(name, options, handler, log);
   const serve = serveOnConnection;
-  const tcp = Deno.listen({ hostname: options.hostname, port: options.port });
+  const scheme: Scheme = options.tls ? "https" : "http";
+  const tcp: Deno.Listener<Deno.Conn<Deno.NetAddr>, Deno.NetAddr> = options.tls
+    ? Deno.listenTls({
+      hostname: options.hostname,
+      port: options.port,
+      cert: options.tls.cert,
+      key: options.tls.key,
+      alpnProtocols: ALPN_PROTOCOLS,
+    })
+    : Deno.listen({ hostname: options.hostname, port: options.port });
   const addr = tcp.addr;
   const servers = new Map<HttpServer, TrackedConnection>();
+  /** TLS connections whose handshake is under way (closed by a shutdown). */
+  const handshaking = new Set<Deno.Conn>();
   const onError = errorResponder(name, log);
   let stopped = false;
 
@@ -107,17 +144,46 @@ export function listen(
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      serveConnection(connection);
+      if (options.tls) handshake(connection as Deno.TlsConn);
+      else serveConnection(connection);
     }
   };
 
-  const serveConnection = (connection: Deno.Conn) => {
-    const controller = new AbortController();
-    const tracked = options.guard.admit(name, () => controller.abort());
+  /** Completes a TLS handshake, bounded by the guard, then serves the connection. */
+  const handshake = (connection: Deno.TlsConn) => {
+    const tracked = options.guard.admit(name, () => close(connection));
     if (!tracked) {
       close(connection);
       return;
     }
+    handshaking.add(connection);
+    connection.handshake().then(
+      () => {
+        handshaking.delete(connection);
+        if (stopped) {
+          tracked.release();
+          close(connection);
+        } else serveConnection(connection, tracked);
+      },
+      () => {
+        // A client that failed or abandoned the handshake (or the guard closed it): its own
+        // business, never the listener's.
+        handshaking.delete(connection);
+        tracked.release();
+        close(connection);
+      },
+    );
+  };
+
+  const serveConnection = (connection: Deno.Conn, admitted?: TrackedConnection) => {
+    const controller = new AbortController();
+    const tracked = admitted ?? options.guard.admit(name, () => controller.abort());
+    if (!tracked) {
+      close(connection);
+      return;
+    }
+    // Admitted before the handshake: from now on the guard ends it through the server.
+    admitted?.onClose(() => controller.abort());
     const peerIp = peerAddress(connection.remoteAddr);
     let server: HttpServer;
     try {
@@ -138,7 +204,7 @@ export function listen(
         (request, info) => {
           tracked.requestStarted();
           info.completed.then(onCompleted, onCompleted);
-          const response = handler(request, peerIp);
+          const response = handler(request, peerIp, scheme);
           return response instanceof Promise
             ? response.then(closeAfter205)
             : closeAfter205(response);
@@ -166,10 +232,12 @@ export function listen(
     name,
     hostname: addr.hostname,
     port: addr.port,
+    scheme,
     shutdown: () => {
       if (!stopped) {
         stopped = true;
         close(tcp);
+        for (const connection of handshaking) close(connection);
       }
       const finished = [...servers].map(([server, tracked]) => {
         tracked.drain();
@@ -190,17 +258,20 @@ function listenUnbounded(
   log.warn(
     `this Deno release has no per-connection HTTP server: listener "${name}" cannot bound its connections (headerTimeout, idleTimeout, maxConnections do not apply)`,
   );
+  const scheme: Scheme = options.tls ? "https" : "http";
   const server = Deno.serve({
     hostname: options.hostname,
     port: options.port,
+    ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
     onListen() {},
     onError: errorResponder(name, log),
-  }, (request, info) => handler(request, peerAddress(info.remoteAddr)));
+  }, (request, info) => handler(request, peerAddress(info.remoteAddr), scheme));
   const addr = server.addr as Deno.NetAddr;
   return {
     name,
     hostname: addr.hostname,
     port: addr.port,
+    scheme,
     shutdown: () => server.shutdown(),
   };
 }

@@ -9,7 +9,12 @@ import type { AttemptOutcome } from "../resilience/retry.ts";
 import { parseRetryAfter } from "../resilience/retry.ts";
 import type { Group, GroupMember } from "./group.ts";
 import type { BreakerVerdict } from "./upstream.ts";
-import { NotSentError, type UpstreamReply, type UpstreamTarget } from "./transport.ts";
+import {
+  NotSentError,
+  type UpstreamReply,
+  type UpstreamTarget,
+  UpstreamTlsError,
+} from "./transport.ts";
 import type { Deadlines } from "../deadlines.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
 import { failureCause } from "./failure.ts";
@@ -232,6 +237,19 @@ function classifyError(
       abortedBy: reason.reason,
     };
   }
+  // A certificate the proxy does not trust: the upstream is reachable, but unusable as
+  // configured until its certificate or `httpClient.tls` changes. It counts against the
+  // breaker (every request to it would fail the same way) and is never retried on it.
+  // Through an https proxy the refused certificate may be the proxy's own: see below.
+  if (error instanceof UpstreamTlsError && !viaHttpsProxy(group)) {
+    return {
+      kind: "error",
+      outcome: { kind: "tls" },
+      verdict: "failure",
+      error,
+      message: `TLS handshake with upstream "${name}" failed: ${error.kind}`,
+    };
+  }
   // Clients learn the upstream's config name and a cause from a fixed vocabulary; the error's
   // own text (URL with its configured query, addresses, upstream bytes) goes to the log only.
   const cause = failureCause(error);
@@ -257,6 +275,10 @@ function classifyError(
       ? `upstream "${name}" sent a malformed response`
       : `cannot reach upstream "${name}": ${cause}`,
   };
+}
+
+function viaHttpsProxy(group: Group): boolean {
+  return group.config.httpClient.proxy?.url.toLowerCase().startsWith("https:") ?? false;
 }
 
 /** The proxy ran out of file descriptors before it could connect. */

@@ -45,17 +45,28 @@ function envProxy(env: (name: string) => string | undefined): string | undefined
     undefined;
 }
 
-/** Creates the `Deno.HttpClient` for a group's `httpClient` settings. */
+/**
+ * Creates the `Deno.HttpClient` for a group's `httpClient` settings. `tls.ca` is added to the
+ * roots Deno trusts anyway (Mozilla's, or the system's with `DENO_TLS_CA_STORE=system`, plus
+ * `DENO_CERT`); `tls.cert`/`tls.key` are presented when an upstream asks for a client
+ * certificate. The loaded config holds PEM text (see `config/pem.ts`).
+ */
 export function createGroupClient(config: HttpClientConfig): Deno.HttpClient {
-  const options: Deno.CreateHttpClientOptions = {
+  const options: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {
     // keepalive 0 turns connection reuse off; otherwise idle pooled connections live for
     // the shorter of keepalive and timeout.idle (Deno exposes no TCP keep-alive setting).
     poolMaxIdlePerHost: config.keepalive === 0 ? 0 : config.connect.idlePerHost,
     poolIdleTimeout: Math.min(config.keepalive, config.timeout.idle),
   };
-  if (!config.proxy) return Deno.createHttpClient(options);
+  const tls = config.tls;
+  if (tls?.ca !== undefined) options.caCerts = [tls.ca];
+  if (tls?.cert !== undefined && tls.key !== undefined) {
+    options.cert = tls.cert;
+    options.key = tls.key;
+  }
+  if (!config.proxy) return Deno.createHttpClient(options as Deno.CreateHttpClientOptions);
   options.proxy = toDenoProxy(config.proxy.url);
-  return withoutNoProxy(() => Deno.createHttpClient(options));
+  return withoutNoProxy(() => Deno.createHttpClient(options as Deno.CreateHttpClientOptions));
 }
 
 /**

@@ -85,3 +85,38 @@ function errorChain(error: unknown): unknown[] {
   }
   return chain;
 }
+
+/** What a TLS failure was about, from a fixed vocabulary (safe to show a client). */
+export type TlsFailureKind =
+  | "unknown issuer"
+  | "name mismatch"
+  | "expired"
+  | "not yet valid"
+  | "client certificate refused"
+  | "handshake failed";
+
+/**
+ * Why an upstream's TLS handshake failed: `kind` from a fixed vocabulary, for clients; `detail`
+ * is Deno's own reason without the request URL, for the log (it may name the upstream's
+ * address, e.g. `certificate not valid for name "10.0.0.5"`).
+ */
+export function tlsFailure(error: unknown): { kind: TlsFailureKind; detail: string } {
+  const text = errorChain(error).map((e) => (e instanceof Error ? e.message : String(e)))
+    .join(" | ");
+  // Deno: `error sending request for url (https://…): client error (Connect): <reason>`.
+  const reasons = [...text.matchAll(/client error \([^)]*\):\s*([^|]+)/g)].map((m) => m[1]!.trim());
+  const detail = reasons.at(-1) ??
+    text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s)]+/gi, "<url>").split(" | ").at(-1)!.trim();
+  const kind: TlsFailureKind = /UnknownIssuer|unknown ca|self.signed/i.test(detail)
+    ? "unknown issuer"
+    : /not valid for name|NotValidForName|name mismatch/i.test(detail)
+    ? "name mismatch"
+    : /expired/i.test(detail)
+    ? "expired"
+    : /not valid yet|NotValidYet/i.test(detail)
+    ? "not yet valid"
+    : /CertificateRequired|BadCertificate|UnknownCA|certificate unknown|AccessDenied/i.test(detail)
+    ? "client certificate refused"
+    : "handshake failed";
+  return { kind, detail };
+}

@@ -83,10 +83,17 @@ export class Group {
 
   /**
    * Members a request may go to now, in declared order. Members already tried by this request
-   * are left out while another is available (the same one again only when it is alone).
+   * are left out while another is available (the same one again only when it is alone);
+   * `barred` ones (a TLS failure: trying again cannot help) never.
    */
-  candidates(now: number, tried: ReadonlySet<GroupMember>): GroupMember[] {
-    const available = this.members.filter((m) => m.upstream.available(now));
+  candidates(
+    now: number,
+    tried: ReadonlySet<GroupMember>,
+    barred?: ReadonlySet<GroupMember>,
+  ): GroupMember[] {
+    const available = this.members.filter((m) =>
+      m.upstream.available(now) && !(barred?.has(m) ?? false)
+    );
     if (tried.size === 0) return available;
     const fresh = available.filter((m) => !tried.has(m));
     return fresh.length > 0 ? fresh : available;

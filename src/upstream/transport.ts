@@ -14,6 +14,26 @@
  * @module
  */
 import type { ReplyHeaders } from "./headers.ts";
+import { failureCause, tlsFailure, type TlsFailureKind } from "./failure.ts";
+
+/**
+ * An upstream's TLS certificate was not accepted (unknown issuer, wrong name, expired), or the
+ * TLS handshake failed otherwise. Not a connect error: trying the same upstream again cannot
+ * help, so it is never retried there.
+ */
+export class UpstreamTlsError extends Error {
+  override name = "UpstreamTlsError";
+  /** What it was about, from a fixed vocabulary: safe to show a client. */
+  readonly kind: TlsFailureKind;
+  /** Deno's reason without the URL, for the log (it may name the upstream's address). */
+  readonly detail: string;
+  constructor(cause: unknown) {
+    const { kind, detail } = tlsFailure(cause);
+    super(`TLS handshake failed: ${detail}`, { cause });
+    this.kind = kind;
+    this.detail = detail;
+  }
+}
 
 /**
  * Whose fault a request is that never left the proxy: the client's (it asked for something
@@ -81,9 +101,14 @@ export interface BodyReader {
   cancel(reason?: unknown): Promise<void>;
 }
 
+/** The transports' names, as the start-up log shows them. */
+export type TransportKind = "http1" | "fetch";
+
 /** A group's way to send requests upstream. */
 export interface Transport {
-  readonly kind: "http1" | "fetch";
+  readonly kind: TransportKind;
+  /** The transport that really carries requests to targets of `protocol` (https may differ). */
+  kindFor(protocol: UpstreamTarget["protocol"]): TransportKind;
   /** Resolves with the response head; rejects on connection errors or abort. */
   send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply>;
   /** Releases pooled connections. */
@@ -107,20 +132,34 @@ export class FetchTransport implements Transport {
     this.#fetch = fetchImpl;
   }
 
+  kindFor(): TransportKind {
+    return "fetch";
+  }
+
   async send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
     if (this.#closed) throw new Error("the transport is closed");
     // fetch would reject these with a TypeError, which looks like any network failure.
     if (FETCH_FORBIDDEN_METHOD.test(init.method)) {
       throw new NotSentError("client", `fetch cannot send a ${init.method} request`);
     }
-    const response = await this.#fetch(target.url, {
-      method: init.method,
-      headers: init.headers,
-      body: init.body,
-      signal: init.signal,
-      client: this.#client ??= this.#createClient(),
-      redirect: "manual",
-    });
+    let response: Response;
+    try {
+      response = await this.#fetch(target.url, {
+        method: init.method,
+        headers: init.headers,
+        body: init.body,
+        signal: init.signal,
+        client: this.#client ??= this.#createClient(),
+        redirect: "manual",
+      });
+    } catch (error) {
+      // Deno reports a refused certificate as a plain TypeError ("fetch failed"); it is named
+      // here, where the target is known to be https, so it is never taken for a connect error.
+      if (
+        target.protocol === "https:" && !init.signal.aborted && failureCause(error) === "TLS error"
+      ) throw new UpstreamTlsError(error);
+      throw error;
+    }
     return {
       status: response.status,
       statusText: response.statusText,

@@ -72,6 +72,8 @@ export interface MockUpstreamOptions {
    * @default {Infinity}
    */
   maxRecordedRequests?: number;
+  /** Serve HTTPS with this certificate and key (PEM text); `url` is then `https://…`. */
+  tls?: { cert: string; key: string };
 }
 
 /** A running mock upstream. */
@@ -360,12 +362,19 @@ export function startMockUpstream(options: MockUpstreamOptions = {}): Promise<Mo
     return res;
   }
 
-  const server = Deno.serve({ port: options.port ?? 0, hostname, onListen() {} }, handle);
+  const server = Deno.serve({
+    port: options.port ?? 0,
+    hostname,
+    onListen() {},
+    ...(options.tls ?? {}),
+  }, handle);
   const port = server.addr.port;
   let closed: Promise<void> | undefined;
 
   const mock: MockUpstream = {
-    url: `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`,
+    url: `${options.tls ? "https" : "http"}://${
+      hostname.includes(":") ? `[${hostname}]` : hostname
+    }:${port}`,
     port,
     requests,
     script(...responses) {

@@ -16,6 +16,7 @@ export function testContext(
     request,
     forward: "main",
     peerIp,
+    scheme: "http",
     startedAt: 0,
     path,
     query,

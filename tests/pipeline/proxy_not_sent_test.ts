@@ -13,7 +13,10 @@ import {
 
 /** A transport that fails every send with `error`, counting the sends. */
 class FailingTransport implements Transport {
-  readonly kind = "http1";
+  readonly kind = "http1" as const;
+  kindFor(): "http1" {
+    return this.kind;
+  }
   sends = 0;
   constructor(readonly error: unknown) {}
   send(_target: UpstreamTarget, _init: SendInit): Promise<UpstreamReply> {

@@ -15,6 +15,7 @@ import { parseConfig } from "../../src/config/load.ts";
 function recorder(): Transport & { sent: UpstreamTarget[]; closed: boolean } {
   const self = {
     kind: "fetch" as const,
+    kindFor: () => "fetch" as const,
     sent: [] as UpstreamTarget[],
     closed: false,
     send(target: UpstreamTarget, _init: SendInit): Promise<UpstreamReply> {

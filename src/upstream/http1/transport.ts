@@ -13,6 +13,7 @@ import {
   NotSentError,
   type SendInit,
   type Transport,
+  type TransportKind,
   type UpstreamReply,
   type UpstreamTarget,
 } from "../transport.ts";
@@ -69,6 +70,10 @@ export class Http1Transport implements Transport {
       idleTimeoutMs: options.idleTimeoutMs,
     });
     this.#secure = options.secure;
+  }
+
+  kindFor(protocol: UpstreamTarget["protocol"]): TransportKind {
+    return protocol === "https:" ? this.#secure.kindFor(protocol) : "http1";
   }
 
   /** Idle pooled connections (for tests and diagnostics). */

@@ -218,6 +218,7 @@ class ScriptedServer {
 function secureStub(): Transport & { closed: boolean } {
   return {
     kind: "fetch",
+    kindFor: () => "fetch",
     closed: false,
     send(): Promise<UpstreamReply> {
       return Promise.reject(new Error("secure transport not expected here"));
