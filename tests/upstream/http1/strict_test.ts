@@ -173,7 +173,12 @@ function oneBytePerRead(): Disposable {
 /** A keep-alive transport; `https:` is never used here. */
 function newTransport(): Http1Transport {
   return new Http1Transport({
-    secure: { kind: "fetch", send: () => Promise.reject(new Error("not expected")), close() {} },
+    secure: {
+      kind: "fetch",
+      kindFor: () => "fetch",
+      send: () => Promise.reject(new Error("not expected")),
+      close() {},
+    },
     keepAlive: true,
     maxIdlePerHost: 4,
     idleTimeoutMs: 0,
