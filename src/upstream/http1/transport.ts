@@ -169,10 +169,12 @@ export class Http1Transport implements Transport {
         // stop reading or close. The head is read while the body is written; an answer that
         // comes first is the answer, and nothing more is written.
         const reading = readHead(connection);
+        let answeredEarly = false;
         let writeFailed = false;
         let writeError: unknown;
         const writing = writeAll(connection, message).then((): undefined => {
-          written = true;
+          // Stopped by an early answer, the writes end without the whole request.
+          if (!answeredEarly) written = true;
         }, (error): undefined => {
           writeFailed = true;
           writeError = error;
@@ -180,7 +182,10 @@ export class Http1Transport implements Transport {
         // `race` handles a rejection of `reading` (its own is thrown below).
         head = await Promise.race([reading, writing]);
         if (head !== undefined) {
-          if (!written) connection.stopWriting();
+          if (!written) {
+            answeredEarly = true;
+            connection.stopWriting();
+          }
         } else if (writeFailed) head = await answerDespite(reading, writeError);
         else head = await reading;
       }

@@ -960,6 +960,34 @@ Deno.test("http1: an answer before the body is written, the upstream keeping the
   assert.equal(server.accepts, 1);
 });
 
+Deno.test("http1: an early answer whose body comes after the upstream read on: still never pooled", async () => {
+  // Socket writes in flight on the client's connection.
+  let inFlight = 0;
+  const dial: Dial = async (options) => {
+    const conn = await Deno.connect(options);
+    const write = conn.write.bind(conn);
+    conn.write = (bytes: Uint8Array) => {
+      inFlight++;
+      return write(bytes).finally(() => inFlight--);
+    };
+    return conn;
+  };
+  await using t = setup({ dial });
+  const { server, transport, send } = t;
+  const pending = send(init("POST", { body: new Uint8Array(TWENTY_MB) }));
+  const peer = await server.next();
+  await peer.head();
+  await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+  const reply = await pending;
+  // The upstream reads what was in flight; the client writes nothing more.
+  const draining = peer.drain();
+  await until(() => inFlight === 0, "the client's last write to finish");
+  await peer.write("ok");
+  assert.equal(decoder.decode(await bytesOf(reply)), "ok");
+  assert.ok((await draining) < TWENTY_MB, "the client stopped writing");
+  assert.equal(transport.idleConnections, 0);
+});
+
 Deno.test("http1: an answer that came before the request could be written (the write fails) is the answer", async () => {
   const scripted: { server?: ScriptedServer } = {};
   // The upstream answers on accept and closes; the connection is handed over only once its
