@@ -82,15 +82,17 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const registry = new Registry();
   const metrics = createProxyMetrics(registry);
   const guards = connectionGuards(() => current.config.httpServer, metrics, log);
+  // Real time: deadlines wait for real I/O, whatever clock the policies are given.
+  const deadlines = new Deadlines();
   const deps = {
     clock,
     random: options.random ?? Math.random,
     log,
-    // Real time: deadlines wait for real I/O, whatever clock the policies are given.
-    deadlines: new Deadlines(),
+    deadlines,
     createTransport: (config: HttpClientConfig) =>
       createGroupTransport(config, {
         env,
+        deadlines,
         ...(options.transport ? { choice: options.transport } : {}),
         ...(options.fetch ? { fetch: options.fetch } : {}),
       }),

@@ -269,7 +269,7 @@ export const strategySchema = z.enum([
 
 const timeoutSchema = z.strictObject({
   connect: duration("s").default(10_000).describe(
-    "Connection set-up bound (seconds). Deno's fetch exposes no connect phase, so set-up is bounded by firstByte; kept for config compatibility.",
+    "Longest TCP connect to an upstream (seconds); then the attempt fails as a connect error (retried elsewhere, counted by the breaker). 0 = no bound of its own. The HTTP/1.1 client honours it; on the fetch transport (HTTPS upstreams, outbound proxies) Deno has no connect timeout, so set-up is bounded by firstByte only. firstByte runs across the connect too.",
   ),
   firstByte: duration("s", { minMs: 1 }).default(60_000).describe(
     "Until response headers (seconds) → 504.",

@@ -10,6 +10,7 @@
 import type { HttpClientConfig } from "../config/schema.ts";
 import { FetchTransport, type Transport } from "./transport.ts";
 import { Http1Transport } from "./http1/transport.ts";
+import type { Deadlines } from "../deadlines.ts";
 
 /** Which transport to use: `auto` picks `http1` for direct traffic and `fetch` for proxies. */
 export type TransportChoice = "auto" | "http1" | "fetch";
@@ -25,6 +26,8 @@ export function createGroupTransport(
     choice?: TransportChoice;
     env: (name: string) => string | undefined;
     fetch?: typeof fetch;
+    /** Schedules the HTTP/1.1 client's connect timeouts (the app's shared deadlines). */
+    deadlines?: Deadlines;
   },
 ): Transport {
   const choice = options.choice ?? "auto";
@@ -37,6 +40,9 @@ export function createGroupTransport(
     keepAlive: config.keepalive > 0,
     maxIdlePerHost: config.connect.idlePerHost,
     idleTimeoutMs: Math.min(config.keepalive, config.timeout.idle),
+    // Deno's fetch has no connect timeout: there, set-up is bounded by the first-byte deadline.
+    connectTimeoutMs: config.timeout.connect,
+    ...(options.deadlines ? { deadlines: options.deadlines } : {}),
   });
 }
 

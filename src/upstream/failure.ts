@@ -36,6 +36,7 @@ const BY_NAME: Readonly<Record<string, string>> = {
   ConnectionAborted: "connection reset",
   BrokenPipe: "connection reset",
   TimedOut: "timeout",
+  ConnectTimeoutError: "connect timeout",
   UnexpectedEof: "connection closed early",
   NotConnected: "connection closed early",
   AddrNotAvailable: "network unreachable",

@@ -7,8 +7,30 @@
  * @module
  */
 
+import type { Deadlines } from "../../deadlines.ts";
+
 /** Initial read buffer size; it grows for a head that does not fit (up to the head limit). */
 const BUFFER_BYTES = 16 * 1024;
+
+/** Opens a TCP connection: `Deno.connect`, or a stand-in for tests. Must honour `signal`. */
+export type Dial = (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
+
+const denoDial: Dial = (options) => Deno.connect(options);
+
+/** Options of {@linkcode Connection.open}. */
+export interface OpenOptions {
+  /** The connect gives up after this, ms (a {@linkcode ConnectTimeoutError}); 0 = no bound. */
+  readonly timeoutMs?: number;
+  /** Schedules the connect timeout (required with `timeoutMs`). */
+  readonly deadlines?: Pick<Deadlines, "after">;
+  /** How to connect. @default Deno.connect */
+  readonly dial?: Dial;
+}
+
+/** A connect that did not finish within the connect timeout: a connect failure. */
+export class ConnectTimeoutError extends Error {
+  override name = "ConnectTimeoutError";
+}
 
 /** A buffered client connection. */
 export class Connection {
@@ -21,6 +43,8 @@ export class Connection {
   #pending: Promise<number | null> | null = null;
   #idle = false;
   #closed = false;
+  /** Set once an answer came before the request was fully written: nothing more is sent. */
+  #writeStopped = false;
   /** When it last went idle (pool clock, ms). */
   idleSince = 0;
 
@@ -30,21 +54,54 @@ export class Connection {
     conn.setKeepAlive(true); // long silent streams: let the OS notice a dead peer
   }
 
-  /** Opens a connection; `signal` aborts the connect. */
-  static async open(hostname: string, port: number, signal: AbortSignal): Promise<Connection> {
-    return new Connection(await Deno.connect({ hostname, port, signal }));
+  /**
+   * Opens a connection; `signal` aborts the connect, and so does `options.timeoutMs` (then it
+   * rejects with a {@linkcode ConnectTimeoutError}).
+   */
+  static async open(
+    hostname: string,
+    port: number,
+    signal: AbortSignal,
+    options: OpenOptions = {},
+  ): Promise<Connection> {
+    const dial = options.dial ?? denoDial;
+    const { timeoutMs = 0, deadlines } = options;
+    if (timeoutMs <= 0 || !deadlines) return new Connection(await dial({ hostname, port, signal }));
+    // A connect of its own to abort: the attempt's signal also covers the response.
+    const timeout = new AbortController();
+    const deadline = deadlines.after(timeoutMs, () => timeout.abort());
+    try {
+      return new Connection(
+        await dial({ hostname, port, signal: AbortSignal.any([signal, timeout.signal]) }),
+      );
+    } catch (error) {
+      if (timeout.signal.aborted && !signal.aborted) {
+        throw new ConnectTimeoutError(`connect timeout after ${timeoutMs}ms`, { cause: error });
+      }
+      throw error;
+    } finally {
+      deadline.cancel();
+    }
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** Writes all of `bytes`. */
+  /** Writes all of `bytes`, or what of them goes out before {@linkcode stopWriting}. */
   async write(bytes: Uint8Array): Promise<void> {
     let offset = 0;
-    while (offset < bytes.byteLength) {
+    while (offset < bytes.byteLength && !this.#writeStopped) {
       offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
     }
+  }
+
+  /**
+   * Sends nothing more after the socket write in progress (each takes what the socket buffers
+   * have room for): the upstream answered before reading the whole request.
+   */
+  stopWriting(): void {
+    this.#writeStopped = true;
   }
 
   /**

@@ -17,7 +17,8 @@ import {
   type UpstreamReply,
   type UpstreamTarget,
 } from "../transport.ts";
-import { Connection } from "./connection.ts";
+import { Connection, type Dial, type OpenOptions } from "./connection.ts";
+import { Deadlines } from "../../deadlines.ts";
 import { Pool } from "./pool.ts";
 import {
   encodeHead,
@@ -49,6 +50,12 @@ export interface Http1TransportOptions {
   readonly maxIdlePerHost: number;
   /** Idle pooled connections close after this, ms. */
   readonly idleTimeoutMs: number;
+  /** A connect not finished after this fails as a connect error, ms; 0 = no bound. @default 0 */
+  readonly connectTimeoutMs?: number;
+  /** Schedules connect timeouts. @default a `Deadlines` of its own */
+  readonly deadlines?: Pick<Deadlines, "after">;
+  /** How connections are opened (tests). @default Deno.connect */
+  readonly dial?: Dial;
 }
 
 /** The upstream closed a connection before any byte of a response. */
@@ -62,6 +69,7 @@ export class Http1Transport implements Transport {
   readonly #pool: Pool;
   readonly #secure: Transport;
   readonly #keepAlive: boolean;
+  readonly #open: OpenOptions;
 
   constructor(options: Http1TransportOptions) {
     this.#keepAlive = options.keepAlive && options.maxIdlePerHost > 0;
@@ -70,6 +78,12 @@ export class Http1Transport implements Transport {
       idleTimeoutMs: options.idleTimeoutMs,
     });
     this.#secure = options.secure;
+    const timeoutMs = options.connectTimeoutMs ?? 0;
+    this.#open = {
+      timeoutMs,
+      ...(timeoutMs > 0 ? { deadlines: options.deadlines ?? new Deadlines() } : {}),
+      ...(options.dial ? { dial: options.dial } : {}),
+    };
   }
 
   kindFor(protocol: UpstreamTarget["protocol"]): TransportKind {
@@ -132,19 +146,55 @@ export class Http1Transport implements Transport {
     // Closing the socket fails whatever read or write is pending with it.
     const onAbort = () => connection?.close();
     signal.addEventListener("abort", onAbort, { once: true });
+    /** Whether the whole request went out: one an early answer cut short is never pooled. */
+    let written = false;
     const release = (reuse: boolean) => {
       signal.removeEventListener("abort", onAbort);
-      if (reuse && connection) this.#pool.put(key, connection);
+      if (reuse && written && connection) this.#pool.put(key, connection);
       else connection?.close();
     };
-    let written = false;
     try {
-      connection ??= await Connection.open(target.hostname, target.port, signal);
+      connection ??= await Connection.open(target.hostname, target.port, signal, this.#open);
       // Aborted while the connect finished: the listener found no connection to close.
       if (signal.aborted) throw signal.reason;
-      for (const part of message) await connection.write(part);
-      written = true;
-      const head = await readHead(connection);
+      let head: ResponseHead | undefined;
+      if (message.length === 1) {
+        // The usual request, up to 64 KiB: one write (the socket buffers take it whole), then
+        // the read, with no promise more than that.
+        try {
+          await connection.write(message[0]!);
+          written = true;
+        } catch (error) {
+          // The upstream may have answered and closed before taking the request (a 413 on
+          // the head, a 503 on accept): that answer waits in the receive buffer.
+          head = await answerDespite(readHead(connection), error);
+        }
+        head ??= await readHead(connection);
+      } else {
+        // A large body: the upstream may answer before reading it all (a 413, a 401) and then
+        // stop reading or close. The head is read while the body is written; an answer that
+        // comes first is the answer, and nothing more is written.
+        const reading = readHead(connection);
+        let answeredEarly = false;
+        let writeFailed = false;
+        let writeError: unknown;
+        const writing = writeAll(connection, message).then((): undefined => {
+          // Stopped by an early answer, the writes end without the whole request.
+          if (!answeredEarly) written = true;
+        }, (error): undefined => {
+          writeFailed = true;
+          writeError = error;
+        });
+        // `race` handles a rejection of `reading` (its own is thrown below).
+        head = await Promise.race([reading, writing]);
+        if (head !== undefined) {
+          if (!written) {
+            answeredEarly = true;
+            connection.stopWriting();
+          }
+        } else if (writeFailed) head = await answerDespite(reading, writeError);
+        else head = await reading;
+      }
       const framing = responseFraming(method, head);
       return reply(head, framing, new ResponseBody(connection, framing, head, signal, release));
     } catch (error) {
@@ -152,11 +202,8 @@ export class Http1Transport implements Transport {
       if (signal.aborted) throw signal.reason;
       // A pooled connection the upstream had just closed: nothing was processed, so the
       // request goes again on a new connection (a non-idempotent one only if it was not
-      // written at all).
-      const stale = error instanceof ClosedBeforeResponse || isConnectionReset(error);
-      if (
-        reused && mayRetryStale && stale && (!written || IDEMPOTENT.has(method))
-      ) {
+      // written in full).
+      if (reused && mayRetryStale && isNoAnswer(error) && (!written || IDEMPOTENT.has(method))) {
         return this.#exchange(target, method, signal, message, false);
       }
       throw error;
@@ -179,9 +226,33 @@ function normalizeMethod(method: string): string {
   return NORMALIZED_METHODS.has(upper) ? upper : method;
 }
 
-function isConnectionReset(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionReset ||
+/** The connection ended (closed or reset) before any byte of an answer. */
+function isNoAnswer(error: unknown): boolean {
+  return error instanceof ClosedBeforeResponse ||
+    error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.BrokenPipe;
+}
+
+/**
+ * The answer read after writing the request failed: an upstream that answers and closes
+ * before reading the whole request makes the write fail, and its answer is the one to pass
+ * on. Without one (the connection ended with no byte of an answer) the write error stands.
+ * The read ends quickly on a broken socket, or with the first-byte deadline.
+ */
+async function answerDespite(
+  reading: Promise<ResponseHead>,
+  writeError: unknown,
+): Promise<ResponseHead> {
+  try {
+    return await reading;
+  } catch (error) {
+    throw isNoAnswer(error) ? writeError : error;
+  }
+}
+
+/** Writes the parts of a request in order (up to {@linkcode Connection.stopWriting}). */
+async function writeAll(connection: Connection, message: readonly Uint8Array[]): Promise<void> {
+  for (const part of message) await connection.write(part);
 }
 
 /**

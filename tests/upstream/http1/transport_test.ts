@@ -10,7 +10,12 @@ import {
   Http1Transport,
   type Http1TransportOptions,
 } from "../../../src/upstream/http1/transport.ts";
-import { Connection } from "../../../src/upstream/http1/connection.ts";
+import {
+  Connection,
+  ConnectTimeoutError,
+  type Dial,
+} from "../../../src/upstream/http1/connection.ts";
+import { failureCause } from "../../../src/upstream/failure.ts";
 import { Pool } from "../../../src/upstream/http1/pool.ts";
 import { BodyCutError } from "../../../src/upstream/http1/body.ts";
 import { UpstreamProtocolError } from "../../../src/upstream/http1/head.ts";
@@ -100,6 +105,57 @@ class Peer {
     const raw = text().slice(0, headEnd + length);
     this.#buffered = this.#buffered.slice(headEnd + length);
     return { raw, head, body: raw.slice(headEnd), reads };
+  }
+
+  /** Reads a request head only, leaving its body unread. */
+  head(): Promise<string> {
+    return within(
+      (async () => {
+        let end = -1;
+        while ((end = latin1(this.#buffered).indexOf("\r\n\r\n")) === -1) {
+          if (!(await this.#more())) throw new Error("client closed before a whole request head");
+        }
+        const head = latin1(this.#buffered.subarray(0, end + 4));
+        this.#buffered = this.#buffered.slice(end + 4);
+        return head;
+      })(),
+      "a request head",
+    );
+  }
+
+  /** Reads and drops `length` bytes (a body too large to keep). */
+  skip(length: number): Promise<void> {
+    return within(
+      (async () => {
+        const buffered = Math.min(length, this.#buffered.length);
+        this.#buffered = this.#buffered.slice(buffered);
+        let left = length - buffered;
+        const chunk = new Uint8Array(1024 * 1024);
+        while (left > 0) {
+          const n = await this.conn.read(chunk.subarray(0, Math.min(left, chunk.length)));
+          if (n === null) throw new Error("client closed before the whole body");
+          left -= n;
+        }
+      })(),
+      "the request body",
+    );
+  }
+
+  /** Reads until the client closes the connection; resolves with the bytes read (unparsed). */
+  drain(): Promise<number> {
+    return within(
+      (async () => {
+        let total = this.#buffered.length;
+        this.#buffered = new Uint8Array(0);
+        const chunk = new Uint8Array(1024 * 1024);
+        for (;;) {
+          const n = await this.conn.read(chunk).catch(() => null);
+          if (n === null) return total;
+          total += n;
+        }
+      })(),
+      "the client to close",
+    );
   }
 
   /** Whether the client closed the connection (end of stream or reset) with nothing more sent. */
@@ -857,6 +913,255 @@ Deno.test({
     transport.close();
     await Promise.all(dropping);
   },
+});
+
+// --- answers that come while the request is written --------------------------------------
+
+const TOO_LARGE_BODY = '{"error":{"message":"request body too large","code":"too_large"}}';
+const TOO_LARGE = "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n" +
+  `content-length: ${TOO_LARGE_BODY.length}\r\nconnection: close\r\n\r\n${TOO_LARGE_BODY}`;
+const TWENTY_MB = 20 * 1024 * 1024;
+
+Deno.test("http1: a 413 on the head of a 20 MB body, then a close: the answer, not the write error", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const pending = send(init("POST", { body: new Uint8Array(TWENTY_MB) }));
+  const peer = await server.next();
+  assert.match(await peer.head(), /^POST \/x\?y=1 HTTP\/1\.1\r\n[^]*content-length: 20971520\r\n/);
+  await peer.write(TOO_LARGE);
+  peer.close(); // with the body unread: the kernel resets the connection, the writes fail
+  // With the bug: rejects with BrokenPipe (or ConnectionReset).
+  const reply = await pending;
+  assert.equal(reply.status, 413);
+  assert.equal(reply.headers.get("content-type"), "application/json");
+  assert.equal(decoder.decode(await bytesOf(reply)), TOO_LARGE_BODY);
+  assert.equal(server.accepts, 1);
+  assert.equal(transport.idleConnections, 0);
+});
+
+Deno.test("http1: an answer before the body is written, the upstream keeping the connection: delivered, writing stops, never pooled", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const pending = send(init("POST", { body: new Uint8Array(TWENTY_MB) }));
+  const peer = await server.next();
+  await peer.head();
+  // A keep-alive answer: only the request left unsent keeps the connection out of the pool.
+  await peer.write("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno");
+  // The upstream reads nothing more until the answer is in: the client's writes are stuck.
+  // With the bug: the head is never read (timeout).
+  const reply = await pending;
+  const draining = peer.drain();
+  assert.equal(reply.status, 413);
+  assert.equal(decoder.decode(await bytesOf(reply)), "no");
+  const received = await draining; // the client closes the connection after the answer
+  assert.ok(received < TWENTY_MB, `the whole body was written after the answer (${received})`);
+  assert.equal(transport.idleConnections, 0);
+  assert.equal(server.accepts, 1);
+});
+
+Deno.test("http1: an early answer whose body comes after the upstream read on: still never pooled", async () => {
+  // Socket writes in flight on the client's connection.
+  let inFlight = 0;
+  const dial: Dial = async (options) => {
+    const conn = await Deno.connect(options);
+    const write = conn.write.bind(conn);
+    conn.write = (bytes: Uint8Array) => {
+      inFlight++;
+      return write(bytes).finally(() => inFlight--);
+    };
+    return conn;
+  };
+  await using t = setup({ dial });
+  const { server, transport, send } = t;
+  const pending = send(init("POST", { body: new Uint8Array(TWENTY_MB) }));
+  const peer = await server.next();
+  await peer.head();
+  await peer.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+  const reply = await pending;
+  // The upstream reads what was in flight; the client writes nothing more.
+  const draining = peer.drain();
+  await until(() => inFlight === 0, "the client's last write to finish");
+  await peer.write("ok");
+  assert.equal(decoder.decode(await bytesOf(reply)), "ok");
+  assert.ok((await draining) < TWENTY_MB, "the client stopped writing");
+  assert.equal(transport.idleConnections, 0);
+});
+
+Deno.test("http1: an answer that came before the request could be written (the write fails) is the answer", async () => {
+  const scripted: { server?: ScriptedServer } = {};
+  // The upstream answers on accept and closes; the connection is handed over only once its
+  // reset has come back, so the transport's own write fails.
+  const dial: Dial = async (options) => {
+    const conn = await Deno.connect(options);
+    const peer = await scripted.server!.next();
+    await peer.write("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy");
+    peer.close();
+    const probe = new Uint8Array(1);
+    for (let tries = 0;; tries++) {
+      if (tries > 600) throw new Error("the upstream's reset never came");
+      try {
+        await conn.write(probe);
+      } catch {
+        break;
+      }
+      await tick(1);
+    }
+    return conn;
+  };
+  await using t = setup({ dial });
+  scripted.server = t.server;
+  using writes = recordClientWrites();
+  // With the bug: rejects with BrokenPipe.
+  const reply = await t.send(init("POST", { body: encoder.encode('{"n":1}') }));
+  assert.equal(reply.status, 503);
+  assert.equal(decoder.decode(await bytesOf(reply)), "busy");
+  assert.equal(t.server.accepts, 1);
+  assert.equal(t.transport.idleConnections, 0);
+  // Probes until one failed, then the request's own write (which failed too).
+  const request = writes.sizes.at(-1)!;
+  assert.ok(request > 1, `the request was written after the reset: ${writes.sizes}`);
+});
+
+Deno.test("http1: a large POST on a reused connection dropped before it was all written goes again on a new one", async () => {
+  await using t = setup();
+  const { server, transport, send } = t;
+  const first = send(init());
+  const peer = await server.next();
+  await server.answer(peer, OK);
+  await bytesOf(await first);
+
+  // More than the socket buffers hold: the request cannot be all written when the upstream,
+  // having read its head, drops the connection (as one that timed it out just then would).
+  const second = send(init("POST", { body: new Uint8Array(TWENTY_MB) }));
+  await peer.head();
+  peer.close();
+  const fresh = await server.next();
+  assert.match(await fresh.head(), /content-length: 20971520\r\n/);
+  await fresh.skip(TWENTY_MB);
+  await fresh.write(OK);
+  assert.equal(decoder.decode(await bytesOf(await second)), "ok");
+  assert.equal(server.accepts, 2);
+  assert.equal(transport.idleConnections, 1);
+});
+
+// --- connect timeout ---------------------------------------------------------------------
+
+/** Deadlines the test fires by hand. */
+function manualDeadlines() {
+  const armed = new Set<{ ms: number; fire: () => void }>();
+  return {
+    armed,
+    after(ms: number, fire: () => void) {
+      const entry = { ms, fire };
+      armed.add(entry);
+      return { cancel: () => void armed.delete(entry) };
+    },
+    fireAll() {
+      for (const entry of [...armed]) {
+        armed.delete(entry);
+        entry.fire();
+      }
+    },
+  };
+}
+
+/** A connect that never completes (a SYN nobody answers) until its signal aborts it. */
+function hangingDial() {
+  const signals: AbortSignal[] = [];
+  const dial: Dial = (options) => {
+    const signal = options.signal!;
+    signals.push(signal);
+    return new Promise((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+    });
+  };
+  return { signals, dial };
+}
+
+/** A target nothing is asked to reach (the dial is a stand-in). */
+const UNREACHED: UpstreamTarget = {
+  url: "http://127.0.0.1:9/x",
+  protocol: "http:",
+  hostname: "127.0.0.1",
+  port: 9,
+  host: "127.0.0.1:9",
+  path: "/x",
+};
+
+Deno.test("http1: a connect not done within connectTimeoutMs fails as a connect timeout", async () => {
+  const deadlines = manualDeadlines();
+  const hanging = hangingDial();
+  const transport = new Http1Transport({
+    secure: secureStub(),
+    keepAlive: true,
+    maxIdlePerHost: 4,
+    idleTimeoutMs: 0,
+    connectTimeoutMs: 2_500,
+    deadlines,
+    dial: hanging.dial,
+  });
+  const pending = transport.send(UNREACHED, init("POST", { body: encoder.encode("{}") }));
+  pending.catch(() => {});
+  assert.equal(hanging.signals.length, 1);
+  assert.deepEqual([...deadlines.armed].map((d) => d.ms), [2_500]);
+  deadlines.fireAll();
+  await assert.rejects(within(pending, "the connect timeout"), (error) => {
+    assert.ok(error instanceof ConnectTimeoutError, String(error));
+    assert.equal(failureCause(error), "connect timeout");
+    assert.doesNotMatch(error.message, /127\.0\.0\.1|:9\b/);
+    return true;
+  });
+  assert.equal(hanging.signals[0]!.aborted, true, "the connect itself was aborted");
+  transport.close();
+});
+
+Deno.test("http1: the attempt's signal (first-byte deadline) still ends a pending connect, with its reason", async () => {
+  const deadlines = manualDeadlines();
+  const hanging = hangingDial();
+  const transport = new Http1Transport({
+    secure: secureStub(),
+    keepAlive: true,
+    maxIdlePerHost: 4,
+    idleTimeoutMs: 0,
+    connectTimeoutMs: 10_000,
+    deadlines,
+    dial: hanging.dial,
+  });
+  const controller = new AbortController();
+  const pending = transport.send(UNREACHED, init("GET", { signal: controller.signal }));
+  pending.catch(() => {});
+  const reason = new Error("no response headers within the first-byte deadline");
+  controller.abort(reason);
+  await assert.rejects(within(pending, "the aborted connect"), (error) => error === reason);
+  assert.equal(deadlines.armed.size, 0, "the connect timeout is cancelled");
+  transport.close();
+});
+
+Deno.test("http1: a connect that finishes cancels its timeout; connectTimeoutMs 0 arms none", async () => {
+  await using server = new ScriptedServer();
+  for (const connectTimeoutMs of [1_000, 0]) {
+    const deadlines = manualDeadlines();
+    let dialled = 0;
+    const transport = new Http1Transport({
+      secure: secureStub(),
+      keepAlive: true,
+      maxIdlePerHost: 4,
+      idleTimeoutMs: 0,
+      connectTimeoutMs,
+      deadlines,
+      dial: (options) => {
+        dialled++;
+        return Deno.connect(options);
+      },
+    });
+    const pending = within(transport.send(server.target(), init()), "the response head");
+    await server.answer(await server.next(), OK);
+    assert.equal(decoder.decode(await bytesOf(await pending)), "ok");
+    assert.equal(dialled, 1);
+    assert.equal(deadlines.armed.size, 0);
+    transport.close();
+  }
 });
 
 // --- abort and cancel --------------------------------------------------------------------
