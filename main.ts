@@ -12,7 +12,7 @@ import { ConfigError, type LoadedConfig } from "./src/config/errors.ts";
 import { childOutput, childRequest, loadConfig, loadInProcess } from "./src/config/isolated.ts";
 import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
-import { startApp } from "./src/app.ts";
+import { type RunningApp, startApp } from "./src/app.ts";
 
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
@@ -90,12 +90,6 @@ async function main(args: readonly string[]): Promise<number> {
   });
   // Uncaught errors end the process without the stop path: write what the log still holds.
   globalThis.addEventListener("unload", () => sink.flush());
-  // A promise nobody awaited must not end a proxy serving everyone else: it is a bug, logged
-  // as one, and the process goes on.
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    log.error("unhandled rejection (a bug; the proxy keeps serving)", { error: event.reason });
-  });
   const reload = async (): Promise<LoadedConfig> => {
     const next = await load();
     for (const secret of configSecrets(next)) secrets.add(secret);
@@ -111,11 +105,26 @@ async function main(args: readonly string[]): Promise<number> {
   if (transport && transport !== "fetch" && transport !== "http1") {
     log.warn(`LLMPROXY_TRANSPORT=${transport} is not a transport (fetch, http1): ignored`);
   }
-  const app = await startApp(loaded, {
-    log,
-    reload,
-    watchPath: options.config,
-    ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
+  let app: RunningApp;
+  try {
+    app = await startApp(loaded, {
+      log,
+      reload,
+      watchPath: options.config,
+      ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
+    });
+  } catch (error) {
+    // A port that is taken, a certificate that cannot be used: nothing serves, so say why
+    // and exit non-zero for the supervisor.
+    log.error(`cannot start: ${(error as Error).message}`);
+    sink.flush();
+    return 1;
+  }
+  // From here on a promise nobody awaited must not end a proxy serving everyone else: it is a
+  // bug, logged as one, and the process goes on.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("unhandled rejection (a bug; the proxy keeps serving)", { error: event.reason });
   });
   sink.startBatching(); // start-up lines are out; the access log is batched from here
   const code = await app.finished;

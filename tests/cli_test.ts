@@ -301,6 +301,28 @@ Deno.test("main -c <file with errors> (no --check): exit 1 before listening, no 
   });
 });
 
+Deno.test("main -c <file> whose port is taken: exit 1 naming the forward and address, no stack trace", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const config = VALID.replace("port: 0,", `port: ${taken.addr.port}, address: 127.0.0.1,`);
+    assert.notEqual(config, VALID);
+    await withTempFile(config, async (path) => {
+      const run = await runMainWith(["--allow-read", "--allow-env", "--allow-net"], "-c", path);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `cannot start: forward "f1" cannot listen on 127\\.0\\.0\\.1:${taken.addr.port}`,
+        ),
+      );
+      assert.ok(!run.stderr.includes("unhandled rejection"), run.stderr);
+      assertNoStackTrace(run);
+    });
+  } finally {
+    taken.close();
+  }
+});
+
 Deno.test("main -c <file with errors>, config loaded in a child process: the same errors", async () => {
   await withTempFile(VALID.replace("port: 0", "port: -1"), async (path) => {
     const inProcess = await runMain("-c", path);
