@@ -294,6 +294,34 @@ Deno.test("reload: series of a removed upstream, group member and forward leave 
   });
 });
 
+Deno.test("reload: a forward's per-IP limiter carries over an unchanged reload; changed settings start afresh", async () => {
+  // One token, refilled once in 1000 s: nothing refills during the test.
+  const limited = (burst: number) =>
+    `    - {name: limited, port: 0, address: 127.0.0.1, defaultGroup: g,
+       ratelimit: {perSecond: 0.001, burst: ${burst}}}`;
+  await withApp(async (r) => {
+    const status = async () => {
+      const response = await fetch(`${r.url("limited")}/v1/chat/completions`, {
+        method: "POST",
+        body: chat(),
+      });
+      await response.body?.cancel();
+      return response.status;
+    };
+    assert.equal(await status(), 200);
+    assert.equal(await status(), 429);
+
+    // Another part of the config changes; the limited forward does not.
+    r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}", forwards: limited(1) });
+    assert.equal((await r.app.reload()).ok, true);
+    assert.equal(await status(), 429, "the exhausted limiter was carried over");
+
+    r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}", forwards: limited(2) });
+    assert.equal((await r.app.reload()).ok, true);
+    assert.equal(await status(), 200, "new settings, new limiter");
+  }, { forwards: limited(1) });
+});
+
 Deno.test("reload: an invalid config is rejected, the old one keeps serving, failure is counted", async () => {
   await withApp(async (r) => {
     const stream = await slowStream(r.url());

@@ -33,10 +33,15 @@ function graph(upstreams: Upstream[], forwards: string[]): Runtime {
   } as unknown as Runtime;
 }
 
-function answer(hooks: ReturnType<typeof setup>["hooks"], g: string, u: string): void {
+function answer(
+  hooks: ReturnType<typeof setup>["hooks"],
+  g: string,
+  u: string,
+  status = 500,
+): void {
   const result = {
     kind: "response",
-    response: { status: 500 },
+    response: { status },
     outcome: { kind: "response" },
     verdict: "failure",
     firstByteMs: 5,
@@ -126,4 +131,16 @@ Deno.test("observabilityHooks() lets a removed forward's draining connections le
     `{"listener":"main"}`,
   ]);
   assert.deepEqual(series("llmproxy_connections_closed_total"), []);
+});
+
+Deno.test("observabilityHooks() counts an upstream 429 and 5xx as kind=status, a 4xx as no error", () => {
+  const { hooks, series } = setup();
+  answer(hooks, "g", "limited", 429);
+  answer(hooks, "g", "broken", 503);
+  answer(hooks, "g", "picky", 404);
+  assert.deepEqual(series("llmproxy_upstream_errors_total"), [
+    `{"group":"g","upstream":"broken","kind":"status"}`,
+    `{"group":"g","upstream":"limited","kind":"status"}`,
+  ]);
+  assert.equal(series("llmproxy_upstream_requests_total").length, 3);
 });
