@@ -9,8 +9,8 @@ import { concealSecrets, redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
-import { BREAKER_STATE_VALUE, createProxyMetrics } from "./metrics/proxy_metrics.ts";
-import { observabilityHooks } from "./metrics/hooks.ts";
+import { createProxyMetrics } from "./metrics/proxy_metrics.ts";
+import { configNames, type ObservabilityHooks, observabilityHooks } from "./metrics/hooks.ts";
 import { Runtime } from "./runtime.ts";
 import { Deadlines } from "./deadlines.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
@@ -24,7 +24,6 @@ import type { HttpClientConfig } from "./config/schema.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
 import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import type { Group } from "./upstream/group.ts";
-import type { Upstream } from "./upstream/upstream.ts";
 
 /** Options of {@linkcode startApp}. */
 export interface AppOptions {
@@ -80,8 +79,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   for (const warning of loaded.warnings) log.warn(warning);
 
   const registry = new Registry();
-  const metrics = createProxyMetrics(registry);
-  const guards = connectionGuards(() => current.config.httpServer, metrics, log);
+  const hooks = observabilityHooks(createProxyMetrics(registry), { log, clock });
+  const guards = connectionGuards(() => current.config.httpServer, hooks, log);
   // Real time: deadlines wait for real I/O, whatever clock the policies are given.
   const deadlines = new Deadlines();
   const deps = {
@@ -96,12 +95,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         ...(options.transport ? { choice: options.transport } : {}),
         ...(options.fetch ? { fetch: options.fetch } : {}),
       }),
-    hooks: observabilityHooks(metrics, {
-      log,
-      clock,
-      groupsOf: (u: Upstream): Group[] =>
-        [...runtime.groups.values()].filter((g) => g.members.some((m) => m.upstream === u)),
-    }),
+    hooks,
   };
   let runtime = new Runtime(loaded.config, deps);
   /** Graphs replaced by a reload whose requests are still finishing. */
@@ -109,12 +103,9 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   announce(runtime);
 
   function announce(next: Runtime, previous?: Runtime): void {
+    hooks.onServing(next, previous);
     for (const group of next.groups.values()) {
       if (previous?.groups.get(group.name) === group) continue;
-      for (const m of group.members) {
-        const state = m.upstream.breaker.state(clock.now());
-        metrics.breakerState.labels(group.name, m.name).set(BREAKER_STATE_VALUE[state]);
-      }
       log.info(`group "${group.name}": ${describeProxy(group.config.httpClient, env)}`, {
         transport: transportName(group),
         strategy: group.config.balance.strategy,
@@ -183,7 +174,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     } catch (error) {
       // A bug, not a bad config: the details go to the (redacted) log only.
       log.error("config reload failed; the current config keeps serving", { error });
-      metrics.configReloads.labels("failure").inc();
+      hooks.onReload("failure");
       return { ok: false, errors: ["reload failed: internal error (see the proxy's log)"] };
     }
   });
@@ -238,7 +229,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       log.warn("admin listener settings changed: the address and port apply after a restart");
     }
     retire(previous);
-    metrics.configReloads.labels("success").inc();
+    hooks.onReload("success");
     log.info("config reloaded", { source: next.source });
     return { ok: true, errors: [] };
   }
@@ -247,7 +238,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   function rejected(errors: readonly string[], next?: LoadedConfig): ReloadResult {
     const shown = next ? errors.map((e) => concealSecrets(e, next)) : errors;
     log.error("config reload rejected; the current config keeps serving", { errors: shown });
-    metrics.configReloads.labels("failure").inc();
+    hooks.onReload("failure");
     return { ok: false, errors: shown };
   }
 
@@ -263,6 +254,11 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       retiring.delete(previous);
       // A group carried over by a reload is shared: the last graph using it closes it.
       previous.close([runtime, ...retiring]);
+      // Its requests are over: what no live config names leaves /metrics.
+      hooks.forget(
+        configNames(previous.config),
+        [runtime, ...retiring].map((r) => configNames(r.config)),
+      );
     };
     check();
   }
@@ -322,7 +318,7 @@ const ADMIN_MAX_CONNECTIONS = 64;
  */
 function connectionGuards(
   httpServer: () => LoadedConfig["config"]["httpServer"],
-  metrics: ReturnType<typeof createProxyMetrics>,
+  hooks: ObservabilityHooks,
   log: Logger,
 ): { forwards: ConnectionGuard; admin: ConnectionGuard } {
   const fdLimit = openFilesLimit();
@@ -348,12 +344,7 @@ function connectionGuards(
       maxConnections: max ?? config.maxConnections ?? fallback,
     };
   };
-  const options = {
-    onClose: (listener: string, reason: string) =>
-      metrics.connectionsClosed.labels(listener, reason).inc(),
-    onOpenChange: (listener: string, open: number) =>
-      metrics.connectionsOpen.labels(listener).set(open),
-  };
+  const options = { onClose: hooks.onConnectionClosed, onOpenChange: hooks.onConnectionsOpen };
   return {
     forwards: new ConnectionGuard(limits(), options),
     admin: new ConnectionGuard(limits(ADMIN_MAX_CONNECTIONS), options),

@@ -5,8 +5,8 @@
  * @module
  */
 import type { Logger } from "../log.ts";
-import type { RuntimeHooks } from "../runtime.ts";
-import type { Group } from "../upstream/group.ts";
+import type { Config } from "../config/schema.ts";
+import type { Runtime, RuntimeHooks } from "../runtime.ts";
 import type { Upstream } from "../upstream/upstream.ts";
 import { failureDetail } from "../upstream/failure.ts";
 import { UpstreamTlsError } from "../upstream/transport.ts";
@@ -17,46 +17,72 @@ import {
   type UpstreamErrorKind,
 } from "./proxy_metrics.ts";
 
+/** The names a config gives to what metrics label: forwards, groups, upstreams. */
+export interface ConfigNames {
+  readonly forwards: Iterable<string>;
+  readonly groups: Iterable<string>;
+  readonly upstreams: Iterable<string>;
+}
+
+/** The names of `config`'s forwards, groups and upstreams. */
+export function configNames(config: Config): ConfigNames {
+  return {
+    forwards: config.httpServer.forwards.map((f) => f.name),
+    groups: config.upstreamGroups.map((g) => g.name),
+    upstreams: config.upstreams.map((u) => u.name),
+  };
+}
+
 /**
- * Memoises a family's children by label values in nested maps, so the per-request path does
- * no key building (the registry joins values into a key on every `labels()` call). Label sets
- * are bounded (names from config, status codes, fixed kinds), so the maps are too.
+ * The runtime hooks plus what the composition root reports: graph swaps, reloads, retired
+ * names and client connections, so that this module stays the only writer of metrics.
  */
-function memo2<C>(labels: (a: string, b: string) => C): (a: string, b: string) => C {
-  const outer = new Map<string, Map<string, C>>();
-  return (a, b) => {
-    let inner = outer.get(a);
-    if (!inner) outer.set(a, inner = new Map());
-    let child = inner.get(b);
-    if (!child) inner.set(b, child = labels(a, b));
-    return child;
-  };
+export interface ObservabilityHooks extends RuntimeHooks {
+  /**
+   * A graph starts serving (at start-up, and after each reload with the one it replaced): the
+   * breaker gauge of each upstream it built anew shows that upstream's state, and listeners of
+   * its forwards are counted again.
+   */
+  onServing(next: Runtime, previous?: Runtime): void;
+  /** A config reload ended: `success`, or `failure` (rejected, or failed on a bug). */
+  onReload(result: "success" | "failure"): void;
+  /**
+   * Removes the series of every forward, group and upstream of `gone` that no config in `live`
+   * names, so `/metrics` stops showing what a reload removed. Call it once the graph of `gone`
+   * has finished its requests: their last reports would bring the series back.
+   */
+  forget(gone: ConfigNames, live: Iterable<ConfigNames>): void;
+  /** A listener's count of open client connections changed. */
+  onConnectionsOpen(listener: string, open: number): void;
+  /** The proxy refused or closed a client connection (`reason`: a `CloseReason`). */
+  onConnectionClosed(listener: string, reason: string): void;
 }
 
-function memo3<C>(
-  labels: (a: string, b: string, c: string) => C,
-): (a: string, b: string, c: string) => C {
-  const outer = new Map<string, (b: string, c: string) => C>();
-  return (a, b, c) => {
-    let inner = outer.get(a);
-    if (!inner) outer.set(a, inner = memo2((b2, c2) => labels(a, b2, c2)));
-    return inner(b, c);
-  };
-}
+/** Listener label of the admin server's connections (forwards use their names). */
+const ADMIN_LISTENER = "admin";
 
-/** Builds the runtime hooks that record metrics and write the access log. */
+/**
+ * Builds the runtime hooks that record metrics and write the access log.
+ *
+ * Label children are looked up per report: {@linkcode Family.labels} is the cache (a map per
+ * label). Label values are bounded: names from the config, status codes, fixed kinds.
+ */
 export function observabilityHooks(
   metrics: ProxyMetrics,
-  options: { log: Logger; clock: { now(): number }; groupsOf: (u: Upstream) => Group[] },
-): RuntimeHooks {
-  const { log, clock, groupsOf } = options;
-  const upstreamRequests = memo3((g, u, s) => metrics.upstreamRequests.labels(g, u, s));
-  const upstreamFirstByte = memo2((g, u) => metrics.upstreamFirstByte.labels(g, u));
-  const upstreamErrors = memo3((g, u, k) => metrics.upstreamErrors.labels(g, u, k));
-  const tokens = memo3((g, u, t) => metrics.tokens.labels(g, u, t));
-  const httpRequests = memo3((f, m, s) => metrics.httpRequests.labels(f, m, s));
-  const inflight = memo2((f, _) => metrics.inflight.labels(f));
-  const duration = memo2((f, _) => metrics.httpRequestDuration.labels(f));
+  options: { log: Logger; clock: { now(): number } },
+): ObservabilityHooks {
+  const { log, clock } = options;
+  const upstreamRequests = metrics.upstreamRequests;
+  const upstreamFirstByte = metrics.upstreamFirstByte;
+  const upstreamErrors = metrics.upstreamErrors;
+  const tokens = metrics.tokens;
+  const httpRequests = metrics.httpRequests;
+  /**
+   * Listeners whose forward the serving config names (and the admin's). Connections of a
+   * removed forward's listener still close while it drains; their reports must not bring back
+   * the series that {@linkcode ObservabilityHooks.forget} removed.
+   */
+  let listeners = new Set<string>();
   const access = log.child({ log: "access" });
   const errorKind = (kind: string): UpstreamErrorKind =>
     kind === "connect" || kind === "proxy" || kind === "aborted" || kind === "tls"
@@ -78,7 +104,7 @@ export function observabilityHooks(
         result.kind === "error" && result.outcome.kind === "tls" &&
         result.error instanceof UpstreamTlsError
       ) {
-        upstreamErrors(group.name, member.name, "tls").inc();
+        upstreamErrors.labels(group.name, member.name, "tls").inc();
         const detail = result.error.detail;
         const repeated = tlsLogged.get(member.upstream) === detail;
         if (!repeated) tlsLogged.set(member.upstream, detail);
@@ -96,14 +122,14 @@ export function observabilityHooks(
       if (result.kind === "response") {
         tlsLogged.delete(member.upstream);
         const status = result.response.status;
-        upstreamRequests(group.name, member.name, String(status)).inc();
-        upstreamFirstByte(group.name, member.name).observe(result.firstByteMs / 1000);
+        upstreamRequests.labels(group.name, member.name, String(status)).inc();
+        upstreamFirstByte.labels(group.name, member.name).observe(result.firstByteMs / 1000);
         if (status >= 500 || status === 429) {
-          upstreamErrors(group.name, member.name, "status").inc();
+          upstreamErrors.labels(group.name, member.name, "status").inc();
         }
       } else if (result.outcome.kind !== "not_sent") {
         // A request never sent is not the upstream's error (it is logged below).
-        upstreamErrors(group.name, member.name, errorKind(result.outcome.kind)).inc();
+        upstreamErrors.labels(group.name, member.name, errorKind(result.outcome.kind)).inc();
       }
       if (result.kind === "error" && log.enabled("warn")) {
         // The client saw `message` only; the raw error is the operator's (the logger
@@ -120,14 +146,14 @@ export function observabilityHooks(
     },
     onBodyEnd(group, member, end, usage) {
       if (usage) {
-        if (usage.prompt > 0) tokens(group.name, member.name, "prompt").inc(usage.prompt);
+        if (usage.prompt > 0) tokens.labels(group.name, member.name, "prompt").inc(usage.prompt);
         if (usage.completion > 0) {
-          tokens(group.name, member.name, "completion").inc(usage.completion);
+          tokens.labels(group.name, member.name, "completion").inc(usage.completion);
         }
       }
       if (end.kind === "error") {
         const kind = end.timeout ? "timeout" : "stream";
-        upstreamErrors(group.name, member.name, kind).inc();
+        upstreamErrors.labels(group.name, member.name, kind).inc();
       }
     },
     onUpstreamRateLimited(group) {
@@ -137,19 +163,17 @@ export function observabilityHooks(
       metrics.rateLimitRejections.labels("forward", forward).inc();
     },
     onBreakerChange(upstream, from, to) {
-      for (const group of groupsOf(upstream)) {
-        metrics.breakerState.labels(group.name, upstream.name).set(BREAKER_STATE_VALUE[to]);
-        metrics.breakerTransitions.labels(group.name, upstream.name, from, to).inc();
-      }
+      metrics.breakerState.labels(upstream.name).set(BREAKER_STATE_VALUE[to]);
+      metrics.breakerTransitions.labels(upstream.name, from, to).inc();
     },
     onRequestStart(ctx) {
-      inflight(ctx.forward, "").inc();
+      metrics.inflight.labels(ctx.forward).inc();
     },
     onResponseEnd(ctx, status, bytes) {
       const durationMs = clock.now() - ctx.startedAt;
-      inflight(ctx.forward, "").dec();
-      httpRequests(ctx.forward, normalizeMethod(ctx.request.method), String(status)).inc();
-      duration(ctx.forward, "").observe(durationMs / 1000);
+      metrics.inflight.labels(ctx.forward).dec();
+      httpRequests.labels(ctx.forward, normalizeMethod(ctx.request.method), String(status)).inc();
+      metrics.httpRequestDuration.labels(ctx.forward).observe(durationMs / 1000);
       if (!access.enabled("info")) return;
       access.info("request", {
         requestId: ctx.requestId,
@@ -166,6 +190,63 @@ export function observabilityHooks(
         clientIp: ctx.clientIp,
         tokens: ctx.trace.tokens,
       });
+    },
+    onServing(next, previous) {
+      for (const upstream of next.upstreams.values()) {
+        if (previous?.upstreams.get(upstream.name) === upstream) continue;
+        const state = upstream.breaker.state(clock.now());
+        metrics.breakerState.labels(upstream.name).set(BREAKER_STATE_VALUE[state]);
+      }
+      listeners = new Set([ADMIN_LISTENER, ...next.forwards.keys()]);
+    },
+    onReload(result) {
+      metrics.configReloads.labels(result).inc();
+    },
+    forget(gone, live) {
+      const kept = {
+        forwards: new Set<string>(),
+        groups: new Set<string>(),
+        upstreams: new Set<string>(),
+      };
+      for (const names of live) {
+        for (const f of names.forwards) kept.forwards.add(f);
+        for (const g of names.groups) kept.groups.add(g);
+        for (const u of names.upstreams) kept.upstreams.add(u);
+      }
+      for (const forward of gone.forwards) {
+        if (kept.forwards.has(forward) || forward === ADMIN_LISTENER) continue;
+        metrics.httpRequests.removeWhere("forward", forward);
+        metrics.httpRequestDuration.removeWhere("forward", forward);
+        metrics.inflight.removeWhere("forward", forward);
+        metrics.rateLimitRejections.remove("forward", forward);
+        metrics.connectionsOpen.removeWhere("listener", forward);
+        metrics.connectionsClosed.removeWhere("listener", forward);
+      }
+      for (const group of gone.groups) {
+        if (kept.groups.has(group)) continue;
+        for (const family of [upstreamRequests, upstreamFirstByte, upstreamErrors, tokens]) {
+          family.removeWhere("group", group);
+        }
+        metrics.retries.removeWhere("group", group);
+        metrics.rateLimitRejections.remove("upstream", group);
+      }
+      for (const upstream of gone.upstreams) {
+        if (kept.upstreams.has(upstream)) continue;
+        for (const family of [upstreamRequests, upstreamFirstByte, upstreamErrors, tokens]) {
+          family.removeWhere("upstream", upstream);
+        }
+        metrics.breakerState.removeWhere("upstream", upstream);
+        metrics.breakerTransitions.removeWhere("upstream", upstream);
+      }
+    },
+    onConnectionsOpen(listener, open) {
+      // The last connection of a removed forward's listener takes its series with it.
+      if (!listeners.has(listener) && open === 0) {
+        metrics.connectionsOpen.remove(listener);
+      } else metrics.connectionsOpen.labels(listener).set(open);
+    },
+    onConnectionClosed(listener, reason) {
+      if (listeners.has(listener)) metrics.connectionsClosed.labels(listener, reason).inc();
     },
   };
 }

@@ -138,17 +138,20 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "Requests rejected by a rate limiter, by limiter scope and name.",
       ["scope", "name"],
     ),
-    /** Breaker state per upstream; values from {@linkcode BREAKER_STATE_VALUE}. */
+    /**
+     * Breaker state per upstream; values from {@linkcode BREAKER_STATE_VALUE}. Labelled by
+     * upstream only: the breaker belongs to the upstream, whatever groups it serves.
+     */
     breakerState: registry.gauge(
       "llmproxy_circuit_breaker_state",
       "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
-      ["group", "upstream"],
+      ["upstream"],
     ),
     /** Breaker state changes, reported from the breaker's `onStateChange` hook. */
     breakerTransitions: registry.counter(
       "llmproxy_circuit_breaker_transitions_total",
-      "Circuit breaker state transitions, by previous and new state.",
-      ["group", "upstream", "from", "to"],
+      "Circuit breaker state transitions per upstream, by previous and new state.",
+      ["upstream", "from", "to"],
     ),
     /** Tokens reported by upstream usage; `type` is `prompt` or `completion`. */
     tokens: registry.counter(

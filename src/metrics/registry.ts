@@ -4,6 +4,8 @@
  *
  * The hot path is a cached child: resolve `family.labels(...)` once where the label
  * values are known, keep the child, and `child.inc()` is then a private-field increment.
+ * Where the values are known only per request, `labels(...)` itself is the cache: one map
+ * lookup per label, no key built.
  *
  * @module
  */
@@ -122,11 +124,18 @@ export class HistogramChild {
   }
 }
 
-/** A child together with its pre-rendered, escaped label pairs (`a="x",b="y"`). */
+/** A child with its label values and pre-rendered, escaped label pairs (`a="x",b="y"`). */
 interface Series<C> {
   readonly child: C;
+  readonly values: readonly string[];
   readonly labelText: string;
 }
+
+/**
+ * Children keyed by label values, one map level per label: the first value selects a map of
+ * the second, and so on; the last level holds the series. A lookup builds no key.
+ */
+type Level = Map<string, unknown>;
 
 /**
  * State shared by all metric families: name, help, label names and the children keyed
@@ -141,7 +150,10 @@ abstract class Family<L extends readonly string[], C> {
   readonly labelNames: L;
   /** Type written in the `# TYPE` line. */
   abstract readonly type: MetricType;
-  readonly #children = new Map<string, Series<C>>();
+  /** Series by label values (see {@linkcode Level}); an unlabelled family keys its one by "". */
+  readonly #root: Level = new Map();
+  /** Every series in creation order, for rendering. */
+  readonly #series = new Set<Series<C>>();
   readonly #createChild: () => C;
 
   constructor(name: string, help: string, labelNames: L, createChild: () => C) {
@@ -157,17 +169,22 @@ abstract class Family<L extends readonly string[], C> {
    * Returns the child for these label values, creating it on first use. The same object
    * is returned on every call, so callers may keep it and skip this lookup entirely.
    *
+   * This is the per-request path: the lookup walks one map per label, building no key, so
+   * label sets known only at request time (group, upstream, status) need no cache outside.
+   *
    * @throws {RangeError} when the number of values differs from the label names.
    */
   labels(...values: LabelValues<L>): C {
-    if (values.length !== this.labelNames.length) throw this.#arityError(values.length);
-    const key = seriesKey(values);
-    const found = this.#children.get(key);
-    if (found !== undefined) return found.child;
-    const labelText = this.#labelText(values);
-    const series = { child: this.#createChild(), labelText };
-    this.#children.set(key, series);
-    return series.child;
+    const last = values.length - 1;
+    if (last !== this.labelNames.length - 1) throw this.#arityError(values.length);
+    let level = this.#root;
+    for (let i = 0; i < last; i++) {
+      const next = level.get(values[i]!) as Level | undefined;
+      if (next === undefined) return this.#create(values);
+      level = next;
+    }
+    const found = level.get(last < 0 ? "" : values[last]!) as Series<C> | undefined;
+    return found === undefined ? this.#create(values) : found.child;
   }
 
   /**
@@ -179,7 +196,30 @@ abstract class Family<L extends readonly string[], C> {
    */
   remove(...values: LabelValues<L>): boolean {
     if (values.length !== this.labelNames.length) throw this.#arityError(values.length);
-    return this.#children.delete(seriesKey(values));
+    const series = this.#find(values);
+    if (series) this.#delete(series);
+    return series !== undefined;
+  }
+
+  /**
+   * Removes every child whose label `label` has the value `value` (e.g. every series of an
+   * upstream a reload removed, whatever its other labels). Detached as with `remove()`.
+   *
+   * @returns how many children were removed.
+   * @throws {RangeError} when `label` is not one of this family's label names.
+   */
+  removeWhere(label: L[number], value: string): number {
+    const index = this.labelNames.indexOf(label);
+    if (index < 0) {
+      throw new RangeError(`Metric "${this.name}" has no label "${label}"`);
+    }
+    let removed = 0;
+    for (const series of this.#series) {
+      if (series.values[index] !== value) continue;
+      this.#delete(series);
+      removed++;
+    }
+    return removed;
   }
 
   /**
@@ -187,25 +227,63 @@ abstract class Family<L extends readonly string[], C> {
    * an unlabelled metric gets a fresh zero-valued child.
    */
   reset(): void {
-    this.#children.clear();
+    this.#root.clear();
+    this.#series.clear();
     if (this.labelNames.length === 0) this.labels(...([] as unknown as LabelValues<L>));
   }
 
   /** Number of children currently rendered. */
   get size(): number {
-    return this.#children.size;
+    return this.#series.size;
   }
 
   /** Appends this family's lines, without trailing newlines, to `out`. */
   render(out: string[]): void {
     out.push(`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`);
-    for (const series of this.#children.values()) {
+    for (const series of this.#series) {
       this.renderSeries(out, series.child, series.labelText);
     }
   }
 
   /** Appends the sample lines of one child. */
   protected abstract renderSeries(out: string[], child: C, labelText: string): void;
+
+  /** Creates the series for `values` (not present yet) with the levels it needs. */
+  #create(values: readonly string[]): C {
+    const series: Series<C> = {
+      child: this.#createChild(),
+      values,
+      labelText: this.#labelText(values),
+    };
+    const last = values.length - 1;
+    let level = this.#root;
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]!) as Level | undefined;
+      if (next === undefined) level.set(values[i]!, next = new Map());
+      level = next;
+    }
+    level.set(last < 0 ? "" : values[last]!, series);
+    this.#series.add(series);
+    return series.child;
+  }
+
+  #find(values: readonly string[]): Series<C> | undefined {
+    const last = values.length - 1;
+    let level: Level | undefined = this.#root;
+    for (let i = 0; i < last && level; i++) level = level.get(values[i]!) as Level | undefined;
+    return level?.get(last < 0 ? "" : values[last]!) as Series<C> | undefined;
+  }
+
+  /** Unlinks `series` and prunes the levels it leaves empty, so removed names free memory. */
+  #delete(series: Series<C>): void {
+    this.#series.delete(series);
+    const { values } = series;
+    const last = values.length - 1;
+    const path: Level[] = [this.#root];
+    for (let i = 0; i < last; i++) path.push(path[i]!.get(values[i]!) as Level);
+    path[last < 0 ? 0 : last]!.delete(last < 0 ? "" : values[last]!);
+    for (let i = last - 1; i >= 0 && path[i + 1]!.size === 0; i--) path[i]!.delete(values[i]!);
+  }
 
   #labelText(values: readonly string[]): string {
     let text = "";
@@ -447,21 +525,6 @@ function sampleLine(name: string, labelText: string, value: number): string {
   return labelText === ""
     ? `${name} ${formatNumber(value)}`
     : `${name}{${labelText}} ${formatNumber(value)}`;
-}
-
-/**
- * Map key for a tuple of label values. Zero or one value needs no separator. For more,
- * values are joined with NUL; if a value itself contains NUL the join would be ambiguous,
- * so such tuples use their JSON text instead, which holds no raw NUL and therefore cannot
- * equal any joined key (those always contain one).
- */
-function seriesKey(values: readonly string[]): string {
-  if (values.length === 0) return "";
-  if (values.length === 1) return values[0]!;
-  for (const v of values) {
-    if (v.includes("\0")) return JSON.stringify(values);
-  }
-  return values.join("\0");
 }
 
 /** Returns a private copy of `buckets` without a trailing `Infinity`, or throws. */

@@ -1098,30 +1098,66 @@ Deno.test("loadConfigFile: a directory", async () => {
   }
 });
 
-// root reads any file whatever its mode, so the test means nothing there. Deno.uid() needs
-// --allow-sys; without it, the test checks whether the chmod-ed file is still readable.
-const runningAsRoot = Deno.build.os !== "windows" &&
-  Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted" &&
-  Deno.uid() === 0;
+/**
+ * What `loadConfigFile(path)` throws, run in a `deno eval` child: Deno lets only a process with
+ * every permission read under /proc, and the test runner is not given them.
+ */
+async function loadErrorInChild(path: string): Promise<string> {
+  const load = new URL("../../src/config/load.ts", import.meta.url).href;
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { loadConfigFile } from ${JSON.stringify(load)};
+       await loadConfigFile(${JSON.stringify(path)}, () => undefined)
+         .then(() => console.log("loaded"), (error) => console.log(error.message));`,
+    ],
+    cwd: new URL("../..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  assert.ok(success, decoder.decode(stderr));
+  return decoder.decode(stdout).trim();
+}
 
+// Root (CI runs as root) reads a file of mode 0o000, but not a write-only sysctl: procfs refuses
+// to read /proc/sys/vm/drop_caches (mode 0200) to root too, with EACCES. Everyone else gets a
+// chmod-ed temp file, in process.
 Deno.test({
-  name: "loadConfigFile: an unreadable file",
-  ignore: Deno.build.os === "windows" || runningAsRoot,
+  name: "loadConfigFile: an unreadable file, as root too",
+  ignore: Deno.build.os === "windows",
   fn: async () => {
     const path = await Deno.makeTempFile({ suffix: ".yaml" });
     try {
       await Deno.writeTextFile(path, BASE);
       await Deno.chmod(path, 0o000);
-      try {
-        await Deno.readTextFile(path);
-        return; // still readable (root or CAP_DAC_OVERRIDE): nothing to test
-      } catch { /* expected */ }
-      const error = await fileError(path);
-      assert.equal(error.message, `${path}: permission denied`);
+      const readable = await Deno.readTextFile(path).then(() => true, () => false);
+      if (!readable) {
+        const error = await fileError(path);
+        assert.equal(error.message, `${path}: permission denied`);
+        assert.deepEqual(error.issues, [
+          { line: 0, col: 0, path: "", message: "permission denied" },
+        ]);
+        return;
+      }
     } finally {
       await Deno.remove(path);
     }
+    if (Deno.build.os !== "linux") return; // root elsewhere may have nothing it cannot read
+    const sysctl = "/proc/sys/vm/drop_caches";
+    assert.equal(await loadErrorInChild(sysctl), `${sysctl}: permission denied`);
   },
+});
+
+Deno.test("loadConfigFile: a path through a file (not a directory), root or not", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  try {
+    const error = await fileError(`${path}/config.yaml`);
+    assert.equal(error.file, `${path}/config.yaml`);
+    assert.match(error.message, new RegExp(`^${path}/config\\.yaml: cannot read: Not a directory`));
+  } finally {
+    await Deno.remove(path);
+  }
 });
 
 Deno.test("loadConfigFile: a file with invalid YAML", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
+import { parsePrometheusText } from "../_helpers/prom_parser.ts";
 import { assertErrorBody, chat, contentEvents, readEvents, waitFor } from "./_e2e.ts";
 
 async function withProxy(
@@ -19,18 +20,42 @@ async function withProxy(
   }
 }
 
-function post(proxy: TestProxy, headers: Record<string, string>, stream: boolean) {
+/** `llmproxy_upstream_errors_total` of upstream u0 by kind. */
+function errorKinds(proxy: TestProxy): Record<string, number> {
+  const family = parsePrometheusText(proxy.app.registry.render())
+    .get("llmproxy_upstream_errors_total");
+  return Object.fromEntries(
+    (family?.samples ?? []).filter((s) => s.labels.upstream === "u0")
+      .map((s) => [s.labels.kind, s.value]),
+  );
+}
+
+/** A body cut by a deadline is a timeout of the upstream, not a broken stream. */
+async function assertCountedAsTimeout(proxy: TestProxy): Promise<void> {
+  await waitFor(() => Object.keys(errorKinds(proxy)).length > 0, "upstream error counted");
+  assert.deepEqual(errorKinds(proxy), { timeout: 1 });
+}
+
+function post(
+  proxy: TestProxy,
+  headers: Record<string, string>,
+  stream: boolean,
+  signal?: AbortSignal,
+) {
   return fetch(`${proxy.url()}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: chat(stream),
+    ...(signal ? { signal } : {}),
   });
 }
 
 Deno.test("e2e deadlines: no response headers within firstByte → 504 JSON error", async () => {
   await withProxy(`{firstByte: "200ms"}`, async (proxy, mock) => {
     const start = performance.now();
-    const response = await post(proxy, { "x-mock-hang": "1" }, false);
+    // The mock never answers: a broken deadline must fail this test in seconds, not hang it
+    // until some outer timeout (the request deadline, 5 min by default).
+    const response = await post(proxy, { "x-mock-hang": "1" }, false, AbortSignal.timeout(3000));
     const elapsed = performance.now() - start;
     const error = await assertErrorBody(response, 504, "upstream_timeout");
     assert.equal(error.type, "upstream_timeout");
@@ -63,6 +88,7 @@ Deno.test("e2e deadlines: streamIdle cuts a silent stream with an error event", 
     const silence = last.at - contentEvents(events)[1]!.at;
     assert.ok(silence >= 250 && silence < 1500, `cut after ${silence} ms of silence`);
     await waitFor(() => mock.requests[0]!.aborted, "stalled upstream request aborted");
+    await assertCountedAsTimeout(proxy);
   });
 });
 
@@ -100,6 +126,7 @@ Deno.test("e2e deadlines: a non-streamed response slower than request is cut", a
     const elapsed = performance.now() - start;
     assert.ok(elapsed >= 400 && elapsed < 900, `body cut after ${elapsed} ms`);
     await waitFor(() => mock.requests[0]!.aborted, "slow upstream request aborted");
+    await assertCountedAsTimeout(proxy);
   });
 });
 

@@ -335,7 +335,7 @@ Deno.test("metrics: upstream errors by kind, retries, rate-limit rejections, bre
 
     // Breaker: closed (0) at start; one 500 trips it (1) and the transition is counted.
     assert.equal(
-      sampleValue(m, "llmproxy_circuit_breaker_state", { group: "fragile", upstream: "fragile" }),
+      sampleValue(m, "llmproxy_circuit_breaker_state", { upstream: "fragile" }),
       0,
     );
     const tripped = await post("/fragile/x", chat(), { "x-mock-status": "500" });
@@ -346,12 +346,11 @@ Deno.test("metrics: upstream errors by kind, retries, rate-limit rejections, bre
     await drain(rejected);
     m = await scrape();
     assert.equal(
-      value(m, "llmproxy_circuit_breaker_state", { group: "fragile", upstream: "fragile" }),
+      value(m, "llmproxy_circuit_breaker_state", { upstream: "fragile" }),
       1,
     );
     assert.equal(
       value(m, "llmproxy_circuit_breaker_transitions_total", {
-        group: "fragile",
         upstream: "fragile",
         from: "closed",
         to: "open",
@@ -360,7 +359,10 @@ Deno.test("metrics: upstream errors by kind, retries, rate-limit rejections, bre
     );
     // Every other breaker is still closed.
     for (const sample of m.get("llmproxy_circuit_breaker_state")!.samples) {
-      if (sample.labels.group !== "fragile") assert.equal(sample.value, 0, JSON.stringify(sample));
+      assert.deepEqual(Object.keys(sample.labels), ["upstream"], "labelled by upstream only");
+      if (sample.labels.upstream !== "fragile") {
+        assert.equal(sample.value, 0, JSON.stringify(sample));
+      }
     }
     assert.equal(value(m, "llmproxy_inflight_requests", { forward: "main" }), 0);
     assert.equal(value(m, "llmproxy_inflight_requests", { forward: "limited" }), 0);

@@ -21,6 +21,8 @@ interface Options {
   adminToken?: string;
   /** Breaker settings of upstream `frag` (flow map body). */
   fragBreaker?: string;
+  /** Leave upstream `u2` out of the config. */
+  withoutU2?: boolean;
 }
 
 function yaml(m1: MockUpstream, m2: MockUpstream, o: Options = {}): string {
@@ -32,7 +34,7 @@ ${o.forwards ?? ""}
   admin: {port: 0, token: "${o.adminToken ?? TOKEN}"}
 upstreams:
   - {name: u1, url: "${m1.url}/v1/chat/completions"}
-  - {name: u2, url: "${m2.url}/v1/chat/completions"}
+${o.withoutU2 ? "" : `  - {name: u2, url: "${m2.url}/v1/chat/completions"}`}
   - name: frag
     url: "${m1.url}/v1/chat/completions"
     breaker: {${o.fragBreaker ?? "minRequests: 1, threshold: 0.5, cooldown: 60"}}
@@ -227,7 +229,7 @@ Deno.test("reload: the breaker of an unchanged upstream carries over; a changed 
     await rejected.body?.cancel();
     const metrics = parsePrometheusText(await (await fetch(`${r.admin}/metrics`)).text());
     assert.equal(
-      sampleValue(metrics, "llmproxy_circuit_breaker_state", { group: "fg", upstream: "frag" }),
+      sampleValue(metrics, "llmproxy_circuit_breaker_state", { upstream: "frag" }),
       1,
     );
     const ready = await fetch(`${r.admin}/ready`);
@@ -243,10 +245,81 @@ Deno.test("reload: the breaker of an unchanged upstream carries over; a changed 
     await ok.body?.cancel();
     const after = parsePrometheusText(await (await fetch(`${r.admin}/metrics`)).text());
     assert.equal(
-      sampleValue(after, "llmproxy_circuit_breaker_state", { group: "fg", upstream: "frag" }),
+      sampleValue(after, "llmproxy_circuit_breaker_state", { upstream: "frag" }),
       0,
     );
   });
+});
+
+Deno.test("reload: series of a removed upstream, group member and forward leave /metrics; the others stay", async () => {
+  await withApp(async (r) => {
+    assert.deepEqual((await servedBy(r.url(), 4)).sort(), ["m1", "m1", "m2", "m2"]);
+    assert.deepEqual(await servedBy(r.url("other"), 1), ["m1"]);
+    const scrape = async () =>
+      parsePrometheusText(await (await fetch(`${r.admin}/metrics`)).text());
+    /** Every sample with a label naming `value`, as `family{labels}`. */
+    const naming = (m: Awaited<ReturnType<typeof scrape>>, label: string, value: string) =>
+      [...m.values()].flatMap((f) => f.samples)
+        .filter((s) => s.labels[label] === value)
+        .map((s) => `${s.name}${JSON.stringify(s.labels)}`);
+    const before = await scrape();
+    const u1Requests = { group: "g", upstream: "u1", status: "200" };
+    assert.equal(sampleValue(before, "llmproxy_upstream_requests_total", u1Requests), 3);
+    assert.ok(naming(before, "upstream", "u2").length > 0);
+    assert.ok(naming(before, "forward", "other").length > 0);
+    assert.equal(sampleValue(before, "llmproxy_circuit_breaker_state", { upstream: "u2" }), 0);
+
+    r.next = yaml(r.m1, r.m2, { withoutU2: true });
+    assert.equal((await r.app.reload()).ok, true);
+    const after = await scrape();
+    assert.deepEqual(naming(after, "upstream", "u2"), []);
+    assert.deepEqual(naming(after, "forward", "other"), []);
+    assert.deepEqual(naming(after, "listener", "other"), []);
+    // What the new config still names keeps its series and values.
+    assert.equal(sampleValue(after, "llmproxy_upstream_requests_total", u1Requests), 3);
+    assert.equal(sampleValue(after, "llmproxy_circuit_breaker_state", { upstream: "u1" }), 0);
+    assert.equal(sampleValue(after, "llmproxy_circuit_breaker_state", { upstream: "frag" }), 0);
+    assert.equal(
+      sampleValue(after, "llmproxy_http_requests_total", {
+        forward: "main",
+        method: "POST",
+        status: "200",
+      }),
+      4,
+    );
+    assert.equal(await reloads(r, "success"), 1);
+  }, {
+    members: "{name: u1}, {name: u2}",
+    forwards: "    - {name: other, port: 0, address: 127.0.0.1, defaultGroup: g}",
+  });
+});
+
+Deno.test("reload: a forward's per-IP limiter carries over an unchanged reload; changed settings start afresh", async () => {
+  // One token, refilled once in 1000 s: nothing refills during the test.
+  const limited = (burst: number) =>
+    `    - {name: limited, port: 0, address: 127.0.0.1, defaultGroup: g,
+       ratelimit: {perSecond: 0.001, burst: ${burst}}}`;
+  await withApp(async (r) => {
+    const status = async () => {
+      const response = await fetch(`${r.url("limited")}/v1/chat/completions`, {
+        method: "POST",
+        body: chat(),
+      });
+      await response.body?.cancel();
+      return response.status;
+    };
+    assert.equal(await status(), 200);
+    assert.equal(await status(), 429);
+
+    // Another part of the config changes; the limited forward does not.
+    r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}", forwards: limited(1) });
+    assert.equal((await r.app.reload()).ok, true);
+    assert.equal(await status(), 429, "the exhausted limiter was carried over");
+
+    r.next = yaml(r.m1, r.m2, { members: "{name: u1}, {name: u2}", forwards: limited(2) });
+    assert.equal((await r.app.reload()).ok, true);
+    assert.equal(await status(), 200, "new settings, new limiter");
+  }, { forwards: limited(1) });
 });
 
 Deno.test("reload: an invalid config is rejected, the old one keeps serving, failure is counted", async () => {

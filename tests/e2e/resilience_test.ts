@@ -111,6 +111,28 @@ Deno.test("e2e: a 503 from the first upstream of two is retried on the second", 
   });
 });
 
+Deno.test("e2e: failover: a retry goes to the next upstream in order, never back to the one just tried", async () => {
+  await withMocks(["a", "b", "c"], async ([a, b, c]) => {
+    a!.always({ status: 503 });
+    const yaml = simpleConfig([a, b, c].map((m) => `${m!.url}${CHAT}`), {
+      group: `balance: {strategy: failover}
+httpClient:
+  retry: {attempts: 2, initial: "10ms"}`,
+    });
+    await withProxy(yaml, async (proxy) => {
+      for (let i = 0; i < 3; i++) {
+        const reply = await chat(proxy);
+        assert.equal(reply.status, 200, `request ${i}: ${reply.text}`);
+        assert.equal(reply.headers.get("x-mock-upstream"), "b");
+      }
+      // Each client request: a once, then b; the failing first choice is never asked twice.
+      assert.equal(a!.requests.length, 3);
+      assert.equal(b!.requests.length, 3);
+      assert.equal(c!.requests.length, 0);
+    });
+  });
+});
+
 Deno.test("e2e: a lone upstream's 503 is retried on the same upstream", async () => {
   await withMocks(["a"], async ([a]) => {
     a!.script({ status: 503 });

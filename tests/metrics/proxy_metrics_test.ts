@@ -54,8 +54,8 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.upstreamErrors.labels("openai", "primary", "timeout").inc();
   m.retries.labels("openai").inc();
   m.rateLimitRejections.labels("key", "team-a").inc();
-  m.breakerState.labels("openai", "primary").set(BREAKER_STATE_VALUE.half_open);
-  m.breakerTransitions.labels("openai", "primary", "open", "half-open").inc();
+  m.breakerState.labels("primary").set(BREAKER_STATE_VALUE.half_open);
+  m.breakerTransitions.labels("primary", "open", "half-open").inc();
   m.tokens.labels("openai", "primary", "prompt").inc(120);
   m.tokens.labels("openai", "primary", "completion").inc(30);
   m.configReloads.labels("success").inc();
@@ -82,7 +82,7 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
     2,
   );
   assert.equal(s("llmproxy_http_request_duration_seconds_count", { forward: "chat" }), 2);
-  assert.equal(s("llmproxy_circuit_breaker_state", { group: "openai", upstream: "primary" }), 2);
+  assert.equal(s("llmproxy_circuit_breaker_state", { upstream: "primary" }), 2);
   assert.equal(
     s("llmproxy_tokens_total", { group: "openai", upstream: "primary", type: "prompt" }),
     120,

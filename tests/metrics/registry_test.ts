@@ -165,6 +165,43 @@ Deno.test("Family.remove() and reset() drop series from the output", () => {
   assert.equal(sampleValue(parsePrometheusText(registry.render()), "solo"), 0);
 });
 
+Deno.test("Family.removeWhere() drops every series with one label value, whatever the others", () => {
+  const registry = new Registry();
+  const c = registry.counter("w_total", "W.", ["group", "upstream", "status"]);
+  c.labels("g1", "gone", "200").inc();
+  c.labels("g2", "gone", "500").inc();
+  c.labels("g1", "kept", "200").inc(2);
+  c.labels("gone", "kept", "200").inc(3); // the value under another label stays
+  assert.equal(c.removeWhere("upstream", "gone"), 2);
+  assert.equal(c.removeWhere("upstream", "gone"), 0);
+  const parsed = parsePrometheusText(registry.render());
+  assert.deepEqual(
+    parsed.get("w_total")?.samples.map((s) => [s.labels.group, s.labels.upstream, s.value]),
+    [["g1", "kept", 2], ["gone", "kept", 3]],
+  );
+  assert.equal(c.size, 2);
+  // A name that comes back starts from zero, and the kept children are still the cached ones.
+  assert.equal(c.labels("g1", "gone", "200").value, 0);
+  assert.equal(c.labels("g1", "kept", "200").value, 2);
+  assert.equal(c.removeWhere("group", "g1"), 2);
+  assert.equal(c.size, 1);
+  const loose = c as unknown as { removeWhere(label: string, value: string): number };
+  assert.throws(() => loose.removeWhere("nope", "x"), /has no label "nope"/);
+});
+
+Deno.test("Family.remove() of a multi-label series keeps its siblings", () => {
+  const registry = new Registry();
+  const c = registry.counter("s_total", "S.", ["a", "b"]);
+  const xy = c.labels("x", "y");
+  const xz = c.labels("x", "z");
+  assert.equal(c.remove("x", "y"), true);
+  assert.equal(c.remove("x", "y"), false);
+  assert.equal(c.remove("q", "y"), false);
+  assert.equal(c.labels("x", "z"), xz);
+  assert.notEqual(c.labels("x", "y"), xy);
+  assert.equal(c.size, 2);
+});
+
 Deno.test("Registry.onCollect() runs callbacks at render time until unregistered", () => {
   const registry = new Registry();
   const g = registry.gauge("collected", "C.", []).labels();

@@ -50,6 +50,16 @@ Deno.test("UpstreamUrl append applies the first matching rewrite rule to the cli
   assert.equal(url.build("/other", ""), "https://h.test/v1/other");
 });
 
+Deno.test("UpstreamUrl append: rules after the first match never see its output", () => {
+  // The second rule matches what the first produces: first match wins, so it must not run.
+  const url = append("https://h.test/v1", [
+    { match: "^/a/(.*)$", replace: "/b/$1" },
+    { match: "^/b/(.*)$", replace: "/c/$1" },
+  ]);
+  assert.equal(url.build("/a/x", ""), "https://h.test/v1/b/x");
+  assert.equal(url.build("/b/x", ""), "https://h.test/v1/c/x");
+});
+
 Deno.test("UpstreamUrl append: a rewrite without a leading slash still joins with one", () => {
   const url = append("https://h.test/v1", [{ match: "^/proxy/(.*)$", replace: "$1" }]);
   assert.equal(url.build("/proxy/embeddings", ""), "https://h.test/v1/embeddings");

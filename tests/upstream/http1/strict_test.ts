@@ -363,6 +363,49 @@ Deno.test("http1 strict: a transfer coding not ending in chunked is read until t
   );
 });
 
+/**
+ * A 200 head of exactly `bytes` bytes, status line to the blank line that ends it included,
+ * padded with one header; a 2-byte body follows.
+ */
+function headOf(bytes: number): string {
+  const head = HEAD_START + "a".repeat(bytes - HEAD_START.length - 4) + "\r\n\r\n";
+  assert.equal(head.length, bytes);
+  return head + "ok";
+}
+
+const HEAD_START = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pad: ";
+
+/** The documented limit of a response head: 64 KiB, status line and blank line included. */
+const HEAD_LIMIT = 64 * 1024;
+
+Deno.test("http1 strict: a response head of exactly 64 KiB is read", async () => {
+  await using upstream = new ScriptedUpstream("whole");
+  const transport = newTransport();
+  try {
+    upstream.script(headOf(HEAD_LIMIT));
+    const result = await exchange(transport, upstream);
+    assert.ok("reply" in result, String("error" in result && result.error));
+    assert.equal(result.reply.status, 200);
+    assert.equal(result.reply.headers.get("x-pad")?.length, HEAD_LIMIT - HEAD_START.length - 4);
+    assert.equal(result.body, "ok");
+  } finally {
+    transport.close();
+  }
+});
+
+Deno.test("http1 strict: a response head of 64 KiB + 1 byte is a protocol error", async () => {
+  await using upstream = new ScriptedUpstream("whole");
+  const transport = newTransport();
+  try {
+    upstream.script(headOf(HEAD_LIMIT + 1));
+    const result = await exchange(transport, upstream);
+    assert.ok("error" in result && result.error instanceof UpstreamProtocolError, String(result));
+    assert.match(String(result.error), /response head larger than 65536 bytes/);
+  } finally {
+    transport.close();
+  }
+});
+
 Deno.test("http1 strict: empty lines before a status line count toward the head size limit", async () => {
   await using upstream = new ScriptedUpstream("whole");
   const transport = newTransport();
