@@ -17,3 +17,11 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffe
   }
   return whole;
 }
+
+/**
+ * Base64 of the UTF-8 bytes of `text`, as `Authorization: Basic` carries credentials (`btoa`
+ * alone throws on characters above U+00FF and mis-encodes U+0080–U+00FF).
+ */
+export function base64Utf8(text: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}

@@ -7,6 +7,7 @@
  * @module
  */
 import type { LoadedConfig } from "./errors.ts";
+import { base64Utf8 } from "../bytes.ts";
 
 /** Every secret string of a loaded config (empty strings left out). */
 export function configSecrets(loaded: LoadedConfig): Set<string> {
@@ -26,10 +27,8 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
     if (u.auth.type === "bearer") add(u.auth.token);
     if (u.auth.type === "basic") {
       add(u.auth.password);
-      // As the Authorization header carries it: base64 of the UTF-8 bytes (btoa alone would
-      // throw on non-Latin-1 characters and mis-encode Latin-1 ones).
-      const bytes = new TextEncoder().encode(`${u.auth.username}:${u.auth.password}`);
-      add(btoa(String.fromCharCode(...bytes)));
+      // As the Authorization header carries it.
+      add(base64Utf8(`${u.auth.username}:${u.auth.password}`));
     }
     // A credential can also be sent as a header op (e.g. `x-api-key`, `api-key` for Azure).
     for (const op of u.headers) if (isSensitiveHeader(op.key)) add(op.value);
@@ -95,7 +94,8 @@ export function isSensitiveHeader(name: string): boolean {
   return /authorization|api[-_]?key|token|secret|password|cookie/i.test(name);
 }
 
-function redactUrlCredentials(raw: string): string {
+/** A URL with its user name and password replaced (for logs, `/config`); unparsable → redacted. */
+export function redactUrlCredentials(raw: string): string {
   try {
     const url = new URL(raw);
     if (url.username || url.password) {

@@ -12,7 +12,7 @@ import { failureDetail } from "../upstream/failure.ts";
 import { UpstreamTlsError } from "../upstream/transport.ts";
 import {
   BREAKER_STATE_VALUE,
-  normalizeMethod,
+  methodLabel,
   type ProxyMetrics,
   type UpstreamErrorKind,
 } from "./proxy_metrics.ts";
@@ -172,7 +172,7 @@ export function observabilityHooks(
     onResponseEnd(ctx, status, bytes) {
       const durationMs = clock.now() - ctx.startedAt;
       metrics.inflight.labels(ctx.forward).dec();
-      httpRequests.labels(ctx.forward, normalizeMethod(ctx.request.method), String(status)).inc();
+      httpRequests.labels(ctx.forward, methodLabel(ctx.request.method), String(status)).inc();
       metrics.httpRequestDuration.labels(ctx.forward).observe(durationMs / 1000);
       if (!access.enabled("info")) return;
       access.info("request", {

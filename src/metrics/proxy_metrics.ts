@@ -3,7 +3,7 @@
  * that report through their hooks; nothing here is a module-level singleton.
  *
  * Every label has a bounded value set: `forward`, `group` and `upstream` come from
- * config, `method` goes through {@linkcode normalizeMethod}, `status` is a numeric HTTP
+ * config, `method` goes through {@linkcode methodLabel}, `status` is a numeric HTTP
  * code, and `kind`, `type`, `from`/`to`, `result` and `scope` are small enums.
  *
  * @module
@@ -68,7 +68,7 @@ const METHODS: ReadonlySet<string> = new Set([
  * Bounds the `method` label: standard methods pass through (case-sensitive, as HTTP
  * methods are), anything else becomes `"OTHER"` so clients cannot mint series.
  */
-export function normalizeMethod(m: string): string {
+export function methodLabel(m: string): string {
   return METHODS.has(m) ? m : "OTHER";
 }
 

@@ -6,7 +6,7 @@
  * limit, close an idle one, or survive running out of file descriptors (the rejected accept is
  * unhandled and ends the process). So the listener accepts connections itself and hands each
  * to Deno's HTTP server for that one connection (`serveHttpOnConnection`, the function
- * `Deno.serve` and `node:http` are built on; measured as fast as `Deno.serve`, see the README).
+ * `Deno.serve` is built on; measured as fast as `Deno.serve`, see the README).
  * It is reached through `Deno[Deno.internal]`: where a Deno release no longer has it, the
  * listener falls back to plain `Deno.serve` and says that connections are then unbounded.
  *
@@ -27,6 +27,7 @@
 import type { Logger } from "../log.ts";
 import type { ListenerTlsConfig } from "../config/schema.ts";
 import { BrokenBodyError } from "../stream/observe.ts";
+import { toErrorResponse } from "../pipeline/errors.ts";
 import type { ConnectionGuard, TrackedConnection } from "./connections.ts";
 
 /** A running listener. */
@@ -284,12 +285,7 @@ function errorResponder(name: string, log: Logger): (error: unknown) => Response
     if (error instanceof BrokenBodyError) {
       log.warn("response body aborted: the upstream broke off", { listener: name, error });
     } else log.error("unhandled error in request handler", { listener: name, error });
-    return new Response(
-      JSON.stringify({
-        error: { message: "internal proxy error", type: "proxy_error", code: "internal_error" },
-      }),
-      { status: 500, headers: { "content-type": "application/json" } },
-    );
+    return toErrorResponse(error);
   };
 }
 

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { redactUrlCredentials } from "../config/secrets.ts";
 import type { HttpClientConfig } from "../config/schema.ts";
 import { FetchTransport, type Transport } from "./transport.ts";
 import { Http1Transport } from "./http1/transport.ts";
@@ -107,18 +108,9 @@ export function toDenoProxy(raw: string): Deno.Proxy {
   return basicAuth ? { transport, url: cleanUrl, basicAuth } : { transport, url: cleanUrl };
 }
 
-/** A proxy URL safe to log: credentials replaced. */
-export function redactProxyUrl(raw: string): string {
-  try {
-    const url = new URL(raw);
-    if (url.username || url.password) {
-      url.username = "***";
-      url.password = "";
-    }
-    return url.href.replace(/\/$/, "");
-  } catch {
-    return "<invalid proxy URL>";
-  }
+/** A proxy URL safe to log: credentials replaced, no trailing slash. */
+function redactProxyUrl(raw: string): string {
+  return redactUrlCredentials(raw).replace(/\/$/, "");
 }
 
 /** One line for the start-up log: which proxy a group's traffic goes through. */

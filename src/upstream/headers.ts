@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { base64Utf8 } from "../bytes.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must not pass on. */
 const HOP_BY_HOP = [
@@ -143,11 +144,10 @@ function randomHex(length: number): string {
 }
 
 function encodeBasic(username: string, password: string): string {
-  const bytes = new TextEncoder().encode(`${username}:${password}`);
-  return btoa(String.fromCharCode(...bytes));
+  return base64Utf8(`${username}:${password}`);
 }
 
-/** Read access to an upstream response's headers (a `Headers`, or the node transport's). */
+/** Read access to an upstream response's headers (a `Headers`, or the HTTP/1.1 client's `RawHeaders`). */
 export interface ReplyHeaders {
   get(name: string): string | null;
   has(name: string): boolean;

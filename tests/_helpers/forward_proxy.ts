@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { concatBytes } from "../../src/bytes.ts";
 
 /** Largest request or response head accepted, bytes. */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -175,7 +176,7 @@ async function handle(client: Deno.Conn, env: HandleEnv): Promise<void> {
     if (!HOP_BY_HOP.has(name)) head += `${name}: ${value}\r\n`;
   }
   head += `via: ${FORWARD_PROXY_VIA}\r\nconnection: close\r\n\r\n`;
-  await writeAll(origin, concat(encoder.encode(head), request.rest));
+  await writeAll(origin, concatBytes([encoder.encode(head), request.rest]));
   // The request body (if any) follows as it comes; the origin closes after its answer.
   const upload = pipe(client, origin);
   const response = await readHead(origin);
@@ -189,7 +190,7 @@ async function handle(client: Deno.Conn, env: HandleEnv): Promise<void> {
       if (!HOP_BY_HOP.has(name)) out += `${line}\r\n`;
     }
     out += `via: ${FORWARD_PROXY_VIA}\r\nconnection: close\r\n\r\n`;
-    await writeAll(client, concat(encoder.encode(out), response.rest));
+    await writeAll(client, concatBytes([encoder.encode(out), response.rest]));
     await pipe(origin, client);
   }
   // The answer is complete: stop the upload side too.
@@ -211,7 +212,7 @@ async function readHead(
     if (bytes.length > MAX_HEAD_BYTES) return null;
     const n = await conn.read(buffer);
     if (n === null) return null;
-    bytes = concat(bytes, buffer.subarray(0, n));
+    bytes = concatBytes([bytes, buffer.subarray(0, n)]);
   }
 }
 
@@ -257,13 +258,6 @@ function closeQuietly(conn: Deno.Conn, from?: Set<Deno.Conn>): void {
   try {
     conn.close();
   } catch { /* already closed */ }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {

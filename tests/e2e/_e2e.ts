@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { concatBytes } from "../../src/bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -50,7 +51,7 @@ export async function rawRequest(
         parsed = parse(bytes, true);
         break;
       }
-      bytes = concat([bytes, buffer.subarray(0, n)]);
+      bytes = concatBytes([bytes, buffer.subarray(0, n)]);
       parsed = parse(bytes);
       if (parsed) break;
     }
@@ -101,7 +102,7 @@ function parse(bytes: Uint8Array, eof = false): RawResponse | undefined {
       parts.push(rest.subarray(lineEnd + 2, lineEnd + 2 + size));
       at = lineEnd + 2 + size + 2;
     }
-    body = concat(parts);
+    body = concatBytes(parts);
   } else if (status === 204 || status === 304 || (status >= 100 && status < 200)) {
     body = new Uint8Array(0);
   } else if (eof) body = rest.slice();
@@ -120,17 +121,6 @@ function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number
     return i;
   }
   return -1;
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const size = chunks.reduce((n, c) => n + c.byteLength, 0);
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }
 
 /** One SSE event as received, with the time (ms since `start`) its chunk arrived. */

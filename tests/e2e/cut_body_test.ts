@@ -7,6 +7,7 @@
  * fetch one, as `.ci/run` does).
  */
 import assert from "node:assert/strict";
+import { concatBytes } from "../../src/bytes.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 
 const encoder = new TextEncoder();
@@ -20,7 +21,10 @@ const EVENTS = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\n' +
  * and then `body`, and the connection is closed right after, whatever the head declared.
  */
 function scriptedUpstream(head: string, body: string | Uint8Array) {
-  const bytes = concat(encoder.encode(`${head}\r\n\r\n`), body);
+  const bytes = concatBytes([
+    encoder.encode(`${head}\r\n\r\n`),
+    typeof body === "string" ? encoder.encode(body) : body,
+  ]);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   const tasks: Promise<void>[] = [];
@@ -76,14 +80,6 @@ function scriptedUpstream(head: string, body: string | Uint8Array) {
       await Promise.all(tasks);
     },
   };
-}
-
-function concat(head: Uint8Array, body: string | Uint8Array): Uint8Array {
-  const tail = typeof body === "string" ? encoder.encode(body) : body;
-  const out = new Uint8Array(head.length + tail.length);
-  out.set(head);
-  out.set(tail, head.length);
-  return out;
 }
 
 /** What a raw client read of one response on a kept-alive connection. */
@@ -251,11 +247,11 @@ Deno.test("e2e cut body: a compressed SSE stream cut short is aborted, never giv
     ).arrayBuffer(),
   );
   const part = gzipped.subarray(0, gzipped.length >> 1); // half a gzip member
-  const chunk = concat(encoder.encode(part.length.toString(16) + "\r\n"), part);
+  const chunk = concatBytes([encoder.encode(part.length.toString(16) + "\r\n"), part]);
   await withUpstream(
     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n" +
       "transfer-encoding: chunked",
-    concat(chunk, "\r\n"),
+    concatBytes([chunk, encoder.encode("\r\n")]),
     async (proxy) => {
       const read = await rawPost(proxy);
       assert.match(read.text, /^HTTP\/1\.1 200 /);

@@ -4,7 +4,7 @@ import {
   BREAKER_STATE_VALUE,
   createProxyMetrics,
   DURATION_BUCKETS_SECONDS,
-  normalizeMethod,
+  methodLabel,
 } from "../../src/metrics/proxy_metrics.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 
@@ -44,8 +44,8 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   let rss = 1000;
   const m = createProxyMetrics(registry, { readRssBytes: () => rss });
 
-  m.httpRequests.labels("chat", normalizeMethod("POST"), "200").inc();
-  m.httpRequests.labels("chat", normalizeMethod("BREW"), String(405)).inc();
+  m.httpRequests.labels("chat", methodLabel("POST"), "200").inc();
+  m.httpRequests.labels("chat", methodLabel("BREW"), String(405)).inc();
   m.httpRequestDuration.labels("chat").observe(0.3);
   m.httpRequestDuration.labels("chat").observe(42);
   m.inflight.labels("chat").inc();
@@ -115,11 +115,11 @@ Deno.test("DURATION_BUCKETS_SECONDS match the documented seconds-based defaults"
   assert.ok(Object.isFrozen(DURATION_BUCKETS_SECONDS));
 });
 
-Deno.test("normalizeMethod() keeps standard methods and maps everything else to OTHER", () => {
+Deno.test("methodLabel() keeps standard methods and maps everything else to OTHER", () => {
   for (const m of ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
-    assert.equal(normalizeMethod(m), m);
+    assert.equal(methodLabel(m), m);
   }
   for (const m of ["get", "CONNECT", "TRACE", "PROPFIND", "", "GET ", "__proto__"]) {
-    assert.equal(normalizeMethod(m), "OTHER");
+    assert.equal(methodLabel(m), "OTHER");
   }
 });
