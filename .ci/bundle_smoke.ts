@@ -4,7 +4,7 @@
  *
  * Usage: deno run --allow-all .ci/bundle_smoke.ts dist/llmproxy.js
  */
-import { startMockUpstream } from "../tests/_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../tools/mock_upstream.ts";
 
 const bundle = Deno.args[0];
 if (!bundle) throw new Error("usage: bundle_smoke.ts BUNDLE");

@@ -43,10 +43,10 @@ async function start(
   return { name, proc, origin: `http://127.0.0.1:${port}` };
 }
 
-/** The project's mock upstream (`tests/_helpers/mock_upstream.ts`). */
+/** The project's mock upstream (`tools/mock_upstream.ts`). */
 export function startMock(o: StartOptions): Promise<Target> {
   const port = freePort();
-  const args = ["--allow-net", "tests/_helpers/mock_upstream.ts", "--port", String(port)];
+  const args = ["--allow-net", "tools/mock_upstream.ts", "--port", String(port)];
   return start("mock", args, port, o);
 }
 

@@ -3,10 +3,10 @@
  * admin token, and the start-up warning for an exposed admin listener without one.
  */
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText as parsePrometheus } from "../_helpers/prom_parser.ts";
-import { chat, delay } from "./_e2e.ts";
+import { chat, delay } from "../_helpers/raw_http.ts";
 
 const TOKEN = "admin-token-for-tests-0123";
 

@@ -3,7 +3,7 @@
  * trusted peer, believed) X-Forwarded-For add no series to /metrics.
  */
 import assert from "node:assert/strict";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { startTestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText, type PromFamily } from "../_helpers/prom_parser.ts";
 

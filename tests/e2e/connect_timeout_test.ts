@@ -11,9 +11,9 @@
  */
 import assert from "node:assert/strict";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
-import { assertErrorBody, chat } from "./_e2e.ts";
+import { assertErrorBody, chat } from "../_helpers/raw_http.ts";
 
 const FETCH = Deno.env.get("LLMPROXY_TRANSPORT") === "fetch";
 

@@ -5,10 +5,10 @@
  * descriptors never ends the process.
  */
 import assert from "node:assert/strict";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { withTempFile } from "../_helpers/temp_file.ts";
-import { delay, freePort, waitForPort } from "./_e2e.ts";
+import { delay, freePort, waitForPort } from "../_helpers/raw_http.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText } from "../_helpers/prom_parser.ts";
-import { assertErrorBody, chat, contentEvents, readEvents, waitFor } from "./_e2e.ts";
+import { assertErrorBody, chat, contentEvents, readEvents, waitFor } from "../_helpers/raw_http.ts";
 
 async function withProxy(
   timeout: string,

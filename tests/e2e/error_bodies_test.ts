@@ -9,7 +9,7 @@ import { parseConfig } from "../../src/config/load.ts";
 import { configSecrets } from "../../src/config/secrets.ts";
 import { startApp } from "../../src/app.ts";
 import { createLogger } from "../../src/log.ts";
-import { chat, freePort } from "./_e2e.ts";
+import { chat, freePort } from "../_helpers/raw_http.ts";
 
 const KEY = "sk-query-key-8c1d2e3f";
 const ENV: Record<string, string> = { KEY };

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
-import { assertErrorBody, freePort } from "./_e2e.ts";
+import { assertErrorBody, freePort } from "../_helpers/raw_http.ts";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

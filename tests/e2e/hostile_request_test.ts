@@ -7,10 +7,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { type RawUpstream, startRawUpstream } from "../_helpers/raw_upstream.ts";
-import { rawRequest, type RawResponse } from "./_e2e.ts";
+import { rawRequest, type RawResponse } from "../_helpers/raw_http.ts";
 
 /** Three failures in a row would open this breaker; three retries follow every failure. */
 const TRIGGER_HAPPY = `breaker: {threshold: 0.5, minRequests: 3, interval: 60, cooldown: 60}`;

@@ -3,10 +3,10 @@
  * the documented fields; traceparent travels upstream; the exposition stays parseable.
  */
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText, type PromFamily, sampleValue } from "../_helpers/prom_parser.ts";
-import { chat, contentEvents, delay, readEvents } from "./_e2e.ts";
+import { chat, contentEvents, delay, readEvents } from "../_helpers/raw_http.ts";
 
 /**
  * Forward `main` → group `g` by default; path prefixes pick the other groups:

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 
 async function withClient(fn: (client: OpenAI, mock: MockUpstream) => Promise<void>) {

@@ -5,10 +5,17 @@
  * tinyproxy its variant is reported as skipped, loudly, and the suite still passes.
  */
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 import { type ForwardProxy, startForwardProxy } from "../_helpers/forward_proxy.ts";
-import { assertErrorBody, chat, contentEvents, freePort, readEvents, waitForPort } from "./_e2e.ts";
+import {
+  assertErrorBody,
+  chat,
+  contentEvents,
+  freePort,
+  readEvents,
+  waitForPort,
+} from "../_helpers/raw_http.ts";
 
 /** A forward proxy under test, whichever implementation. */
 interface OutboundProxy {

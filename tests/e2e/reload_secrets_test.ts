@@ -9,8 +9,8 @@ import { parseConfig } from "../../src/config/load.ts";
 import { configSecrets } from "../../src/config/secrets.ts";
 import { startApp } from "../../src/app.ts";
 import { createLogger } from "../../src/log.ts";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
-import { chat, freePort } from "./_e2e.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
+import { chat, freePort } from "../_helpers/raw_http.ts";
 
 const TOKEN = "reload-secrets-admin-1";
 const ENV: Record<string, string> = {

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { createLogger } from "../../src/log.ts";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
-import { chat, delay, freePort, readEvents } from "./_e2e.ts";
+import { chat, delay, freePort, readEvents } from "../_helpers/raw_http.ts";
 
 const TOKEN = "reload-admin-token-123";
 

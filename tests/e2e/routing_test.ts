@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { startTestProxy } from "../_helpers/proxy_harness.ts";
 
 /** Group names; each group has one mock upstream of the same name. */

@@ -8,8 +8,8 @@ import { parseConfig } from "../../src/config/load.ts";
 import { configSecrets } from "../../src/config/secrets.ts";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { createLogger } from "../../src/log.ts";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
-import { chat, delay, freePort } from "./_e2e.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
+import { chat, delay, freePort } from "../_helpers/raw_http.ts";
 
 const ENV: Record<string, string> = {
   OPENAI_KEY: "sk-env-bearer-7f3a9c1e55",

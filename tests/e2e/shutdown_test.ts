@@ -3,8 +3,16 @@
  * Fixed free ports here (the child is configured from a file), port 0 everywhere else.
  */
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
-import { chat, contentEvents, delay, freePort, readEvents, waitFor, waitForPort } from "./_e2e.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
+import {
+  chat,
+  contentEvents,
+  delay,
+  freePort,
+  readEvents,
+  waitFor,
+  waitForPort,
+} from "../_helpers/raw_http.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url);
 

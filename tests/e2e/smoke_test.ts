@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 
 Deno.test("proxy forwards the seed's example to the upstream URL's path", async () => {

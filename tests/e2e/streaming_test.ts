@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
-import { chat, contentEvents, rawRequest, readEvents, waitFor } from "./_e2e.ts";
+import { chat, contentEvents, rawRequest, readEvents, waitFor } from "../_helpers/raw_http.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 
 async function withProxy(

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 import { fixturePath, pem } from "../_helpers/tls.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
-import { delay } from "./_e2e.ts";
+import { delay } from "../_helpers/raw_http.ts";
 
 const TLS = `tls: {cert: "${fixturePath("server.pem")}", key: "${fixturePath("server.key")}"}`;
 

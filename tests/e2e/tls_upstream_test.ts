@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import https from "node:https";
-import { startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 import { certified, countingRelay, fixturePath, pem } from "../_helpers/tls.ts";
-import { assertErrorBody, chat, contentEvents, readEvents } from "./_e2e.ts";
+import { assertErrorBody, chat, contentEvents, readEvents } from "../_helpers/raw_http.ts";
 
 const CA = fixturePath("ca.pem");
 /** Several retries, no backoff: a TLS failure must still be tried once per upstream. */

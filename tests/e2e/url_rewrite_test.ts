@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type MockUpstream, startMockUpstream } from "../_helpers/mock_upstream.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
-import { rawRequest } from "./_e2e.ts";
+import { rawRequest } from "../_helpers/raw_http.ts";
 
 /** Starts a mock and a proxy to it (`url(mock)` is the upstream URL), runs `fn`, cleans up. */
 async function withProxy(

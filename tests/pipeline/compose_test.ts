@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compose, type Stage } from "../../src/pipeline/compose.ts";
 import { NotFoundError, RateLimitedError } from "../../src/pipeline/errors.ts";
-import { testContext } from "./_ctx.ts";
+import { testContext } from "../_helpers/request_context.ts";
 
 const ok: Stage = () => Promise.resolve(new Response("ok"));
 

@@ -3,7 +3,7 @@ import { clientStage } from "../../src/pipeline/rate_limit.ts";
 import { RateLimitedError } from "../../src/pipeline/errors.ts";
 import { ClientIpResolver } from "../../src/server/client_ip.ts";
 import { KeyedLimiter } from "../../src/resilience/token_bucket.ts";
-import { testContext } from "./_ctx.ts";
+import { testContext } from "../_helpers/request_context.ts";
 
 function setup(options: { trusted?: string[]; limit?: boolean } = {}) {
   const clock = {

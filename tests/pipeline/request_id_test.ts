@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { compose } from "../../src/pipeline/compose.ts";
 import { BadGatewayError } from "../../src/pipeline/errors.ts";
 import { requestIdStage } from "../../src/pipeline/request_id.ts";
-import { testContext } from "./_ctx.ts";
+import { testContext } from "../_helpers/request_context.ts";
 
 /** The X-Request-Id the stage asked the proxy to put on the response. */
 function sentId(ctx: { responseHeaders: [string, string][] }): string | null {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compose } from "../../src/pipeline/compose.ts";
 import { validateRequestStage } from "../../src/pipeline/validate_request.ts";
-import { testContext } from "./_ctx.ts";
+import { testContext } from "../_helpers/request_context.ts";
 
 /** Runs the stage; the next stage answers 200 with the path and query it saw. */
 async function run(method: string, url: string): Promise<Response> {
