@@ -7,32 +7,16 @@
  * @module
  */
 import type { Stage } from "./compose.ts";
-import {
-  BadGatewayError,
-  BadRequestError,
-  GatewayTimeoutError,
-  NoUpstreamError,
-  ProxyError,
-  RateLimitedError,
-} from "./errors.ts";
+import { BadGatewayError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
 import type { Router } from "./route.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
-import {
-  AttemptAbort,
-  type AttemptResult,
-  DescriptorsExhaustedError,
-  type OutgoingRequest,
-  prepareAttempt,
-  type PreparedRequest,
-  sendAttempt,
-} from "../upstream/attempt.ts";
-import { NotSentError } from "../upstream/transport.ts";
-import { InvalidPathError } from "../routing/request_target.ts";
+import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
 import { decideRetry } from "../resilience/retry.ts";
 import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
 import { readBody } from "./request_body.ts";
 import { respond } from "./respond.ts";
+import { Attempt, type AttemptEnv, prepare } from "./attempt.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -71,11 +55,12 @@ export interface ProxyStageOptions {
 export function proxyStage(options: ProxyStageOptions): Stage {
   const { router, clock, random, hooks = {} } = options;
   const now = () => clock.now();
-  const responder = {
+  const env: AttemptEnv = {
     hooks,
     deadlines: options.deadlines,
     now,
     log: options.log ?? silentLogger,
+    inflight: options.inflight,
   };
 
   return async function proxy(ctx) {
@@ -102,7 +87,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     /** Members whose TLS handshake failed: never tried again by this request. */
     const barred = new Set<GroupMember>();
     const started = now();
-    let last: AttemptResult | undefined;
+    let last: Attempt | undefined;
     for (let retryIndex = 0;; retryIndex++) {
       const candidates = group.candidates(now(), tried, barred);
       if (candidates.length === 0) {
@@ -110,66 +95,16 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         throw noCandidateError(group, now(), hooks);
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
-      // Built before the lease: a request that cannot be built is answered without touching
-      // the upstream's breaker, limiter or balancer, and without a retry.
-      let prepared: PreparedRequest;
-      try {
-        prepared = prepareAttempt(member, request);
-      } catch (error) {
-        throw error instanceof NotSentError ? notSentError(error) : error;
-      }
-      const lease = member.upstream.acquire(now());
-      if (!lease) throw noCandidateError(group, now(), hooks);
+      const prepared = prepare(member, request);
+      const attempt = Attempt.start(env, { group, member, client: ctx.request.signal });
+      if (!attempt) throw noCandidateError(group, now(), hooks);
       tried.add(member);
       ctx.trace.attempts++;
       ctx.trace.upstream = member.name;
 
-      const controller = new AbortController();
-      const onClientGone = () =>
-        controller.abort(new AttemptAbort("client", "client disconnected"));
-      ctx.request.signal.addEventListener("abort", onClientGone, { once: true });
-      if (ctx.request.signal.aborted) onClientGone(); // left before the listener was added
-      options.inflight.add(controller);
-      group.balancer.begin?.(member);
-
-      const attemptStarted = now();
-      const result = await sendAttempt(group, member, prepared, controller, {
-        now,
-        deadlines: options.deadlines,
-      });
-      hooks.onAttempt?.(group, member, result);
-      last = result;
+      last = attempt;
+      const result = await attempt.send(prepared);
       if (result.outcome.kind === "tls") barred.add(member);
-      if (result.kind === "response" && result.retryAfterMs !== undefined) {
-        member.upstream.coolDownUntil(now() + result.retryAfterMs);
-      }
-
-      // Judging (breaker, balancer) and releasing (listener, in-flight set) happen once each,
-      // usually together at the body's end. A retry decision judges first, and an answer
-      // passed on after all stays in flight until its body ends, so a shutdown can end it.
-      let judged = false;
-      const judge = (verdict = result.verdict, ok = verdict !== "failure") => {
-        if (judged) return;
-        judged = true;
-        member.upstream.settle(lease, verdict, now());
-        // Never sent: nothing to learn about the upstream, only the in-flight count to undo.
-        if (result.outcome.kind === "not_sent") return group.balancer.cancel?.(member);
-        group.balancer.end?.(member, {
-          ok: ok && !(result.kind === "response" && result.response.status === 429),
-          latencyMs: result.kind === "response" ? result.firstByteMs : now() - attemptStarted,
-        });
-      };
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        ctx.request.signal.removeEventListener("abort", onClientGone);
-        options.inflight.delete(controller);
-      };
-      const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
-        judge(verdict, ok);
-        release();
-      };
 
       // Alone: no other member could take the retry, so it goes to this one again and its
       // own Retry-After (429) sets the delay.
@@ -181,25 +116,21 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         random,
       );
       if (!decision.retry || ctx.request.signal.aborted) {
-        if (result.kind === "response") {
-          return respond(responder, ctx, group, member, result, controller, settle);
-        }
-        settle();
-        throw toProxyError(result);
+        if (result.kind === "response") return respond(ctx, attempt);
+        attempt.finish();
+        throw attempt.error();
       }
       // Judge first so this result counts (it may open the breaker), then check that some
       // upstream will take the retry once the delay has passed. If none will, this answer is
       // final: the upstream's response passes through as it is instead of becoming a 503.
-      judge();
+      attempt.judge();
       const resumeAt = now() + decision.delayMs;
       if (group.candidates(resumeAt, tried, barred).length === 0) {
-        if (result.kind === "response") {
-          return respond(responder, ctx, group, member, result, controller, settle);
-        }
-        release();
-        throw toProxyError(result);
+        if (result.kind === "response") return respond(ctx, attempt);
+        attempt.release();
+        throw attempt.error();
       }
-      release();
+      attempt.release();
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
       hooks.onRetry?.(group, result, decision.delayMs);
@@ -228,61 +159,15 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   };
 
   /** No retry left: the last upstream response as it is, or the error it ended with. */
-  function finalAnswer(group: Group, last: AttemptResult): Response {
-    if (last.kind === "error") throw toProxyError(last);
+  function finalAnswer(group: Group, attempt: Attempt): Response {
+    const last = attempt.result;
+    if (last.kind === "error") throw attempt.error();
     // Its body was cancelled when we moved on; say what happened instead.
     throw new NoUpstreamError(
       `Cannot select upstream for group "${group.name}": every upstream failed or is unavailable (last status ${last.response.status})`,
       { code: "no_upstream_available" },
     );
   }
-}
-
-function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyError {
-  const { outcome, message, error } = result;
-  if (outcome.kind === "not_sent" && error instanceof NotSentError) return notSentError(error);
-  if (outcome.kind === "timeout") {
-    return new GatewayTimeoutError(message, { code: "upstream_timeout", cause: error });
-  }
-  if (outcome.kind === "proxy") {
-    return new BadGatewayError(message, { code: "outbound_proxy_error", cause: error });
-  }
-  if (outcome.kind === "tls") {
-    return new BadGatewayError(message, { code: "tls_error", cause: error });
-  }
-  if (outcome.kind === "aborted" && result.abortedBy === "shutdown") {
-    return new NoUpstreamError("the proxy is shutting down; the request was not answered", {
-      code: "shutting_down",
-      cause: error,
-    });
-  }
-  if (outcome.kind === "aborted") {
-    // The client is gone; nobody reads this, but the access log records 499-like intent.
-    return new BadGatewayError(message, { code: "client_disconnected", cause: error });
-  }
-  return new BadGatewayError(message, { code: "upstream_unreachable", cause: error });
-}
-
-/**
- * The answer to a request that never left the proxy: 400 when the client asked for what
- * cannot be sent, else a 500 (the proxy's own failure; the details stay in the cause).
- */
-function notSentError(error: NotSentError): ProxyError {
-  if (error.fault === "client") {
-    return new BadRequestError(error.message, {
-      code: error.cause instanceof InvalidPathError ? "invalid_path" : "invalid_request",
-      cause: error,
-    });
-  }
-  if (error instanceof DescriptorsExhaustedError) {
-    // Overloaded, not broken: the client may try again in a moment.
-    return new NoUpstreamError("the proxy is overloaded; try again shortly", {
-      code: "proxy_overloaded",
-      cause: error,
-      headers: { "retry-after": "1" },
-    });
-  }
-  return new ProxyError(error.message, { code: "internal_error", cause: error });
 }
 
 function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyError {
