@@ -11,7 +11,7 @@ import { BadGatewayError, NoUpstreamError, type ProxyError, RateLimitedError } f
 import type { Router } from "./route.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
 import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
-import { decideRetry } from "../resilience/retry.ts";
+import { planRetry } from "../resilience/retry.ts";
 import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
 import { readBody } from "./request_body.ts";
@@ -106,42 +106,37 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       const result = await attempt.send(prepared);
       if (result.outcome.kind === "tls") barred.add(member);
 
-      // Alone: no other member could take the retry, so it goes to this one again and its
-      // own Retry-After (429) sets the delay.
-      const alone = !group.members.some((m) => m !== member && m.upstream.available(now()));
-      const decision = decideRetry(
-        result.outcome,
-        { retryIndex, elapsedMs: now() - started, responseStarted: false, sameUpstream: alone },
-        group.retry,
+      const plan = planRetry(result, {
+        retryIndex,
+        elapsedMs: now() - started,
+        now: now(),
+        alone: !group.members.some((m) => m !== member && m.upstream.available(now())),
+        clientGone: ctx.request.signal.aborted,
+        policy: group.retry,
         random,
-      );
-      if (!decision.retry || ctx.request.signal.aborted) {
-        if (result.kind === "response") return respond(ctx, attempt);
+        // Judged first so this result counts (it may open the breaker).
+        canResumeAt: (at) => {
+          attempt.judge();
+          return group.candidates(at, tried, barred).length > 0;
+        },
+      });
+      if (plan.action === "respond") return respond(ctx, attempt);
+      if (plan.action === "fail") {
         attempt.finish();
-        throw attempt.error();
-      }
-      // Judge first so this result counts (it may open the breaker), then check that some
-      // upstream will take the retry once the delay has passed. If none will, this answer is
-      // final: the upstream's response passes through as it is instead of becoming a 503.
-      attempt.judge();
-      const resumeAt = now() + decision.delayMs;
-      if (group.candidates(resumeAt, tried, barred).length === 0) {
-        if (result.kind === "response") return respond(ctx, attempt);
-        attempt.release();
         throw attempt.error();
       }
       attempt.release();
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
-      hooks.onRetry?.(group, result, decision.delayMs);
+      hooks.onRetry?.(group, result, plan.delayMs);
       // The wait counts as in flight, so a shutdown past its drain deadline ends it too.
       const waiting = new AbortController();
       options.inflight.add(waiting);
       const wake = AbortSignal.any([ctx.request.signal, waiting.signal]);
-      await sleep(decision.delayMs, wake);
+      await sleep(plan.delayMs, wake);
       // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
       // cool-down measured on that clock must really have passed.
-      if (now() < resumeAt) await sleep(resumeAt - now(), wake);
+      if (now() < plan.resumeAt) await sleep(plan.resumeAt - now(), wake);
       options.inflight.delete(waiting);
       // A client that left during the delay must not cost another upstream call: the next
       // attempt's abort listener would never fire on a signal that is already aborted.
