@@ -1,7 +1,7 @@
 /**
  * One upstream attempt as one object with a lifecycle: it takes a lease, listens for the
- * client's disconnect, is counted by the balancer while in flight, sends, is judged once
- * (breaker verdict, balancer feedback) and released once (listener, in-flight tracking), and
+ * client's disconnect and the runtime's shutdown, is counted by the balancer while in flight,
+ * sends, is judged once (breaker verdict, balancer feedback) and released once (listeners), and
  * knows how it ended and which {@linkcode ProxyError} that is. The proxy loop decides what to
  * do with it; `respond` passes its answer on.
  *
@@ -39,8 +39,8 @@ export interface AttemptEnv {
   readonly now: () => number;
   /** Where the raw errors go: clients are told a cause, never the error's text. */
   readonly log: Logger;
-  /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
-  readonly inflight: Set<AbortController>;
+  /** The runtime's shutdown: fires once the drain deadline passed, ending every attempt. */
+  readonly shutdown: AbortSignal;
 }
 
 /** Where an attempt goes, and whose disconnect ends it. */
@@ -79,10 +79,13 @@ export class Attempt {
     this.member = target.member;
     this.#lease = lease;
     this.#client = target.client;
-    // The attempt is its own listener: no closure per attempt.
+    // The attempt is its own listener on both signals: no closure per attempt, and two
+    // listeners cost a tenth of an `AbortSignal.any` (measured: 0.2–0.4 µs against 2–3.4 µs).
     this.#client.addEventListener("abort", this, { once: true });
-    if (this.#client.aborted) this.handleEvent(); // left before the listener was added
-    env.inflight.add(this.#controller);
+    env.shutdown.addEventListener("abort", this, { once: true });
+    // Either may have fired before the listeners were added.
+    if (this.#client.aborted) this.handleEvent({ target: this.#client });
+    else if (env.shutdown.aborted) this.handleEvent({ target: env.shutdown });
     this.group.balancer.begin?.(this.member);
   }
 
@@ -109,9 +112,13 @@ export class Attempt {
     return result;
   }
 
-  /** The client's disconnect (the attempt listens to its signal). */
-  handleEvent(): void {
-    this.#controller.abort(new AttemptAbort("client", "client disconnected"));
+  /** The client's disconnect or the runtime's shutdown (the attempt listens to both). */
+  handleEvent(event: { readonly target: EventTarget | null }): void {
+    this.#controller.abort(
+      event.target === this.#client
+        ? new AttemptAbort("client", "client disconnected")
+        : new AttemptAbort("shutdown", "the proxy is shutting down"),
+    );
   }
 
   /** Ends the upstream request (a body deadline). The first reason counts. */
@@ -151,14 +158,14 @@ export class Attempt {
   }
 
   /**
-   * Stops listening for the client and leaves the in-flight tracking; only the first call
-   * counts. An answer passed on stays in flight until its body ends, so a shutdown can end it.
+   * Stops listening for the client and the shutdown; only the first call counts. An answer
+   * passed on is released when its body ends, so a shutdown can still end it.
    */
   release(): void {
     if (this.#released) return;
     this.#released = true;
     this.#client.removeEventListener("abort", this);
-    this.env.inflight.delete(this.#controller);
+    this.env.shutdown.removeEventListener("abort", this);
   }
 
   /** Judges and releases: the attempt is over. */

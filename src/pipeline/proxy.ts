@@ -20,6 +20,7 @@ import { Attempt, type AttemptEnv, prepare } from "./attempt.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
 import { type Logger, silentLogger } from "../log.ts";
+import { delay } from "../delay.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -44,8 +45,10 @@ export interface ProxyStageOptions {
   deadlines: Deadlines;
   clock: Clock;
   random: Random;
-  /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
-  inflight: Set<AbortController>;
+  /** The runtime's shutdown: ends every attempt and retry wait still open (drain deadline). */
+  shutdown: AbortSignal;
+  /** Waits before a retry; rejects when the signal aborts. @default delay */
+  wait?: (ms: number, options: { signal: AbortSignal }) => Promise<void>;
   hooks?: ProxyHooks;
   /** Gets the raw errors behind what clients are told. @default silentLogger */
   log?: Logger;
@@ -60,8 +63,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     deadlines: options.deadlines,
     now,
     log: options.log ?? silentLogger,
-    inflight: options.inflight,
+    shutdown: options.shutdown,
   };
+  const wait = options.wait ?? delay;
 
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
@@ -129,23 +133,22 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
       hooks.onRetry?.(group, result, plan.delayMs);
-      // The wait counts as in flight, so a shutdown past its drain deadline ends it too.
-      const waiting = new AbortController();
-      options.inflight.add(waiting);
-      const wake = AbortSignal.any([ctx.request.signal, waiting.signal]);
-      await sleep(plan.delayMs, wake);
-      // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
-      // cool-down measured on that clock must really have passed.
-      if (now() < plan.resumeAt) await sleep(plan.resumeAt - now(), wake);
-      options.inflight.delete(waiting);
-      // A client that left during the delay must not cost another upstream call: the next
-      // attempt's abort listener would never fire on a signal that is already aborted.
+      // Cut short by the client leaving (no further upstream call for it) or a shutdown.
+      const stop = AbortSignal.any([ctx.request.signal, options.shutdown]);
+      try {
+        await wait(plan.delayMs, { signal: stop });
+        // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
+        // cool-down measured on that clock must really have passed.
+        if (now() < plan.resumeAt) await wait(plan.resumeAt - now(), { signal: stop });
+      } catch (error) {
+        if (!stop.aborted) throw error;
+      }
       if (ctx.request.signal.aborted) {
         throw new BadGatewayError("client disconnected before the retry", {
           code: "client_disconnected",
         });
       }
-      if (waiting.signal.aborted) {
+      if (stop.aborted) {
         throw new NoUpstreamError("the proxy is shutting down; the retry was not sent", {
           code: "shutting_down",
         });
@@ -181,18 +184,4 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
     `Cannot select upstream for group "${group.name}": ${total} of ${total} upstreams unavailable`,
     { code: "no_upstream_available" },
   );
-}
-
-/** Waits `ms`, or less when `signal` fires (the client went away, or a shutdown). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

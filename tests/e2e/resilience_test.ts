@@ -458,7 +458,7 @@ Deno.test("e2e: a client that leaves during the retry delay gets no further upst
       assert.equal(a!.requests.length, 1, "the proxy retried for a client that was gone");
       const upstream = proxy.app.runtime().upstreams.get("u0")!;
       assert.equal(upstream.inFlight, 0);
-      assert.equal(proxy.app.runtime().inflight.size, 0);
+      assert.equal(proxy.app.runtime().inFlight, 0);
     });
   });
 });
@@ -476,7 +476,7 @@ Deno.test("e2e: a shutdown past its drain deadline ends a request waiting to ret
     const pending = fetch(`${proxy.url()}/v1/chat/completions`, { method: "POST", body: "{}" });
     await mock.waitForRequests(1);
     await new Promise((resolve) => setTimeout(resolve, 50));
-    proxy.app.runtime().abortAll(new Error("drain deadline passed"));
+    proxy.app.runtime().shutdown(new Error("drain deadline passed"));
     const response = await pending;
     const body = await response.json();
     assert.equal(response.status, 503);
