@@ -10,6 +10,7 @@
 import {
   BadGatewayError,
   BadRequestError,
+  ClientClosedError,
   GatewayTimeoutError,
   NoUpstreamError,
   ProxyError,
@@ -200,8 +201,7 @@ export class Attempt {
       });
     }
     if (outcome.kind === "aborted") {
-      // The client is gone; nobody reads this, but the access log records 499-like intent.
-      return new BadGatewayError(message, { code: "client_disconnected", cause: error });
+      return new ClientClosedError(message, { code: "client_disconnected", cause: error });
     }
     return new BadGatewayError(message, { code: "upstream_unreachable", cause: error });
   }

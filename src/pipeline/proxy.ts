@@ -7,7 +7,7 @@
  * @module
  */
 import type { Stage } from "./compose.ts";
-import { BadGatewayError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
+import { ClientClosedError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
 import type { Router } from "./route.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
 import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
@@ -144,7 +144,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         if (!stop.aborted) throw error;
       }
       if (ctx.request.signal.aborted) {
-        throw new BadGatewayError("client disconnected before the retry", {
+        throw new ClientClosedError("client disconnected before the retry", {
           code: "client_disconnected",
         });
       }

@@ -6,7 +6,13 @@
  * @module
  */
 import type { RequestContext } from "./compose.ts";
-import { BadGatewayError, GatewayTimeoutError, NoUpstreamError, sseErrorEvent } from "./errors.ts";
+import {
+  BadGatewayError,
+  ClientClosedError,
+  GatewayTimeoutError,
+  NoUpstreamError,
+  sseErrorEvent,
+} from "./errors.ts";
 import type { Attempt } from "./attempt.ts";
 import type { UpstreamReply } from "../upstream/transport.ts";
 import { responseHeaders } from "../upstream/headers.ts";
@@ -200,11 +206,12 @@ async function respondWhole(
         cause: reason,
       });
     }
-    if (!stoppedBy) brokeOff(attempt, reason);
-    throw new BadGatewayError(
-      `upstream "${member.name}" broke off its response: ${failureCause(reason)}`,
-      { code: stoppedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
-    );
+    const message = `upstream "${member.name}" broke off its response: ${failureCause(reason)}`;
+    if (stoppedBy === "client") {
+      throw new ClientClosedError(message, { code: "client_disconnected", cause: reason });
+    }
+    brokeOff(attempt, reason);
+    throw new BadGatewayError(message, { code: "upstream_body_broken", cause: reason });
   } finally {
     deadline.cancel();
   }
