@@ -245,13 +245,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   /** Closes a replaced graph's clients once its last request has finished. */
   function retire(previous: Runtime): void {
     retiring.add(previous);
-    const check = () => {
-      if (!retiring.has(previous)) return; // closed by stop()
-      if (previous.inflight.size > 0 && !stopping) {
-        Deno.unrefTimer(setTimeout(check, 1_000));
-        return;
-      }
-      retiring.delete(previous);
+    previous.drained().then(() => {
+      if (!retiring.delete(previous)) return; // closed by stop()
       // A group carried over by a reload is shared: the last graph using it closes it.
       previous.close([runtime, ...retiring]);
       // Its requests are over: what no live config names leaves /metrics.
@@ -259,8 +254,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         configNames(previous.config),
         [runtime, ...retiring].map((r) => configNames(r.config)),
       );
-    };
-    check();
+    });
   }
 
   let resolveFinished!: (code: number) => void;
@@ -275,10 +269,10 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       removeSignals();
       const drained = listeners.shutdown();
       if (!await within(drained, drainMs)) {
-        const open = [runtime, ...retiring].reduce((n, r) => n + r.inflight.size, 0);
+        const open = [runtime, ...retiring].reduce((n, r) => n + r.inFlight, 0);
         log.warn(`drain deadline passed: ending ${open} request(s) still open`);
         const reason = new AttemptAbort("shutdown", "the proxy is shutting down");
-        for (const r of [runtime, ...retiring]) r.abortAll(reason);
+        for (const r of [runtime, ...retiring]) r.shutdown(reason);
         await within(drained, 5_000);
       }
       await admin?.shutdown();

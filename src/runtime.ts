@@ -11,7 +11,7 @@ import type { Logger } from "./log.ts";
 import { compose, type Handler, type RequestContext } from "./pipeline/compose.ts";
 import { requestIdStage } from "./pipeline/request_id.ts";
 import { clientStage } from "./pipeline/rate_limit.ts";
-import { type ProxyHooks, proxyStage } from "./pipeline/proxy.ts";
+import { type ProxyHooks, proxyStage, type ProxyStageOptions } from "./pipeline/proxy.ts";
 import { validateRequestStage } from "./pipeline/validate_request.ts";
 import { Router } from "./pipeline/route.ts";
 import { ClientIpResolver } from "./server/client_ip.ts";
@@ -33,6 +33,8 @@ export interface RuntimeDeps {
   /** Creates a group's transport. */
   createTransport: (config: Config["upstreamGroups"][number]["httpClient"]) => Transport;
   hooks?: RuntimeHooks;
+  /** Waits before a retry (tests inject one that moves a fake clock). @default delay */
+  wait?: ProxyStageOptions["wait"];
 }
 
 /** Observability hooks (metrics, access log). */
@@ -59,8 +61,12 @@ export class Runtime {
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly groups: ReadonlyMap<string, Group>;
   readonly forwards: ReadonlyMap<string, ForwardRuntime>;
-  /** Attempt controllers in flight, for shutdown. */
-  readonly inflight = new Set<AbortController>();
+  /** Aborted once the drain deadline passed: ends every attempt and retry wait still open. */
+  readonly #shutdown = new AbortController();
+  /** Requests being handled, until their response body ends. */
+  #inFlight = 0;
+  /** Made by {@linkcode drained}; resolved once `#inFlight` reaches 0. */
+  #drained: PromiseWithResolvers<void> | undefined;
 
   readonly #limiters = new Map<string, { config: string; limiter: KeyedLimiter }>();
 
@@ -155,7 +161,8 @@ export class Runtime {
         deadlines: deps.deadlines,
         clock: deps.clock,
         random: deps.random,
-        inflight: this.inflight,
+        shutdown: this.#shutdown.signal,
+        ...(deps.wait ? { wait: deps.wait } : {}),
         hooks,
         log: deps.log,
       }),
@@ -177,19 +184,47 @@ export class Runtime {
           trace: { attempts: 0 },
           responseHeaders: [],
         };
+        this.#inFlight++;
         hooks.onRequestStart?.(ctx);
         const response = await pipeline(ctx);
         if (ctx.trace.pendingBody) {
-          ctx.onBodyEnd = (bytes) => hooks.onResponseEnd?.(ctx, response.status, bytes);
-        } else hooks.onResponseEnd?.(ctx, response.status, ctx.trace.bodyBytes ?? 0);
+          ctx.onBodyEnd = (bytes) => {
+            this.#done();
+            hooks.onResponseEnd?.(ctx, response.status, bytes);
+          };
+        } else {
+          this.#done();
+          hooks.onResponseEnd?.(ctx, response.status, ctx.trace.bodyBytes ?? 0);
+        }
         return response;
       },
     };
   }
 
-  /** Ends every attempt still in flight (shutdown after the drain deadline). */
-  abortAll(reason: unknown): void {
-    for (const controller of this.inflight) controller.abort(reason);
+  /** Requests being handled on this graph, until their response body ends. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Ends every attempt and retry wait still open on this graph (a shutdown past its drain
+   * deadline): streams end with an error event, waits and header waits with 503 `shutting_down`.
+   */
+  shutdown(reason: unknown): void {
+    this.#shutdown.abort(reason);
+  }
+
+  /** Resolves once no request is in flight on this graph (call it once it stopped serving). */
+  drained(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    this.#drained ??= Promise.withResolvers();
+    return this.#drained.promise;
+  }
+
+  #done(): void {
+    if (--this.#inFlight > 0 || !this.#drained) return;
+    this.#drained.resolve();
+    this.#drained = undefined;
   }
 
   /**

@@ -70,6 +70,17 @@ export class PayloadTooLargeError extends ProxyError {
   override readonly type = "invalid_request_error";
 }
 
+/**
+ * 499 (nginx's convention): the client went away before its answer was complete. Nobody reads
+ * the response; the status is for the access log and `llmproxy_http_requests_total`, so a
+ * client that hangs up does not count as a 502 and inflate the error rate.
+ */
+export class ClientClosedError extends ProxyError {
+  override name = "ClientClosedError";
+  override readonly status = 499;
+  override readonly type = "client_closed_request";
+}
+
 /** 429: a rate limit (per client IP, or every upstream's) is exhausted. */
 export class RateLimitedError extends ProxyError {
   override name = "RateLimitedError";

@@ -7,35 +7,20 @@
  * @module
  */
 import type { Stage } from "./compose.ts";
-import {
-  BadGatewayError,
-  BadRequestError,
-  GatewayTimeoutError,
-  NoUpstreamError,
-  ProxyError,
-  RateLimitedError,
-} from "./errors.ts";
+import { ClientClosedError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
 import type { Router } from "./route.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
-import {
-  AttemptAbort,
-  type AttemptResult,
-  DescriptorsExhaustedError,
-  type OutgoingRequest,
-  prepareAttempt,
-  type PreparedRequest,
-  sendAttempt,
-} from "../upstream/attempt.ts";
-import { NotSentError } from "../upstream/transport.ts";
-import { InvalidPathError } from "../routing/request_target.ts";
-import { decideRetry } from "../resilience/retry.ts";
+import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
+import { planRetry } from "../resilience/retry.ts";
 import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
 import { readBody } from "./request_body.ts";
 import { respond } from "./respond.ts";
+import { Attempt, type AttemptEnv, prepare } from "./attempt.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
 import { type Logger, silentLogger } from "../log.ts";
+import { delay } from "../delay.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -60,8 +45,10 @@ export interface ProxyStageOptions {
   deadlines: Deadlines;
   clock: Clock;
   random: Random;
-  /** Controllers of attempts in flight, so a shutdown can end what outlives the drain. */
-  inflight: Set<AbortController>;
+  /** The runtime's shutdown: ends every attempt and retry wait still open (drain deadline). */
+  shutdown: AbortSignal;
+  /** Waits before a retry; rejects when the signal aborts. @default delay */
+  wait?: (ms: number, options: { signal: AbortSignal }) => Promise<void>;
   hooks?: ProxyHooks;
   /** Gets the raw errors behind what clients are told. @default silentLogger */
   log?: Logger;
@@ -71,12 +58,14 @@ export interface ProxyStageOptions {
 export function proxyStage(options: ProxyStageOptions): Stage {
   const { router, clock, random, hooks = {} } = options;
   const now = () => clock.now();
-  const responder = {
+  const env: AttemptEnv = {
     hooks,
     deadlines: options.deadlines,
     now,
     log: options.log ?? silentLogger,
+    shutdown: options.shutdown,
   };
+  const wait = options.wait ?? delay;
 
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
@@ -102,7 +91,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     /** Members whose TLS handshake failed: never tried again by this request. */
     const barred = new Set<GroupMember>();
     const started = now();
-    let last: AttemptResult | undefined;
+    let last: Attempt | undefined;
     for (let retryIndex = 0;; retryIndex++) {
       const candidates = group.candidates(now(), tried, barred);
       if (candidates.length === 0) {
@@ -110,116 +99,56 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         throw noCandidateError(group, now(), hooks);
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
-      // Built before the lease: a request that cannot be built is answered without touching
-      // the upstream's breaker, limiter or balancer, and without a retry.
-      let prepared: PreparedRequest;
-      try {
-        prepared = prepareAttempt(member, request);
-      } catch (error) {
-        throw error instanceof NotSentError ? notSentError(error) : error;
-      }
-      const lease = member.upstream.acquire(now());
-      if (!lease) throw noCandidateError(group, now(), hooks);
+      const prepared = prepare(member, request);
+      const attempt = Attempt.start(env, { group, member, client: ctx.request.signal });
+      if (!attempt) throw noCandidateError(group, now(), hooks);
       tried.add(member);
       ctx.trace.attempts++;
       ctx.trace.upstream = member.name;
 
-      const controller = new AbortController();
-      const onClientGone = () =>
-        controller.abort(new AttemptAbort("client", "client disconnected"));
-      ctx.request.signal.addEventListener("abort", onClientGone, { once: true });
-      if (ctx.request.signal.aborted) onClientGone(); // left before the listener was added
-      options.inflight.add(controller);
-      group.balancer.begin?.(member);
-
-      const attemptStarted = now();
-      const result = await sendAttempt(group, member, prepared, controller, {
-        now,
-        deadlines: options.deadlines,
-      });
-      hooks.onAttempt?.(group, member, result);
-      last = result;
+      last = attempt;
+      const result = await attempt.send(prepared);
       if (result.outcome.kind === "tls") barred.add(member);
-      if (result.kind === "response" && result.retryAfterMs !== undefined) {
-        member.upstream.coolDownUntil(now() + result.retryAfterMs);
-      }
 
-      // Judging (breaker, balancer) and releasing (listener, in-flight set) happen once each,
-      // usually together at the body's end. A retry decision judges first, and an answer
-      // passed on after all stays in flight until its body ends, so a shutdown can end it.
-      let judged = false;
-      const judge = (verdict = result.verdict, ok = verdict !== "failure") => {
-        if (judged) return;
-        judged = true;
-        member.upstream.settle(lease, verdict, now());
-        // Never sent: nothing to learn about the upstream, only the in-flight count to undo.
-        if (result.outcome.kind === "not_sent") return group.balancer.cancel?.(member);
-        group.balancer.end?.(member, {
-          ok: ok && !(result.kind === "response" && result.response.status === 429),
-          latencyMs: result.kind === "response" ? result.firstByteMs : now() - attemptStarted,
-        });
-      };
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        ctx.request.signal.removeEventListener("abort", onClientGone);
-        options.inflight.delete(controller);
-      };
-      const settle = (verdict = result.verdict, ok = verdict !== "failure") => {
-        judge(verdict, ok);
-        release();
-      };
-
-      // Alone: no other member could take the retry, so it goes to this one again and its
-      // own Retry-After (429) sets the delay.
-      const alone = !group.members.some((m) => m !== member && m.upstream.available(now()));
-      const decision = decideRetry(
-        result.outcome,
-        { retryIndex, elapsedMs: now() - started, responseStarted: false, sameUpstream: alone },
-        group.retry,
+      const plan = planRetry(result, {
+        retryIndex,
+        elapsedMs: now() - started,
+        now: now(),
+        alone: !group.members.some((m) => m !== member && m.upstream.available(now())),
+        clientGone: ctx.request.signal.aborted,
+        policy: group.retry,
         random,
-      );
-      if (!decision.retry || ctx.request.signal.aborted) {
-        if (result.kind === "response") {
-          return respond(responder, ctx, group, member, result, controller, settle);
-        }
-        settle();
-        throw toProxyError(result);
+        // Judged first so this result counts (it may open the breaker).
+        canResumeAt: (at) => {
+          attempt.judge();
+          return group.candidates(at, tried, barred).length > 0;
+        },
+      });
+      if (plan.action === "respond") return respond(ctx, attempt);
+      if (plan.action === "fail") {
+        attempt.finish();
+        throw attempt.error();
       }
-      // Judge first so this result counts (it may open the breaker), then check that some
-      // upstream will take the retry once the delay has passed. If none will, this answer is
-      // final: the upstream's response passes through as it is instead of becoming a 503.
-      judge();
-      const resumeAt = now() + decision.delayMs;
-      if (group.candidates(resumeAt, tried, barred).length === 0) {
-        if (result.kind === "response") {
-          return respond(responder, ctx, group, member, result, controller, settle);
-        }
-        release();
-        throw toProxyError(result);
-      }
-      release();
+      attempt.release();
       // An answer we will not use: release it, then try again.
       if (result.kind === "response") result.response.body?.cancel().catch(() => {});
-      hooks.onRetry?.(group, result, decision.delayMs);
-      // The wait counts as in flight, so a shutdown past its drain deadline ends it too.
-      const waiting = new AbortController();
-      options.inflight.add(waiting);
-      const wake = AbortSignal.any([ctx.request.signal, waiting.signal]);
-      await sleep(decision.delayMs, wake);
-      // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
-      // cool-down measured on that clock must really have passed.
-      if (now() < resumeAt) await sleep(resumeAt - now(), wake);
-      options.inflight.delete(waiting);
-      // A client that left during the delay must not cost another upstream call: the next
-      // attempt's abort listener would never fire on a signal that is already aborted.
+      hooks.onRetry?.(group, result, plan.delayMs);
+      // Cut short by the client leaving (no further upstream call for it) or a shutdown.
+      const stop = AbortSignal.any([ctx.request.signal, options.shutdown]);
+      try {
+        await wait(plan.delayMs, { signal: stop });
+        // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
+        // cool-down measured on that clock must really have passed.
+        if (now() < plan.resumeAt) await wait(plan.resumeAt - now(), { signal: stop });
+      } catch (error) {
+        if (!stop.aborted) throw error;
+      }
       if (ctx.request.signal.aborted) {
-        throw new BadGatewayError("client disconnected before the retry", {
+        throw new ClientClosedError("client disconnected before the retry", {
           code: "client_disconnected",
         });
       }
-      if (waiting.signal.aborted) {
+      if (stop.aborted) {
         throw new NoUpstreamError("the proxy is shutting down; the retry was not sent", {
           code: "shutting_down",
         });
@@ -228,61 +157,15 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   };
 
   /** No retry left: the last upstream response as it is, or the error it ended with. */
-  function finalAnswer(group: Group, last: AttemptResult): Response {
-    if (last.kind === "error") throw toProxyError(last);
+  function finalAnswer(group: Group, attempt: Attempt): Response {
+    const last = attempt.result;
+    if (last.kind === "error") throw attempt.error();
     // Its body was cancelled when we moved on; say what happened instead.
     throw new NoUpstreamError(
       `Cannot select upstream for group "${group.name}": every upstream failed or is unavailable (last status ${last.response.status})`,
       { code: "no_upstream_available" },
     );
   }
-}
-
-function toProxyError(result: Extract<AttemptResult, { kind: "error" }>): ProxyError {
-  const { outcome, message, error } = result;
-  if (outcome.kind === "not_sent" && error instanceof NotSentError) return notSentError(error);
-  if (outcome.kind === "timeout") {
-    return new GatewayTimeoutError(message, { code: "upstream_timeout", cause: error });
-  }
-  if (outcome.kind === "proxy") {
-    return new BadGatewayError(message, { code: "outbound_proxy_error", cause: error });
-  }
-  if (outcome.kind === "tls") {
-    return new BadGatewayError(message, { code: "tls_error", cause: error });
-  }
-  if (outcome.kind === "aborted" && result.abortedBy === "shutdown") {
-    return new NoUpstreamError("the proxy is shutting down; the request was not answered", {
-      code: "shutting_down",
-      cause: error,
-    });
-  }
-  if (outcome.kind === "aborted") {
-    // The client is gone; nobody reads this, but the access log records 499-like intent.
-    return new BadGatewayError(message, { code: "client_disconnected", cause: error });
-  }
-  return new BadGatewayError(message, { code: "upstream_unreachable", cause: error });
-}
-
-/**
- * The answer to a request that never left the proxy: 400 when the client asked for what
- * cannot be sent, else a 500 (the proxy's own failure; the details stay in the cause).
- */
-function notSentError(error: NotSentError): ProxyError {
-  if (error.fault === "client") {
-    return new BadRequestError(error.message, {
-      code: error.cause instanceof InvalidPathError ? "invalid_path" : "invalid_request",
-      cause: error,
-    });
-  }
-  if (error instanceof DescriptorsExhaustedError) {
-    // Overloaded, not broken: the client may try again in a moment.
-    return new NoUpstreamError("the proxy is overloaded; try again shortly", {
-      code: "proxy_overloaded",
-      cause: error,
-      headers: { "retry-after": "1" },
-    });
-  }
-  return new ProxyError(error.message, { code: "internal_error", cause: error });
 }
 
 function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyError {
@@ -301,18 +184,4 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
     `Cannot select upstream for group "${group.name}": ${total} of ${total} upstreams unavailable`,
     { code: "no_upstream_available" },
   );
-}
-
-/** Waits `ms`, or less when `signal` fires (the client went away, or a shutdown). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

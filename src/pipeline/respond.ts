@@ -1,40 +1,29 @@
 /**
  * Passing an upstream's final answer to the client, once the proxy loop has chosen it: headers
  * filtered, the body streamed through the observing stream or, for one small JSON document,
- * read whole first. Whatever happens to the body settles the attempt exactly once.
+ * read whole first. Whatever happens to the body finishes the attempt exactly once.
  *
  * @module
  */
 import type { RequestContext } from "./compose.ts";
-import { BadGatewayError, GatewayTimeoutError, NoUpstreamError, sseErrorEvent } from "./errors.ts";
-import type { ProxyHooks } from "./proxy.ts";
-import type { Group, GroupMember } from "../upstream/group.ts";
-import { AttemptAbort, type AttemptResult } from "../upstream/attempt.ts";
+import {
+  BadGatewayError,
+  ClientClosedError,
+  GatewayTimeoutError,
+  NoUpstreamError,
+  sseErrorEvent,
+} from "./errors.ts";
+import type { Attempt } from "./attempt.ts";
 import type { UpstreamReply } from "../upstream/transport.ts";
-import type { BreakerVerdict } from "../upstream/upstream.ts";
 import { responseHeaders } from "../upstream/headers.ts";
 import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
-import type { Deadlines } from "../deadlines.ts";
 import { MAX_JSON_BYTES, usageFromJsonBytes, usageSniffer } from "../stream/usage.ts";
 import { failureCause, failureDetail } from "../upstream/failure.ts";
-import type { Logger } from "../log.ts";
 
 /** Largest non-streamed body read whole before answering (see {@linkcode respond}). */
 const WHOLE_BODY_MAX = MAX_JSON_BYTES;
 
 const STREAM_TYPES = ["text/event-stream", "application/x-ndjson", "application/jsonl"];
-
-/** Records the attempt's verdict and releases it; only the first call counts. */
-export type Settle = (verdict?: BreakerVerdict, ok?: boolean) => void;
-
-/** What answering needs from the proxy stage. */
-export interface ResponderEnv {
-  readonly hooks: ProxyHooks;
-  readonly deadlines: Deadlines;
-  readonly now: () => number;
-  /** Where the raw errors go: clients are told a cause, never the error's text. */
-  readonly log: Logger;
-}
 
 /**
  * Passes an upstream response through with its headers filtered. Streams (SSE, NDJSON) and
@@ -43,15 +32,9 @@ export interface ResponderEnv {
  * document — is read whole first: it is complete only at its last byte anyway, this costs
  * far less CPU per request than two web streams, and a body that breaks becomes a clean 502.
  */
-export function respond(
-  env: ResponderEnv,
-  ctx: RequestContext,
-  group: Group,
-  member: GroupMember,
-  result: Extract<AttemptResult, { kind: "response" }>,
-  controller: AbortController,
-  settle: Settle,
-): Response | Promise<Response> {
+export function respond(ctx: RequestContext, attempt: Attempt): Response | Promise<Response> {
+  const { env, group, member, result } = attempt;
+  if (result.kind !== "response") throw attempt.error();
   const upstream = result.response;
   ctx.trace.firstByteMs = result.firstByteMs;
   const contentType = upstream.headers.get("content-type") ?? "";
@@ -65,14 +48,14 @@ export function respond(
     // may be endless (the http1 transport already closed such a connection; on fetch the cancel
     // drops it, so nothing of it can reach a later answer).
     upstream.reader()?.cancel().catch(() => {});
-    return answer(env, group, member, upstream, null, headers, settle);
+    return answer(attempt, upstream, null, headers);
   }
   const length = streamed ? null : upstream.headers.get("content-length");
   if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
-    return respondWhole(env, ctx, group, member, result, controller, settle, headers);
+    return respondWhole(ctx, attempt, headers);
   }
   const source = upstream.reader();
-  if (!source) return answer(env, group, member, upstream, null, headers, settle);
+  if (!source) return answer(attempt, upstream, null, headers);
   ctx.trace.pendingBody = true;
   const sniffer = usageSniffer(contentType);
   const body = observeBody(source, {
@@ -81,21 +64,21 @@ export function respond(
     // `request` is the attempt's total: it started firstByteMs before the headers came.
     deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.deadlines.requestMs,
     now: env.now,
-    abort: (reason) => controller.abort(reason),
+    abort: (reason) => attempt.abort(reason),
     errorEvent: sse && canAppend(upstream.headers)
       ? (message) =>
-        abortedBy(controller) === "shutdown"
+        attempt.stoppedBy() === "shutdown"
           ? sseErrorEvent("the proxy is shutting down", "shutting_down")
           : sseErrorEvent(message, "upstream_stream_error")
       : undefined,
     onEnd: (end) => {
       // A break mid-body is the upstream's failure; a client leaving or a shutdown is
       // nobody's (the read they abort may fail before the body is cancelled).
-      if (end.kind === "error" && !abortedBy(controller)) {
-        settle("failure");
-        brokeOff(env, group, member, end.error);
-      } else if (end.kind !== "end") settle("neutral", true);
-      else settle();
+      if (end.kind === "error" && !attempt.stoppedBy()) {
+        attempt.finish("failure");
+        brokeOff(attempt, end.error);
+      } else if (end.kind !== "end") attempt.finish("neutral", true);
+      else attempt.finish();
       const usage = end.kind === "end" ? sniffer?.result() : undefined;
       if (usage) ctx.trace.tokens = usage;
       env.hooks.onBodyEnd?.(group, member, end, usage);
@@ -110,10 +93,10 @@ export function respond(
     });
   } catch (error) {
     // The body must not stay held open.
-    settle("failure");
+    attempt.finish("failure");
     ctx.trace.pendingBody = false;
     body.cancel(error).catch(() => {});
-    throw unusable(env, group, member, error);
+    throw unusable(attempt, error);
   }
 }
 
@@ -133,23 +116,12 @@ function canAppend(headers: UpstreamReply["headers"]): boolean {
 /** Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5). */
 const NULL_BODY_STATUS = new Set([204, 205, 304]);
 
-/** Which of our own aborts ended the attempt, if one did. */
-function abortedBy(controller: AbortController): "client" | "shutdown" | undefined {
-  const reason = controller.signal.reason;
-  return reason instanceof AttemptAbort && reason.reason !== "firstByte"
-    ? reason.reason
-    : undefined;
-}
-
-/** A response without a body (or with one read whole), settled once it is built. */
+/** A response without a body (or with one read whole), finished once it is built. */
 function answer(
-  env: ResponderEnv,
-  group: Group,
-  member: GroupMember,
+  attempt: Attempt,
   upstream: UpstreamReply,
   body: Uint8Array<ArrayBuffer> | null,
   headers: [string, string][],
-  settle: Settle,
 ): Response {
   let response: Response;
   try {
@@ -159,10 +131,10 @@ function answer(
       headers,
     });
   } catch (error) {
-    settle("failure");
-    throw unusable(env, group, member, error);
+    attempt.finish("failure");
+    throw unusable(attempt, error);
   }
-  settle();
+  attempt.finish();
   return response;
 }
 
@@ -170,12 +142,7 @@ function answer(
  * A status or header the HTTP server refuses. The transports check what they parse, so this is
  * a last line: the upstream's failure, answered as a 502.
  */
-function unusable(
-  env: ResponderEnv,
-  group: Group,
-  member: GroupMember,
-  error: unknown,
-): BadGatewayError {
+function unusable({ env, group, member }: Attempt, error: unknown): BadGatewayError {
   // The server's message may quote the upstream's bytes: the log has it, the client does not.
   env.log.warn(`upstream "${member.name}" sent a response that cannot be passed on`, {
     group: group.name,
@@ -189,7 +156,7 @@ function unusable(
 }
 
 /** Logs the raw error of a body the upstream broke off (the client is told a cause only). */
-function brokeOff(env: ResponderEnv, group: Group, member: GroupMember, error: unknown): void {
+function brokeOff({ env, group, member }: Attempt, error: unknown): void {
   env.log.warn(`upstream "${member.name}" broke off its response`, {
     group: group.name,
     upstream: member.name,
@@ -199,39 +166,36 @@ function brokeOff(env: ResponderEnv, group: Group, member: GroupMember, error: u
 
 /** The whole-body path of {@linkcode respond}, bounded by the attempt's `request` deadline. */
 async function respondWhole(
-  env: ResponderEnv,
   ctx: RequestContext,
-  group: Group,
-  member: GroupMember,
-  result: Extract<AttemptResult, { kind: "response" }>,
-  controller: AbortController,
-  settle: Settle,
+  attempt: Attempt,
   headers: [string, string][],
 ): Promise<Response> {
+  const { env, group, member, result } = attempt;
+  if (result.kind !== "response") throw attempt.error();
   const upstream = result.response;
   const remainingMs = group.deadlines.requestMs - result.firstByteMs;
   const deadline = env.deadlines.after(
     remainingMs,
-    () => controller.abort(new BodyTimeoutError("request")),
+    () => attempt.abort(new BodyTimeoutError("request")),
   );
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await upstream.bytes();
   } catch (error) {
-    const reason = controller.signal.aborted ? controller.signal.reason : error;
+    const reason = attempt.abortReason ?? error;
     // The client leaving or a shutdown is nobody's failure.
-    const stoppedBy = abortedBy(controller);
-    settle(stoppedBy ? "neutral" : "failure");
-    const timeout = reason instanceof BodyTimeoutError ? reason.phase : undefined;
+    const stoppedBy = attempt.stoppedBy();
+    attempt.finish(stoppedBy ? "neutral" : "failure");
+    const timeout = reason instanceof BodyTimeoutError ? reason : undefined;
     env.hooks.onBodyEnd?.(
       group,
       member,
       timeout
-        ? { kind: "error", bytes: 0, error: reason, timeout }
+        ? { kind: "error", bytes: 0, error: reason, timeout: timeout.phase }
         : { kind: "error", bytes: 0, error: reason },
     );
     if (timeout) {
-      throw new GatewayTimeoutError(`upstream "${member.name}": ${reason.message}`, {
+      throw new GatewayTimeoutError(`upstream "${member.name}": ${timeout.message}`, {
         code: "upstream_timeout",
         cause: reason,
       });
@@ -242,15 +206,16 @@ async function respondWhole(
         cause: reason,
       });
     }
-    if (!stoppedBy) brokeOff(env, group, member, reason);
-    throw new BadGatewayError(
-      `upstream "${member.name}" broke off its response: ${failureCause(reason)}`,
-      { code: stoppedBy ? "client_disconnected" : "upstream_body_broken", cause: reason },
-    );
+    const message = `upstream "${member.name}" broke off its response: ${failureCause(reason)}`;
+    if (stoppedBy === "client") {
+      throw new ClientClosedError(message, { code: "client_disconnected", cause: reason });
+    }
+    brokeOff(attempt, reason);
+    throw new BadGatewayError(message, { code: "upstream_body_broken", cause: reason });
   } finally {
     deadline.cancel();
   }
-  const response = answer(env, group, member, upstream, bytes, headers, settle);
+  const response = answer(attempt, upstream, bytes, headers);
   const usage = upstream.headers.get("content-type")?.startsWith("application/json")
     ? usageFromJsonBytes(bytes)
     : undefined;

@@ -1,7 +1,8 @@
 /**
- * Retry policy: pure functions of (outcome, attempt, elapsed), told the randomness.
- * `proxy.ts` classifies each attempt into an {@link AttemptOutcome} and asks
- * {@link decideRetry} whether and when to try again.
+ * Retry policy: pure functions of (outcome, attempt, elapsed), told the time and the randomness.
+ * The proxy loop classifies each attempt into an {@link AttemptOutcome} and asks
+ * {@link planRetry} what to do next: pass the answer on, end with the error, or wait and retry
+ * (Caddy's one `tryAgain` decision).
  *
  * @module
  */
@@ -154,6 +155,72 @@ export function decideRetry(
     };
   }
   return { retry: true, delayMs };
+}
+
+/** The facts {@linkcode planRetry} decides on, as data and narrow functions. */
+export interface RetryState {
+  /** 0 when planning the first retry (i.e. after the first try). */
+  readonly retryIndex: number;
+  /** ms since the request started (all attempts and delays so far). */
+  readonly elapsedMs: number;
+  /** The current time, ms (the clock the upstreams' availability is measured on). */
+  readonly now: number;
+  /**
+   * No member other than the one just tried is available: a retry goes to it again, and its
+   * own `Retry-After` (429) sets the delay.
+   */
+  readonly alone: boolean;
+  /** The client went away: nothing more is sent for it. */
+  readonly clientGone: boolean;
+  readonly policy: RetryOptions;
+  /** Uniform random numbers in [0, 1), for the jitter. */
+  readonly random: () => number;
+  /**
+   * Whether some upstream will take a retry at `at` (ms, on `now`'s clock). Asked only when a
+   * retry is otherwise due, so the caller may judge the attempt first: its verdict may open
+   * the breaker that decides the answer.
+   */
+  canResumeAt(at: number): boolean;
+}
+
+/** What the proxy loop does after an attempt (see {@linkcode planRetry}). */
+export type RetryPlan =
+  /** Pass this upstream's answer on to the client, as it is. */
+  | { readonly action: "respond" }
+  /** End the request with this attempt's error. */
+  | { readonly action: "fail" }
+  /** Wait `delayMs` (until `resumeAt` on `now`'s clock), then try again. */
+  | { readonly action: "wait"; readonly delayMs: number; readonly resumeAt: number };
+
+const RESPOND: RetryPlan = { action: "respond" };
+const FAIL: RetryPlan = { action: "fail" };
+
+/**
+ * The one retry decision after an attempt that produced `result`: retry (after what delay)
+ * when {@linkcode decideRetry} allows it, the client is still there and some upstream will
+ * take the retry once the delay has passed; otherwise this answer is final: a response passes
+ * through as it is (never a 503 in its place), an error ends the request.
+ */
+export function planRetry(
+  result: { readonly kind: "response" | "error"; readonly outcome: AttemptOutcome },
+  state: RetryState,
+): RetryPlan {
+  const final = result.kind === "response" ? RESPOND : FAIL;
+  const decision = decideRetry(
+    result.outcome,
+    {
+      retryIndex: state.retryIndex,
+      elapsedMs: state.elapsedMs,
+      responseStarted: false,
+      sameUpstream: state.alone,
+    },
+    state.policy,
+    state.random,
+  );
+  if (!decision.retry || state.clientGone) return final;
+  const resumeAt = state.now + decision.delayMs;
+  if (!state.canResumeAt(resumeAt)) return final;
+  return { action: "wait", delayMs: decision.delayMs, resumeAt };
 }
 
 /**

@@ -98,14 +98,22 @@ export function prepareAttempt(member: GroupMember, request: OutgoingRequest): P
   }
 }
 
-/** Sends one attempt. `controller` is the attempt's own; the client signal is joined to it. */
+/** What {@linkcode sendAttempt} needs besides the member and the request. */
+export interface SendOptions {
+  readonly group: Group;
+  /** The attempt's own; the client's and the shutdown's aborts are joined to it. */
+  readonly controller: AbortController;
+  readonly now: () => number;
+  readonly deadlines: Deadlines;
+}
+
+/** Sends one attempt and classifies what came back (or how it failed). */
 export async function sendAttempt(
-  group: Group,
   member: GroupMember,
   request: PreparedRequest,
-  controller: AbortController,
-  options: { now: () => number; deadlines: Deadlines },
+  options: SendOptions,
 ): Promise<AttemptResult> {
+  const { group, controller } = options;
   const upstream = member.upstream;
   const started = options.now();
   const deadline = options.deadlines.after(
@@ -125,13 +133,12 @@ export async function sendAttempt(
       body: request.body,
       signal: controller.signal,
     });
-    return classifyResponse(
-      group,
-      response,
-      options.now() - started,
-      options.now(),
-      request.target.url,
-    );
+    const now = options.now();
+    return classifyResponse(group, response, {
+      firstByteMs: now - started,
+      now,
+      url: request.target.url,
+    });
   } catch (error) {
     return classifyError(group, member, controller.signal, error);
   } finally {
@@ -142,9 +149,7 @@ export async function sendAttempt(
 function classifyResponse(
   group: Group,
   response: UpstreamReply,
-  firstByteMs: number,
-  now: number,
-  url: string,
+  { firstByteMs, now, url }: { firstByteMs: number; now: number; url: string },
 ): AttemptResult {
   const status = response.status;
   if (group.viaProxy && isProxyAuthFailure(response, url)) {

@@ -5,8 +5,11 @@ import {
   decideRetry,
   isRetryable,
   parseRetryAfter,
+  planRetry,
   type RetryOptions,
+  type RetryState,
 } from "../../src/resilience/retry.ts";
+import { seededRandom } from "../_helpers/seeded_random.ts";
 
 const OPTIONS: RetryOptions = { attempts: 3, initialMs: 100, maxDelayMs: 1_000, budgetMs: 10_000 };
 
@@ -200,4 +203,95 @@ Deno.test("parseRetryAfter() ignores garbage and absent headers", () => {
     assert.equal(parseRetryAfter(new Headers({ "retry-after": value }), NOW), undefined, value);
   }
   assert.equal(parseRetryAfter(new Headers(), NOW), undefined);
+});
+
+/** A state at a fake `now` whose every upstream takes the retry; `asked` records when. */
+function state(overrides: Partial<RetryState> = {}): RetryState & { asked: number[] } {
+  const asked: number[] = [];
+  return {
+    retryIndex: 0,
+    elapsedMs: 0,
+    now: 50_000,
+    alone: false,
+    clientGone: false,
+    policy: OPTIONS,
+    random: fixed(0),
+    canResumeAt: (at) => {
+      asked.push(at);
+      return true;
+    },
+    ...overrides,
+    asked,
+  };
+}
+
+const response = (status: number, retryAfterMs?: number) => ({
+  kind: "response" as const,
+  outcome: retryAfterMs === undefined
+    ? { kind: "response" as const, status }
+    : { kind: "response" as const, status, retryAfterMs },
+});
+
+Deno.test("planRetry() passes a final answer on and ends with a final error, asking nobody to take a retry", () => {
+  const s = state();
+  assert.deepEqual(planRetry(response(200), s), { action: "respond" });
+  assert.deepEqual(planRetry(response(404), s), { action: "respond" });
+  assert.deepEqual(planRetry({ kind: "error", outcome: { kind: "aborted" } }, s), {
+    action: "fail",
+  });
+  assert.deepEqual(planRetry({ kind: "error", outcome: { kind: "stream" } }, s), {
+    action: "fail",
+  });
+  assert.deepEqual(s.asked, []);
+});
+
+Deno.test("planRetry() waits the jittered backoff, then retries at now + delay", () => {
+  const random = seededRandom(7);
+  const expected = backoffMs(1, OPTIONS, seededRandom(7));
+  const s = state({ retryIndex: 1, random });
+  assert.deepEqual(planRetry({ kind: "error", outcome: { kind: "connect" } }, s), {
+    action: "wait",
+    delayMs: expected,
+    resumeAt: 50_000 + expected,
+  });
+  assert.deepEqual(s.asked, [50_000 + expected]);
+});
+
+Deno.test("planRetry() lets a 429's Retry-After set the delay only when the upstream is alone", () => {
+  const elsewhere = planRetry(response(429, 700), state());
+  assert.deepEqual(elsewhere, { action: "wait", delayMs: 50, resumeAt: 50_050 });
+  const alone = planRetry(response(429, 700), state({ alone: true }));
+  assert.deepEqual(alone, { action: "wait", delayMs: 700, resumeAt: 50_700 });
+  // Beyond the budget: the upstream's own 429 is the answer.
+  const long = planRetry(response(429, 20_000), state({ alone: true }));
+  assert.deepEqual(long, { action: "respond" });
+});
+
+Deno.test("planRetry() sends nothing more for a client that went away", () => {
+  const s = state({ clientGone: true });
+  assert.deepEqual(planRetry(response(503), s), { action: "respond" });
+  assert.deepEqual(planRetry({ kind: "error", outcome: { kind: "connect" } }, s), {
+    action: "fail",
+  });
+  assert.deepEqual(s.asked, []);
+});
+
+Deno.test("planRetry() keeps the answer when no upstream will take the retry after the delay", () => {
+  const asked: number[] = [];
+  const s = state({
+    canResumeAt: (at) => {
+      asked.push(at);
+      return false;
+    },
+  });
+  assert.deepEqual(planRetry(response(500), s), { action: "respond" });
+  assert.deepEqual(planRetry({ kind: "error", outcome: { kind: "connect" } }, s), {
+    action: "fail",
+  });
+  assert.deepEqual(asked, [50_050, 50_050]);
+});
+
+Deno.test("planRetry() stops when retries or the budget are used up", () => {
+  assert.deepEqual(planRetry(response(502), state({ retryIndex: 3 })), { action: "respond" });
+  assert.deepEqual(planRetry(response(502), state({ elapsedMs: 9_990 })), { action: "respond" });
 });
