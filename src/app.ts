@@ -1,11 +1,12 @@
 /**
  * The composition root: the only module that knows every part. It builds the runtime graph
- * from a loaded config, binds the listeners, wires metrics and logs, and handles signals.
+ * from a loaded config, binds the listeners, wires metrics and logs, and handles signals;
+ * reloads (build → bind → swap → retire) belong to the {@linkcode Reloader}.
  *
  * @module
  */
-import { ConfigError, type LoadedConfig } from "./config/errors.ts";
-import { concealSecrets, redactedConfig } from "./config/secrets.ts";
+import type { LoadedConfig } from "./config/errors.ts";
+import { redactedConfig } from "./config/secrets.ts";
 import { type Clock, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
@@ -16,8 +17,8 @@ import { Deadlines } from "./deadlines.ts";
 import { listen, type Listener, within } from "./server/listener.ts";
 import { ConnectionGuard, type ConnectionLimits } from "./server/connections.ts";
 import { defaultMaxConnections, openFilesLimit } from "./server/open_files.ts";
-import { ForwardListeners, type ListenerPlan } from "./server/forward_listeners.ts";
-import { ReloadQueue } from "./server/reload_queue.ts";
+import { ForwardListeners } from "./server/forward_listeners.ts";
+import { Reloader, type ReloadResult } from "./reloader.ts";
 import { adminHandler } from "./server/admin.ts";
 import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
 import type { HttpClientConfig } from "./config/schema.ts";
@@ -41,12 +42,6 @@ export interface AppOptions {
   env?: (name: string) => string | undefined;
   /** Install SIGINT/SIGTERM handlers. @default true */
   handleSignals?: boolean;
-}
-
-/** What a reload did: `ok`, or the errors that rejected it (no secrets in them). */
-export interface ReloadResult {
-  readonly ok: boolean;
-  readonly errors: readonly string[];
 }
 
 /** A running proxy. */
@@ -74,13 +69,19 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const { log } = options;
   const clock = options.clock ?? systemClock;
   const env = options.env ?? ((name: string) => Deno.env.get(name));
-  let current = loaded;
 
   for (const warning of loaded.warnings) log.warn(warning);
 
   const registry = new Registry();
   const hooks = observabilityHooks(createProxyMetrics(registry), { log, clock });
-  const guards = connectionGuards(() => current.config.httpServer, hooks, log);
+  // Assigned once the listeners exist; the guards read the initial config until then.
+  // deno-lint-ignore prefer-const -- closures made before the assignment read it
+  let reloader!: Reloader;
+  const guards = connectionGuards(
+    () => (reloader ? reloader.current : loaded).config.httpServer,
+    hooks,
+    log,
+  );
   // Real time: deadlines wait for real I/O, whatever clock the policies are given.
   const deadlines = new Deadlines();
   const deps = {
@@ -97,10 +98,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       }),
     hooks,
   };
-  let runtime = new Runtime(loaded.config, deps);
-  /** Graphs replaced by a reload whose requests are still finishing. */
-  const retiring = new Set<Runtime>();
-  announce(runtime);
+  const initial = new Runtime(loaded.config, deps);
+  announce(initial);
 
   function announce(next: Runtime, previous?: Runtime): void {
     hooks.onServing(next, previous);
@@ -122,9 +121,22 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
 
   // Requests always go to the graph serving now, so a reload swaps it under the listener.
   const listeners = new ForwardListeners((name, request, peerIp, scheme) => {
-    const forward = runtime.forwards.get(name);
+    const forward = reloader.runtime.forwards.get(name);
     return forward ? forward.handle(request, peerIp, scheme) : gone(name);
   }, { log, guard: guards.forwards });
+  reloader = new Reloader(loaded, initial, {
+    load: options.reload,
+    build: (next, previous) => new Runtime(next.config, deps, previous),
+    listeners,
+    log,
+    onSwap: announce,
+    onResult: (ok) => hooks.onReload(ok ? "success" : "failure"),
+    // Its requests are over: what no live config names leaves /metrics.
+    onRetired: (previous, live) =>
+      hooks.forget(configNames(previous.config), live.map((r) => configNames(r.config))),
+  });
+  /** Never rejects: a failure is its result. */
+  const reload = () => reloader.reload();
   // Before anything listens: a stop signal that follows the "listening" line must drain, not
   // kill. (The handlers run later, from the event loop, once everything below is set up.)
   const onStop = () => void stop();
@@ -141,7 +153,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     listeners.prepare(loaded.config.httpServer.forwards).commit();
   } catch (error) {
     removeSignals();
-    runtime.close();
+    initial.close();
     throw error;
   }
 
@@ -156,9 +168,9 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         tls: adminConfig.tls,
       },
       adminHandler({
-        runtime: () => runtime,
-        redactedConfig: () => redactedConfig(current),
-        token: () => current.config.httpServer.admin?.token,
+        runtime: () => reloader.runtime,
+        redactedConfig: () => redactedConfig(reloader.current),
+        token: () => reloader.current.config.httpServer.admin?.token,
         reload: () => reload(),
         registry,
         clock,
@@ -168,119 +180,28 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     : undefined;
   if (admin) log.info(`admin listening on ${admin.scheme}://${admin.hostname}:${admin.port}`);
 
-  const reloads = new ReloadQueue(async (): Promise<ReloadResult> => {
-    try {
-      return await reloadNow();
-    } catch (error) {
-      // A bug, not a bad config: the details go to the (redacted) log only.
-      log.error("config reload failed; the current config keeps serving", { error });
-      hooks.onReload("failure");
-      return { ok: false, errors: ["reload failed: internal error (see the proxy's log)"] };
-    }
-  });
-  /** Reloads one at a time; a burst is coalesced (see {@linkcode ReloadQueue}). Never rejects. */
-  function reload(): Promise<ReloadResult> {
-    return reloads.request();
-  }
-
-  /**
-   * Loads the new config, builds its graph and binds its new listeners while the old config
-   * keeps serving; only when all of that worked does it swap. Anything failing leaves the old
-   * config, its graph and its listeners exactly as they were.
-   */
-  async function reloadNow(): Promise<ReloadResult> {
-    if (!options.reload || stopping) return { ok: false, errors: ["reload is not available"] };
-    let next: LoadedConfig;
-    try {
-      next = await options.reload();
-    } catch (error) {
-      // A ConfigError's messages show `${VAR}` references, never their values (see load.ts).
-      return rejected(
-        error instanceof ConfigError
-          ? error.message.split("\n")
-          : [`reload failed: ${(error as Error).message}`],
-      );
-    }
-    if (stopping) return { ok: false, errors: ["the proxy is shutting down"] };
-    const previous = runtime;
-    let successor: Runtime;
-    try {
-      successor = new Runtime(next.config, deps, previous);
-    } catch (error) {
-      return rejected([`cannot build the new config: ${(error as Error).message}`], next);
-    }
-    let plan: ListenerPlan;
-    try {
-      plan = listeners.prepare(next.config.httpServer.forwards);
-    } catch (error) {
-      // What the new graph opened that the serving one does not share.
-      successor.close([runtime, ...retiring]);
-      return rejected([(error as Error).message], next);
-    }
-    runtime = successor;
-    current = next;
-    for (const warning of next.warnings) log.warn(warning);
-    announce(successor, previous);
-    plan.commit();
-    if (
-      JSON.stringify(previous.config.httpServer.admin) !==
-        JSON.stringify(successor.config.httpServer.admin)
-    ) {
-      log.warn("admin listener settings changed: the address and port apply after a restart");
-    }
-    retire(previous);
-    hooks.onReload("success");
-    log.info("config reloaded", { source: next.source });
-    return { ok: true, errors: [] };
-  }
-
-  /** Logs and counts a rejected reload; `next`'s secrets are kept out of what it answers. */
-  function rejected(errors: readonly string[], next?: LoadedConfig): ReloadResult {
-    const shown = next ? errors.map((e) => concealSecrets(e, next)) : errors;
-    log.error("config reload rejected; the current config keeps serving", { errors: shown });
-    hooks.onReload("failure");
-    return { ok: false, errors: shown };
-  }
-
-  /** Closes a replaced graph's clients once its last request has finished. */
-  function retire(previous: Runtime): void {
-    retiring.add(previous);
-    previous.drained().then(() => {
-      if (!retiring.delete(previous)) return; // closed by stop()
-      // A group carried over by a reload is shared: the last graph using it closes it.
-      previous.close([runtime, ...retiring]);
-      // Its requests are over: what no live config names leaves /metrics.
-      hooks.forget(
-        configNames(previous.config),
-        [runtime, ...retiring].map((r) => configNames(r.config)),
-      );
-    });
-  }
-
   let resolveFinished!: (code: number) => void;
   const finished = new Promise<number>((resolve) => resolveFinished = resolve);
   let stopping: Promise<void> | undefined;
 
   const stop = () => {
     stopping ??= (async () => {
-      const drainMs = runtime.config.httpServer.shutdownTimeout;
+      reloader.stop();
+      const drainMs = reloader.runtime.config.httpServer.shutdownTimeout;
       log.info(`shutting down: draining in-flight requests for up to ${drainMs}ms`);
       watcher?.close();
       removeSignals();
       const drained = listeners.shutdown();
       if (!await within(drained, drainMs)) {
-        const open = [runtime, ...retiring].reduce((n, r) => n + r.inFlight, 0);
+        const graphs = reloader.graphs();
+        const open = graphs.reduce((n, r) => n + r.inFlight, 0);
         log.warn(`drain deadline passed: ending ${open} request(s) still open`);
         const reason = new AttemptAbort("shutdown", "the proxy is shutting down");
-        for (const r of [runtime, ...retiring]) r.shutdown(reason);
+        for (const r of graphs) r.shutdown(reason);
         await within(drained, 5_000);
       }
       await admin?.shutdown();
-      for (const r of [...retiring]) {
-        retiring.delete(r);
-        r.close([runtime, ...retiring]);
-      }
-      runtime.close();
+      reloader.close();
       guards.forwards.close();
       guards.admin.close();
       log.info("stopped");
@@ -295,7 +216,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     forwards: listeners.byForward,
     admin,
     registry,
-    runtime: () => runtime,
+    runtime: () => reloader.runtime,
     reload,
     stop,
     finished,
