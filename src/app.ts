@@ -20,7 +20,7 @@ import { defaultMaxConnections, openFilesLimit } from "./server/open_files.ts";
 import { ForwardListeners } from "./server/forward_listeners.ts";
 import { Reloader, type ReloadResult } from "./reloader.ts";
 import { adminHandler } from "./server/admin.ts";
-import { createGroupTransport, describeProxy, type TransportChoice } from "./upstream/client.ts";
+import { createGroupTransport, describeProxy, type TransportChoice } from "./transport/select.ts";
 import type { HttpClientConfig } from "./config/schema.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
 import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";

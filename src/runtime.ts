@@ -13,13 +13,13 @@ import { requestIdStage } from "./pipeline/request_id.ts";
 import { clientStage } from "./pipeline/rate_limit.ts";
 import { type ProxyHooks, proxyStage, type ProxyStageOptions } from "./pipeline/proxy.ts";
 import { validateRequestStage } from "./pipeline/validate_request.ts";
-import { Router } from "./pipeline/route.ts";
+import { Router } from "./routing/router.ts";
 import { ClientIpResolver } from "./server/client_ip.ts";
 import { KeyedLimiter } from "./resilience/token_bucket.ts";
 import type { BreakerState } from "./resilience/circuit_breaker.ts";
 import { Upstream } from "./upstream/upstream.ts";
 import { Group } from "./upstream/group.ts";
-import type { Transport } from "./upstream/transport.ts";
+import type { Transport } from "./transport/transport.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 

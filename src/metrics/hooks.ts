@@ -8,8 +8,8 @@ import type { Logger } from "../log.ts";
 import type { Config } from "../config/schema.ts";
 import type { Runtime, RuntimeHooks } from "../runtime.ts";
 import type { Upstream } from "../upstream/upstream.ts";
-import { failureDetail } from "../upstream/failure.ts";
-import { UpstreamTlsError } from "../upstream/transport.ts";
+import { failureDetail } from "../transport/failure.ts";
+import { UpstreamTlsError } from "../transport/transport.ts";
 import {
   BREAKER_STATE_VALUE,
   methodLabel,

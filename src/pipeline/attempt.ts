@@ -27,7 +27,7 @@ import {
   type PreparedRequest,
   sendAttempt,
 } from "../upstream/attempt.ts";
-import { NotSentError } from "../upstream/transport.ts";
+import { NotSentError } from "../transport/transport.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { Logger } from "../log.ts";

@@ -8,7 +8,7 @@
  */
 import type { Stage } from "./compose.ts";
 import { ClientClosedError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
-import type { Router } from "./route.ts";
+import type { Router } from "../routing/router.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
 import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
 import { planRetry } from "../resilience/retry.ts";

@@ -14,11 +14,11 @@ import {
   sseErrorEvent,
 } from "./errors.ts";
 import type { Attempt } from "./attempt.ts";
-import type { UpstreamReply } from "../upstream/transport.ts";
+import type { UpstreamReply } from "../transport/transport.ts";
 import { responseHeaders } from "../upstream/headers.ts";
 import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import { MAX_JSON_BYTES, usageFromJsonBytes, usageSniffer } from "../stream/usage.ts";
-import { failureCause, failureDetail } from "../upstream/failure.ts";
+import { failureCause, failureDetail } from "../transport/failure.ts";
 
 /** Largest non-streamed body read whole before answering (see {@linkcode respond}). */
 const WHOLE_BODY_MAX = MAX_JSON_BYTES;

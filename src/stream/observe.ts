@@ -10,8 +10,8 @@
  *
  * @module
  */
-import type { BodyReader } from "../upstream/transport.ts";
-import { failureCause } from "../upstream/failure.ts";
+import type { BodyReader } from "../transport/transport.ts";
+import { failureCause } from "../transport/failure.ts";
 
 /** How an observed body ended. */
 export type BodyEnd =

@@ -14,10 +14,10 @@ import {
   type UpstreamReply,
   type UpstreamTarget,
   UpstreamTlsError,
-} from "./transport.ts";
+} from "../transport/transport.ts";
 import type { Deadlines } from "../deadlines.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
-import { failureCause } from "./failure.ts";
+import { failureCause } from "../transport/failure.ts";
 
 /** Why an attempt's controller was aborted. */
 export class AttemptAbort extends Error {

@@ -9,7 +9,7 @@ import { type Balancer, createBalancer, type Member } from "../balance/balancer.
 import type { RetryOptions } from "../resilience/retry.ts";
 import { RequestHeaderPlan } from "./headers.ts";
 import type { Upstream } from "./upstream.ts";
-import type { Transport } from "./transport.ts";
+import type { Transport } from "../transport/transport.ts";
 
 /** An upstream as a member of one group. */
 export interface GroupMember extends Member {

@@ -6,6 +6,7 @@
  * @module
  */
 import { base64Utf8 } from "../bytes.ts";
+import type { ReplyHeaders } from "../transport/transport.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must not pass on. */
 const HOP_BY_HOP = [
@@ -145,13 +146,6 @@ function randomHex(length: number): string {
 
 function encodeBasic(username: string, password: string): string {
   return base64Utf8(`${username}:${password}`);
-}
-
-/** Read access to an upstream response's headers (a `Headers`, or the HTTP/1.1 client's `RawHeaders`). */
-export interface ReplyHeaders {
-  get(name: string): string | null;
-  has(name: string): boolean;
-  forEach(callback: (value: string, name: string) => void): void;
 }
 
 /**

@@ -14,7 +14,7 @@
  */
 
 import { normalizePath } from "../routing/request_target.ts";
-import type { UpstreamTarget } from "./transport.ts";
+import type { UpstreamTarget } from "../transport/transport.ts";
 
 /** A rewrite rule compiled at load. */
 interface RewriteRule {

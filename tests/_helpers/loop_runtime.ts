@@ -14,7 +14,7 @@ import type {
   Transport,
   UpstreamReply,
   UpstreamTarget,
-} from "../../src/upstream/transport.ts";
+} from "../../src/transport/transport.ts";
 
 /** What an upstream does with one request. */
 export type Answer =

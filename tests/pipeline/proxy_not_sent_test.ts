@@ -9,7 +9,7 @@ import {
   type Transport,
   type UpstreamReply,
   type UpstreamTarget,
-} from "../../src/upstream/transport.ts";
+} from "../../src/transport/transport.ts";
 
 /** A transport that fails every send with `error`, counting the sends. */
 class FailingTransport implements Transport {

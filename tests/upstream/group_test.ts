@@ -1,4 +1,4 @@
-import type { Transport } from "../../src/upstream/transport.ts";
+import type { Transport } from "../../src/transport/transport.ts";
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load.ts";
 import { Group, type GroupMember } from "../../src/upstream/group.ts";

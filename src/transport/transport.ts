@@ -13,8 +13,7 @@
  *
  * @module
  */
-import type { ReplyHeaders } from "./headers.ts";
-import { failureCause, tlsFailure, type TlsFailureKind } from "./failure.ts";
+import { tlsFailure, type TlsFailureKind } from "./failure.ts";
 
 /**
  * An upstream's TLS certificate was not accepted (unknown issuer, wrong name, expired), or the
@@ -53,9 +52,6 @@ export class NotSentError extends Error {
     this.fault = fault;
   }
 }
-
-/** The Fetch standard's forbidden methods: `fetch` refuses them before connecting. */
-const FETCH_FORBIDDEN_METHOD = /^(?:connect|trace|track)$/i;
 
 /** Where a request goes, split once so the transports need no URL parsing. */
 export interface UpstreamTarget {
@@ -101,6 +97,13 @@ export interface BodyReader {
   cancel(reason?: unknown): Promise<void>;
 }
 
+/** Read access to an upstream response's headers (a `Headers`, or the HTTP/1.1 client's `RawHeaders`). */
+export interface ReplyHeaders {
+  get(name: string): string | null;
+  has(name: string): boolean;
+  forEach(callback: (value: string, name: string) => void): void;
+}
+
 /** The transports' names, as the start-up log shows them. */
 export type TransportKind = "http1" | "fetch";
 
@@ -113,103 +116,4 @@ export interface Transport {
   send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply>;
   /** Releases pooled connections. */
   close(): void;
-}
-
-/** `fetch` with a Deno HTTP client (proxies, env proxies). */
-export class FetchTransport implements Transport {
-  readonly kind = "fetch";
-  readonly #createClient: () => Deno.HttpClient;
-  #client: Deno.HttpClient | undefined;
-  #closed = false;
-  readonly #fetch: typeof fetch;
-
-  /**
-   * `createClient` runs on the first request: a Deno HTTP client loads its TLS roots when it is
-   * made (measured: 3.5 MiB resident), which a group that never sends over TLS does not need.
-   */
-  constructor(createClient: () => Deno.HttpClient, fetchImpl: typeof fetch = fetch) {
-    this.#createClient = createClient;
-    this.#fetch = fetchImpl;
-  }
-
-  kindFor(): TransportKind {
-    return "fetch";
-  }
-
-  async send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
-    if (this.#closed) throw new Error("the transport is closed");
-    // fetch would reject these with a TypeError, which looks like any network failure.
-    if (FETCH_FORBIDDEN_METHOD.test(init.method)) {
-      throw new NotSentError("client", `fetch cannot send a ${init.method} request`);
-    }
-    let response: Response;
-    try {
-      response = await this.#fetch(target.url, {
-        method: init.method,
-        headers: init.headers,
-        body: init.body,
-        signal: init.signal,
-        client: this.#client ??= this.#createClient(),
-        redirect: "manual",
-      });
-    } catch (error) {
-      // Deno reports a refused certificate as a plain TypeError ("fetch failed"); it is named
-      // here, where the target is known to be https, so it is never taken for a connect error.
-      if (
-        target.protocol === "https:" && !init.signal.aborted && failureCause(error) === "TLS error"
-      ) throw new UpstreamTlsError(error);
-      throw error;
-    }
-    return {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-      hasBody: response.body !== null,
-      get body() {
-        return response.body;
-      },
-      reader: () => response.body?.getReader() ?? null,
-      bytes: () => response.bytes(),
-    };
-  }
-
-  close(): void {
-    this.#closed = true;
-    this.#client?.close();
-  }
-}
-
-/**
- * Response headers straight from the parsed head, without building a `Headers` (which would
- * validate and re-sort every one): read once by the proxy, then copied into the client's
- * response.
- */
-export class RawHeaders implements ReplyHeaders {
-  readonly #values = new Map<string, string[]>();
-
-  /** `raw`: name, value, name, value, … (names in any case). */
-  constructor(raw: readonly string[]) {
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const name = raw[i]!.toLowerCase();
-      const list = this.#values.get(name);
-      if (list) list.push(raw[i + 1]!);
-      else this.#values.set(name, [raw[i + 1]!]);
-    }
-  }
-
-  get(name: string): string | null {
-    return this.#values.get(name)?.join(", ") ?? null;
-  }
-
-  has(name: string): boolean {
-    return this.#values.has(name);
-  }
-
-  forEach(callback: (value: string, name: string) => void): void {
-    for (const [name, list] of this.#values) {
-      // Set-Cookie values must stay separate; others combine as HTTP allows.
-      if (name === "set-cookie") { for (const value of list) callback(value, name); }
-      else callback(list.length === 1 ? list[0]! : list.join(", "), name);
-    }
-  }
 }

@@ -5,20 +5,20 @@ import {
   type Transport,
   type UpstreamReply,
   type UpstreamTarget,
-} from "../../../src/upstream/transport.ts";
+} from "../../../src/transport/transport.ts";
 import {
   Http1Transport,
   type Http1TransportOptions,
-} from "../../../src/upstream/http1/transport.ts";
+} from "../../../src/transport/http1/transport.ts";
 import {
   Connection,
   ConnectTimeoutError,
   type Dial,
-} from "../../../src/upstream/http1/connection.ts";
-import { failureCause } from "../../../src/upstream/failure.ts";
-import { Pool } from "../../../src/upstream/http1/pool.ts";
-import { BodyCutError } from "../../../src/upstream/http1/body.ts";
-import { UpstreamProtocolError } from "../../../src/upstream/http1/head.ts";
+} from "../../../src/transport/http1/connection.ts";
+import { failureCause } from "../../../src/transport/failure.ts";
+import { Pool } from "../../../src/transport/http1/pool.ts";
+import { BodyCutError } from "../../../src/transport/http1/body.ts";
+import { UpstreamProtocolError } from "../../../src/transport/http1/head.ts";
 
 // --- helpers: a scripted raw TCP upstream ------------------------------------------------
 
@@ -711,7 +711,7 @@ Deno.test("http1: a head cut anywhere near its end", async () => {
   await using t = setup();
   const { server, transport, send } = t;
   let peer: Peer | undefined;
-  // (A bare-LF head is refused: tests/upstream/http1/strict_test.ts.)
+  // (A bare-LF head is refused: tests/transport/http1/strict_test.ts.)
   const responses = ["HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\n\r\nok"];
   for (const response of responses) {
     const headEnd = response.length - 2;

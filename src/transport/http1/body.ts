@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type BodyReader, RawHeaders, type UpstreamReply } from "../transport.ts";
+import type { BodyReader, UpstreamReply } from "../transport.ts";
+import { RawHeaders } from "./raw_headers.ts";
 import type { Connection } from "./connection.ts";
 import { type Framing, type ResponseHead, reusable } from "./head.ts";
 import { CHUNKED_BUFFER_BYTES, ChunkedDecoder } from "./chunked.ts";

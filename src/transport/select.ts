@@ -9,7 +9,8 @@
  */
 import { redactUrlCredentials } from "../config/secrets.ts";
 import type { HttpClientConfig } from "../config/schema.ts";
-import { FetchTransport, type Transport } from "./transport.ts";
+import type { Transport } from "./transport.ts";
+import { FetchTransport } from "./fetch.ts";
 import { Http1Transport } from "./http1/transport.ts";
 import type { Deadlines } from "../deadlines.ts";
 

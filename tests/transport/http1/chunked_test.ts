@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ChunkedDecoder } from "../../../src/upstream/http1/chunked.ts";
-import { UpstreamProtocolError } from "../../../src/upstream/http1/head.ts";
+import { ChunkedDecoder } from "../../../src/transport/http1/chunked.ts";
+import { UpstreamProtocolError } from "../../../src/transport/http1/head.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
+import { FetchTransport } from "../../src/transport/fetch.ts";
 import {
-  FetchTransport,
   NotSentError,
   type SendInit,
   type Transport,
   type UpstreamReply,
   type UpstreamTarget,
-} from "../../src/upstream/transport.ts";
-import { createGroupTransport } from "../../src/upstream/client.ts";
-import { Http1Transport } from "../../src/upstream/http1/transport.ts";
+} from "../../src/transport/transport.ts";
+import { createGroupTransport } from "../../src/transport/select.ts";
+import { Http1Transport } from "../../src/transport/http1/transport.ts";
 import { parseConfig } from "../../src/config/load.ts";
 
 /** A transport that records what it was asked to send. */

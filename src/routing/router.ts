@@ -9,7 +9,7 @@ import {
   matchPath,
   parsePathPattern,
   type PathPattern,
-} from "../routing/path_pattern.ts";
+} from "./path_pattern.ts";
 
 /** A compiled routing table resolving paths to targets of type `T` (groups). */
 export class Router<T> {

@@ -10,7 +10,7 @@ import {
   reusable,
   skipEmptyLines,
   UpstreamProtocolError,
-} from "../../../src/upstream/http1/head.ts";
+} from "../../../src/transport/http1/head.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 

@@ -5,9 +5,9 @@
  * fails the exchange with an `UpstreamProtocolError` and its connection is never reused.
  */
 import assert from "node:assert/strict";
-import { Http1Transport, MAX_INTERIM_RESPONSES } from "../../../src/upstream/http1/transport.ts";
-import { MAX_HEAD_BYTES, UpstreamProtocolError } from "../../../src/upstream/http1/head.ts";
-import type { UpstreamReply, UpstreamTarget } from "../../../src/upstream/transport.ts";
+import { Http1Transport, MAX_INTERIM_RESPONSES } from "../../../src/transport/http1/transport.ts";
+import { MAX_HEAD_BYTES, UpstreamProtocolError } from "../../../src/transport/http1/head.ts";
+import type { UpstreamReply, UpstreamTarget } from "../../../src/transport/transport.ts";
 
 const HOSTNAME = "127.0.0.1";
 const decoder = new TextDecoder();
