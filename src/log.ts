@@ -143,7 +143,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       const time = timestamp();
       const line = json
         ? JSON.stringify({ time, level, msg: message, ...context, ...fields }, jsonSafe)
-        : formatText(time, level, message, context, fields);
+        : formatText(`${time} ${LABEL[level]} ${message}`, context, fields);
       write(redact(line) + "\n");
     };
     return {
@@ -166,14 +166,9 @@ const LABEL: Readonly<Record<LogLevel, string>> = {
   error: "ERROR",
 };
 
-function formatText(
-  time: string,
-  level: LogLevel,
-  message: string,
-  context: LogFields,
-  fields: LogFields | undefined,
-): string {
-  let line = `${time} ${LABEL[level]} ${message}`;
+/** A text line: `head` (time, level, message), then the context's fields and the line's own. */
+function formatText(head: string, context: LogFields, fields: LogFields | undefined): string {
+  let line = head;
   for (const key in context) {
     if (fields === undefined || !(key in fields)) line += formatField(key, context[key]);
   }

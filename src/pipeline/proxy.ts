@@ -1,6 +1,6 @@
 /**
- * The terminal stage: route → read the body once → loop over attempts (candidates → select →
- * lease → send → classify → retry decision) → respond. Policies decide; this orchestrates.
+ * The terminal stage: route → read the body once → loop: candidates → select → attempt →
+ * plan (`planRetry`) → respond, fail, or wait and go again. Policies decide; this orchestrates.
  * Nothing is retried after the first response byte went to the client: a response is only
  * returned once it is final.
  *

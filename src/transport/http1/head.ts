@@ -27,11 +27,17 @@ const NON_ASCII = /[^\t\n\r -~]/;
 export function requestHead(
   method: string,
   path: string,
-  host: string,
-  headers: Record<string, string>,
-  bodyLength: number | null,
-  keepAlive: boolean,
+  options: {
+    /** The URL's authority, unless a header op set `host`. */
+    host: string;
+    headers: Record<string, string>;
+    /** The body's length; null for none. */
+    bodyLength: number | null;
+    /** False adds `Connection: close`. */
+    keepAlive: boolean;
+  },
 ): string {
+  const { host, headers, bodyLength, keepAlive } = options;
   // A configured Host (a header op) replaces the URL's authority rather than adding a second.
   let head = `${method} ${path} HTTP/1.1\r\nhost: ${headers["host"] ?? host}\r\n`;
   for (const name in headers) if (name !== "host") head += `${name}: ${headers[name]}\r\n`;

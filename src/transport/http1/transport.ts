@@ -103,14 +103,12 @@ export class Http1Transport implements Transport {
     let head: Uint8Array<ArrayBuffer>;
     try {
       head = encodeHead(
-        requestHead(
-          method,
-          target.path,
-          target.host,
-          init.headers,
-          body ? body.byteLength : null,
-          this.#keepAlive,
-        ),
+        requestHead(method, target.path, {
+          host: target.host,
+          headers: init.headers,
+          bodyLength: body ? body.byteLength : null,
+          keepAlive: this.#keepAlive,
+        }),
       );
     } catch (error) {
       // Nothing was written: whatever cannot be encoded is not the upstream's failure. The

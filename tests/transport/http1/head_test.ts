@@ -23,19 +23,29 @@ function head(statusLine: string, ...lines: string[]): ResponseHead {
 
 Deno.test("requestHead: request line, host first, headers in order, blank line", () => {
   assert.equal(
-    requestHead("GET", "/v1/models?x=1", "example:8080", { accept: "*/*", "x-a": "b" }, null, true),
+    requestHead("GET", "/v1/models?x=1", {
+      host: "example:8080",
+      headers: { accept: "*/*", "x-a": "b" },
+      bodyLength: null,
+      keepAlive: true,
+    }),
     "GET /v1/models?x=1 HTTP/1.1\r\nhost: example:8080\r\naccept: */*\r\nx-a: b\r\n\r\n",
   );
 });
 
 Deno.test("requestHead: content-length for a body, after the headers", () => {
   assert.equal(
-    requestHead("POST", "/p", "h", { "content-type": "application/json" }, 12, true),
+    requestHead("POST", "/p", {
+      host: "h",
+      headers: { "content-type": "application/json" },
+      bodyLength: 12,
+      keepAlive: true,
+    }),
     "POST /p HTTP/1.1\r\nhost: h\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n",
   );
   // An empty body still says so.
   assert.equal(
-    requestHead("PUT", "/p", "h", {}, 0, true),
+    requestHead("PUT", "/p", { host: "h", headers: {}, bodyLength: 0, keepAlive: true }),
     "PUT /p HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n",
   );
 });
@@ -43,12 +53,17 @@ Deno.test("requestHead: content-length for a body, after the headers", () => {
 Deno.test("requestHead: content-length: 0 for POST/PUT/PATCH without a body, none for others", () => {
   for (const method of ["POST", "PUT", "PATCH"]) {
     assert.equal(
-      requestHead(method, "/", "h", {}, null, true),
+      requestHead(method, "/", { host: "h", headers: {}, bodyLength: null, keepAlive: true }),
       `${method} / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n`,
     );
   }
   for (const method of ["GET", "HEAD", "DELETE", "OPTIONS"]) {
-    const text = requestHead(method, "/", "h", {}, null, true);
+    const text = requestHead(method, "/", {
+      host: "h",
+      headers: {},
+      bodyLength: null,
+      keepAlive: true,
+    });
     assert.equal(text, `${method} / HTTP/1.1\r\nhost: h\r\n\r\n`);
     assert.doesNotMatch(text, /content-length/);
   }
@@ -56,14 +71,17 @@ Deno.test("requestHead: content-length: 0 for POST/PUT/PATCH without a body, non
 
 Deno.test("requestHead: connection: close only when keepAlive is false", () => {
   assert.equal(
-    requestHead("GET", "/", "h", {}, null, false),
+    requestHead("GET", "/", { host: "h", headers: {}, bodyLength: null, keepAlive: false }),
     "GET / HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
   );
   assert.equal(
-    requestHead("POST", "/", "h", {}, 3, false),
+    requestHead("POST", "/", { host: "h", headers: {}, bodyLength: 3, keepAlive: false }),
     "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\nconnection: close\r\n\r\n",
   );
-  assert.doesNotMatch(requestHead("GET", "/", "h", {}, null, true), /connection/);
+  assert.doesNotMatch(
+    requestHead("GET", "/", { host: "h", headers: {}, bodyLength: null, keepAlive: true }),
+    /connection/,
+  );
 });
 
 // --- encodeHead --------------------------------------------------------------------------
@@ -585,14 +603,12 @@ Deno.test("parseResponseHead: a status above 599 is refused", () => {
 });
 
 Deno.test("requestHead: a configured Host replaces the URL's authority, never a second Host", () => {
-  const head = requestHead(
-    "GET",
-    "/",
-    "10.0.0.1:8000",
-    { "host": "api.internal", "x": "1" },
-    null,
-    true,
-  );
+  const head = requestHead("GET", "/", {
+    host: "10.0.0.1:8000",
+    headers: { "host": "api.internal", "x": "1" },
+    bodyLength: null,
+    keepAlive: true,
+  });
   assert.equal(head, "GET / HTTP/1.1\r\nhost: api.internal\r\nx: 1\r\n\r\n");
   assert.equal(head.match(/host:/g)!.length, 1);
 });
