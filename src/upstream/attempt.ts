@@ -117,12 +117,12 @@ export async function sendAttempt(
   const upstream = member.upstream;
   const started = options.now();
   const deadline = options.deadlines.after(
-    group.deadlines.firstByteMs,
+    group.timeouts.firstByteMs,
     () =>
       controller.abort(
         new AttemptAbort(
           "firstByte",
-          `upstream "${upstream.name}" sent no response headers within ${group.deadlines.firstByteMs}ms`,
+          `upstream "${upstream.name}" sent no response headers within ${group.timeouts.firstByteMs}ms`,
         ),
       ),
   );

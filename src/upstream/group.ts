@@ -17,8 +17,11 @@ export interface GroupMember extends Member {
   readonly headers: RequestHeaderPlan;
 }
 
-/** Per-attempt deadlines, in milliseconds. */
-export interface Deadlines {
+/**
+ * Per-attempt timeout settings, in milliseconds (from `httpClient.timeout`). Not to be confused
+ * with the `Deadlines` wheel that schedules them.
+ */
+export interface AttemptTimeouts {
   readonly firstByteMs: number;
   readonly streamIdleMs: number;
   readonly requestMs: number;
@@ -32,7 +35,7 @@ export class Group {
   readonly balancer: Balancer<GroupMember>;
   readonly transport: Transport;
   readonly retry: RetryOptions;
-  readonly deadlines: Deadlines;
+  readonly timeouts: AttemptTimeouts;
   /** Whether traffic goes through a configured outbound proxy (401/407 handling). */
   readonly viaProxy: boolean;
 
@@ -74,7 +77,7 @@ export class Group {
       budgetMs: http.retry.budget,
     };
     // Deno's fetch exposes no connect phase: connection set-up is bounded by firstByte.
-    this.deadlines = {
+    this.timeouts = {
       firstByteMs: http.timeout.firstByte,
       streamIdleMs: http.timeout.streamIdle,
       requestMs: http.timeout.request,
