@@ -33,7 +33,10 @@ export interface AppOptions {
   reload?: () => Promise<LoadedConfig>;
   /** A config file to watch: a change triggers a reload. */
   watchPath?: string;
-  /** Injected for tests; the real ones by default. */
+  /**
+   * Injected for tests; the real ones by default. The clock is the one time source: policies,
+   * deadlines, retry waits and housekeeping timers all read and schedule on it.
+   */
   clock?: Clock;
   random?: Random;
   fetch?: typeof fetch;
@@ -82,8 +85,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     hooks,
     log,
   );
-  // Real time: deadlines wait for real I/O, whatever clock the policies are given.
-  const deadlines = new Deadlines();
+  // One timer for every request's deadlines, on the same clock as the policies.
+  const deadlines = new Deadlines(clock);
   const deps = {
     clock,
     random: options.random ?? Math.random,

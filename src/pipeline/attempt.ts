@@ -37,7 +37,10 @@ export interface AttemptEnv {
   readonly hooks: ProxyHooks;
   /** Shared deadline ticks (first byte, total). */
   readonly deadlines: Deadlines;
+  /** Monotonic time, ms (the clock's `now`). */
   readonly now: () => number;
+  /** Wall-clock time, epoch ms: only to read an HTTP-date `Retry-After`. */
+  readonly wallNow: () => number;
   /** Where the raw errors go: clients are told a cause, never the error's text. */
   readonly log: Logger;
   /** The runtime's shutdown: fires once the drain deadline passed, ending every attempt. */
@@ -103,6 +106,7 @@ export class Attempt {
       group,
       controller: this.#controller,
       now: env.now,
+      wallNow: env.wallNow,
       deadlines: env.deadlines,
     });
     this.#result = result;
