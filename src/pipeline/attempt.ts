@@ -31,12 +31,15 @@ import { NotSentError } from "../upstream/transport.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { Logger } from "../log.ts";
+import type { Clock } from "../deps.ts";
 
 /** What every attempt of one proxy stage shares. */
 export interface AttemptEnv {
   readonly hooks: ProxyHooks;
   /** Shared deadline ticks (first byte, total). */
   readonly deadlines: Deadlines;
+  /** Time and timers (the body deadlines' one timer per body). */
+  readonly clock: Clock;
   /** Monotonic time, ms (the clock's `now`). */
   readonly now: () => number;
   /** Wall-clock time, epoch ms: only to read an HTTP-date `Retry-After`. */

@@ -62,6 +62,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   const env: AttemptEnv = {
     hooks,
     deadlines: options.deadlines,
+    clock,
     now,
     wallNow: () => clock.wallNow(),
     log: options.log ?? silentLogger,

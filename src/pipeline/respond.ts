@@ -63,7 +63,7 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
     idleTimeoutMs: group.timeouts.streamIdleMs,
     // `request` is the attempt's total: it started firstByteMs before the headers came.
     deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.timeouts.requestMs,
-    now: env.now,
+    clock: env.clock,
     abort: (reason) => attempt.abort(reason),
     errorEvent: sse && canAppend(upstream.headers)
       ? (message) =>
