@@ -84,6 +84,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     () => (reloader ? reloader.current : loaded).config.httpServer,
     hooks,
     log,
+    clock,
   );
   // One timer for every request's deadlines, on the same clock as the policies.
   const deadlines = new Deadlines(clock);
@@ -96,6 +97,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
       createGroupTransport(config, {
         env,
         deadlines,
+        clock,
         ...(options.transport ? { choice: options.transport } : {}),
         ...(options.fetch ? { fetch: options.fetch } : {}),
       }),
@@ -238,6 +240,7 @@ function connectionGuards(
   httpServer: () => LoadedConfig["config"]["httpServer"],
   hooks: ObservabilityHooks,
   log: Logger,
+  clock: Clock,
 ): { forwards: ConnectionGuard; admin: ConnectionGuard } {
   const fdLimit = openFilesLimit();
   const fallback = defaultMaxConnections(fdLimit);
@@ -262,7 +265,11 @@ function connectionGuards(
       maxConnections: max ?? config.maxConnections ?? fallback,
     };
   };
-  const options = { onClose: hooks.onConnectionClosed, onOpenChange: hooks.onConnectionsOpen };
+  const options = {
+    clock,
+    onClose: hooks.onConnectionClosed,
+    onOpenChange: hooks.onConnectionsOpen,
+  };
   return {
     forwards: new ConnectionGuard(limits(), options),
     admin: new ConnectionGuard(limits(ADMIN_MAX_CONNECTIONS), options),

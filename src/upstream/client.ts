@@ -12,6 +12,7 @@ import type { HttpClientConfig } from "../config/schema.ts";
 import { FetchTransport, type Transport } from "./transport.ts";
 import { Http1Transport } from "./http1/transport.ts";
 import type { Deadlines } from "../deadlines.ts";
+import type { Clock } from "../deps.ts";
 
 /** Which transport to use: `auto` picks `http1` for direct traffic and `fetch` for proxies. */
 export type TransportChoice = "auto" | "http1" | "fetch";
@@ -29,6 +30,8 @@ export function createGroupTransport(
     fetch?: typeof fetch;
     /** Schedules the HTTP/1.1 client's connect timeouts (the app's shared deadlines). */
     deadlines?: Deadlines;
+    /** The HTTP/1.1 client's idle-pool ages and sweep. @default systemClock */
+    clock?: Clock;
   },
 ): Transport {
   const choice = options.choice ?? "auto";
@@ -44,6 +47,7 @@ export function createGroupTransport(
     // Deno's fetch has no connect timeout: there, set-up is bounded by the first-byte deadline.
     connectTimeoutMs: config.timeout.connect,
     ...(options.deadlines ? { deadlines: options.deadlines } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
   });
 }
 
