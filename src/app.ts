@@ -7,7 +7,7 @@
  */
 import type { LoadedConfig } from "./config/errors.ts";
 import { redactedConfig } from "./config/secrets.ts";
-import { type Clock, type Random, systemClock } from "./deps.ts";
+import { type Clock, type IdSource, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
 import { createProxyMetrics } from "./metrics/proxy_metrics.ts";
@@ -39,6 +39,8 @@ export interface AppOptions {
    */
   clock?: Clock;
   random?: Random;
+  /** Request ids and trace-context ids. @default cryptoIds */
+  ids?: IdSource;
   fetch?: typeof fetch;
   /** Upstream transport: `auto` (default) = the HTTP/1.1 client when direct, fetch through proxies. */
   transport?: TransportChoice;
@@ -91,6 +93,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   const deps = {
     clock,
     random: options.random ?? Math.random,
+    ...(options.ids ? { ids: options.ids } : {}),
     log,
     deadlines,
     createTransport: (config: HttpClientConfig) =>

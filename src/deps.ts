@@ -1,7 +1,7 @@
 /**
- * The one place where process globals (time, randomness, network, logging) are bound.
+ * The one place where process globals (time, randomness, ids, network, logging) are bound.
  * Every other module receives what it needs from here, so tests can swap in a fake clock,
- * or a seeded random without touching globals.
+ * a seeded random or fixed ids without touching globals.
  *
  * @module
  */
@@ -39,6 +39,16 @@ export interface Clock {
 /** A source of uniform random numbers in [0, 1). */
 export type Random = () => number;
 
+/** Generates request ids and W3C trace-context ids. */
+export interface IdSource {
+  /** An `X-Request-Id` for a request that came without a usable one. */
+  requestId(): string;
+  /** A trace id: 32 lowercase hex digits. */
+  traceId(): string;
+  /** A span (parent) id: 16 lowercase hex digits. */
+  spanId(): string;
+}
+
 /** A timer of {@linkcode systemClock}: an object, not a closure, per timer. */
 class SystemTimer implements Timer {
   readonly #id: ReturnType<typeof setTimeout>;
@@ -60,3 +70,22 @@ export const systemClock: Clock = {
     return new SystemTimer(id);
   },
 };
+
+/** Ids from the platform's cryptographic random source. */
+export const cryptoIds: IdSource = {
+  requestId: () => crypto.randomUUID(),
+  traceId: () => randomHex(32),
+  spanId: () => randomHex(16),
+};
+
+/** Random lowercase hex of `length` characters, from the fast native UUID source. */
+function randomHex(length: number): string {
+  let hex = "";
+  while (hex.length < length) {
+    // The 30 random digits of a v4 UUID: its version and variant digits are fixed.
+    const uuid = crypto.randomUUID();
+    hex += uuid.slice(0, 8) + uuid.slice(9, 13) + uuid.slice(15, 18) + uuid.slice(20, 23) +
+      uuid.slice(24);
+  }
+  return hex.slice(0, length);
+}

@@ -10,6 +10,7 @@ import type { RetryOptions } from "../resilience/retry.ts";
 import { RequestHeaderPlan } from "./headers.ts";
 import type { Upstream } from "./upstream.ts";
 import type { Transport } from "./transport.ts";
+import type { IdSource } from "../deps.ts";
 
 /** An upstream as a member of one group. */
 export interface GroupMember extends Member {
@@ -45,6 +46,8 @@ export class Group {
       upstreams: ReadonlyMap<string, Upstream>;
       transport: Transport;
       random: () => number;
+      /** Trace-context ids of outgoing requests. @default cryptoIds */
+      ids?: IdSource;
     },
   ) {
     this.name = config.name;
@@ -62,6 +65,7 @@ export class Group {
           auth: upstream.config.auth,
           userAgent: http.agent,
           ops: upstream.config.headers,
+          ...(options.ids ? { ids: options.ids } : {}),
         }),
       };
     });

@@ -10,6 +10,7 @@ import { Deadlines } from "../../src/deadlines.ts";
 import { silentLogger } from "../../src/log.ts";
 import { Runtime, type RuntimeDeps } from "../../src/runtime.ts";
 import { FakeClock } from "./fake_clock.ts";
+import type { IdSource } from "../../src/deps.ts";
 import type {
   SendInit,
   Transport,
@@ -118,7 +119,10 @@ export interface LoopRuntime {
  * retry waits on the fake clock as in production (tests `advance` it) instead of the recording
  * wait.
  */
-export function loopRuntime(yaml: string, options: { realWait?: boolean } = {}): LoopRuntime {
+export function loopRuntime(
+  yaml: string,
+  options: { realWait?: boolean; ids?: IdSource } = {},
+): LoopRuntime {
   const transport = new ScriptedTransport();
   const loaded = parseConfig(yaml, "test.yaml", () => undefined);
   const clock = new FakeClock(1_000_000);
@@ -169,6 +173,7 @@ export function loopRuntime(yaml: string, options: { realWait?: boolean } = {}):
     deadlines: new Deadlines(clock),
     createTransport: () => transport,
     ...(options.realWait ? {} : { wait }),
+    ...(options.ids ? { ids: options.ids } : {}),
   });
   return loop;
 }

@@ -329,3 +329,16 @@ Deno.test("proxy loop: a client that leaves while the upstream hangs is a 499, a
   assert.deepEqual(loop.transport.sent, ["a"]);
   assert.equal(loop.runtime.upstreams.get("a")!.errors, 0);
 });
+
+Deno.test("proxy loop: request ids come from the injected id source", async () => {
+  let n = 0;
+  const loop = loopRuntime(loopConfig(["a"]), {
+    ids: {
+      requestId: () => `req-${++n}`,
+      traceId: () => "1".repeat(32),
+      spanId: () => "2".repeat(16),
+    },
+  });
+  assert.equal((await loop.request()).headers.get("x-request-id"), "req-1");
+  assert.equal((await loop.request()).headers.get("x-request-id"), "req-2");
+});
