@@ -90,10 +90,3 @@ export class FakeClock implements Clock {
     return [...this.#pending].sort((a, b) => a.at - b.at || a.seq - b.seq);
   }
 }
-
-/** Lets pending promise callbacks (and timers of 0 ms on the real loop) run. */
-export function settle(turns = 5): Promise<void> {
-  let p = Promise.resolve();
-  for (let i = 0; i < turns; i++) p = p.then(() => new Promise((r) => setTimeout(r, 0)));
-  return p;
-}
