@@ -13,6 +13,7 @@ import { childOutput, childRequest, loadConfig, loadInProcess } from "./src/conf
 import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
 import { type RunningApp, startApp } from "./src/app.ts";
+import { systemClock } from "./src/deps.ts";
 
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
@@ -81,12 +82,15 @@ async function main(args: readonly string[]): Promise<number> {
 
   // Read live by the logger: a reload adds the secrets of the new config before it is used.
   const secrets = configSecrets(loaded);
-  const sink = batchedStderr();
+  // The one clock: log batching, and everything in the app (its timestamps are wall time).
+  const clock = systemClock;
+  const sink = batchedStderr({ clock });
   const log = createLogger({
     level: options.logLevel,
     json: options.json,
     secrets,
     write: sink.write,
+    now: () => clock.wallNow(),
   });
   // Uncaught errors end the process without the stop path: write what the log still holds.
   globalThis.addEventListener("unload", () => sink.flush());
@@ -109,6 +113,7 @@ async function main(args: readonly string[]): Promise<number> {
   try {
     app = await startApp(loaded, {
       log,
+      clock,
       reload,
       watchPath: options.config,
       ...(transport === "fetch" || transport === "http1" ? { transport } : {}),

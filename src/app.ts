@@ -7,7 +7,7 @@
  */
 import type { LoadedConfig } from "./config/errors.ts";
 import { redactedConfig } from "./config/secrets.ts";
-import { type Clock, type Random, systemClock } from "./deps.ts";
+import { type Clock, type IdSource, type Random, systemClock } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "./metrics/registry.ts";
 import { createProxyMetrics } from "./metrics/proxy_metrics.ts";
@@ -33,9 +33,14 @@ export interface AppOptions {
   reload?: () => Promise<LoadedConfig>;
   /** A config file to watch: a change triggers a reload. */
   watchPath?: string;
-  /** Injected for tests; the real ones by default. */
+  /**
+   * Injected for tests; the real ones by default. The clock is the one time source: policies,
+   * deadlines, retry waits and housekeeping timers all read and schedule on it.
+   */
   clock?: Clock;
   random?: Random;
+  /** Request ids and trace-context ids. @default cryptoIds */
+  ids?: IdSource;
   fetch?: typeof fetch;
   /** Upstream transport: `auto` (default) = the HTTP/1.1 client when direct, fetch through proxies. */
   transport?: TransportChoice;
@@ -81,18 +86,21 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     () => (reloader ? reloader.current : loaded).config.httpServer,
     hooks,
     log,
+    clock,
   );
-  // Real time: deadlines wait for real I/O, whatever clock the policies are given.
-  const deadlines = new Deadlines();
+  // One timer for every request's deadlines, on the same clock as the policies.
+  const deadlines = new Deadlines(clock);
   const deps = {
     clock,
     random: options.random ?? Math.random,
+    ...(options.ids ? { ids: options.ids } : {}),
     log,
     deadlines,
     createTransport: (config: HttpClientConfig) =>
       createGroupTransport(config, {
         env,
         deadlines,
+        clock,
         ...(options.transport ? { choice: options.transport } : {}),
         ...(options.fetch ? { fetch: options.fetch } : {}),
       }),
@@ -235,6 +243,7 @@ function connectionGuards(
   httpServer: () => LoadedConfig["config"]["httpServer"],
   hooks: ObservabilityHooks,
   log: Logger,
+  clock: Clock,
 ): { forwards: ConnectionGuard; admin: ConnectionGuard } {
   const fdLimit = openFilesLimit();
   const fallback = defaultMaxConnections(fdLimit);
@@ -259,7 +268,11 @@ function connectionGuards(
       maxConnections: max ?? config.maxConnections ?? fallback,
     };
   };
-  const options = { onClose: hooks.onConnectionClosed, onOpenChange: hooks.onConnectionsOpen };
+  const options = {
+    clock,
+    onClose: hooks.onConnectionClosed,
+    onOpenChange: hooks.onConnectionsOpen,
+  };
   return {
     forwards: new ConnectionGuard(limits(), options),
     admin: new ConnectionGuard(limits(ADMIN_MAX_CONNECTIONS), options),

@@ -4,9 +4,12 @@
  * CPU (more once any `node:` module made every `setTimeout` a Node `Timeout`). Here deadlines are
  * grouped into ticks of {@linkcode TICK_MS} and one timer serves the earliest tick, so arming
  * and cancelling a deadline is a Map and Set operation. Deadlines fire up to one tick late.
+ * Time and the one timer come from the injected {@linkcode Clock}.
  *
  * @module
  */
+
+import { type Clock, systemClock, type Timer } from "./deps.ts";
 
 /** Resolution of deadlines, ms. */
 export const TICK_MS = 10;
@@ -18,18 +21,20 @@ export interface Deadline {
 
 /** Schedules deadlines on shared ticks. */
 export class Deadlines {
-  readonly #now: () => number;
+  readonly #clock: Pick<Clock, "now" | "after">;
   readonly #ticks = new Map<number, Set<() => void>>();
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Made once: arming the timer allocates no closure. */
+  readonly #onTimer = () => this.#run();
+  #timer: Timer | undefined;
   #armedTick = Infinity;
 
-  constructor(now: () => number = Date.now) {
-    this.#now = now;
+  constructor(clock: Pick<Clock, "now" | "after"> = systemClock) {
+    this.#clock = clock;
   }
 
   /** Calls `fire` once, about `ms` from now, unless cancelled first. */
   after(ms: number, fire: () => void): Deadline {
-    const tick = Math.ceil((this.#now() + Math.max(0, ms)) / TICK_MS);
+    const tick = Math.ceil((this.#clock.now() + Math.max(0, ms)) / TICK_MS);
     let set = this.#ticks.get(tick);
     if (!set) this.#ticks.set(tick, set = new Set());
     const entry = () => fire();
@@ -55,11 +60,11 @@ export class Deadlines {
   #arm(tick: number): void {
     this.#disarm();
     this.#armedTick = tick;
-    this.#timer = setTimeout(() => this.#run(), Math.max(0, tick * TICK_MS - this.#now()));
+    this.#timer = this.#clock.after(Math.max(0, tick * TICK_MS - this.#clock.now()), this.#onTimer);
   }
 
   #disarm(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
     this.#armedTick = Infinity;
   }
@@ -67,7 +72,7 @@ export class Deadlines {
   #run(): void {
     this.#timer = undefined;
     this.#armedTick = Infinity;
-    const current = Math.floor(this.#now() / TICK_MS);
+    const current = Math.floor(this.#clock.now() / TICK_MS);
     let next = Infinity;
     for (const [tick, set] of this.#ticks) {
       if (tick > current) {

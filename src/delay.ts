@@ -3,11 +3,14 @@
  *
  * @module
  */
+import { type Clock, systemClock } from "./deps.ts";
 
 /** Options of {@linkcode delay}. */
 export interface DelayOptions {
   /** Aborting it ends the wait at once: the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /** Whose time the wait is measured on (a fake one in tests). @default systemClock */
+  clock?: Pick<Clock, "after">;
 }
 
 /**
@@ -20,18 +23,18 @@ export interface DelayOptions {
  * ```
  */
 export function delay(ms: number, options: DelayOptions = {}): Promise<void> {
-  const { signal } = options;
+  const { signal, clock = systemClock } = options;
   if (signal?.aborted) return Promise.reject(signal.reason);
   if (ms <= 0) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const abort = () => {
-      clearTimeout(timer);
+      timer.cancel();
       reject(signal!.reason);
     };
-    const timer = setTimeout(() => {
+    const timer = clock.after(ms, () => {
       signal?.removeEventListener("abort", abort);
       resolve();
-    }, ms);
+    });
     signal?.addEventListener("abort", abort, { once: true });
   });
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type Clock, systemClock, type Timer } from "./deps.ts";
 
 /** Log levels, in increasing severity. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -40,7 +41,10 @@ export interface LoggerOptions {
    * read once.
    */
   secrets?: Iterable<string>;
-  /** Clock for timestamps. @default Date.now */
+  /**
+   * Wall-clock time for timestamps, epoch ms. Not the monotonic `Clock.now`: a log line's time
+   * is a calendar date, read next to other systems' logs. @default Date.now
+   */
   now?: () => number;
 }
 
@@ -54,6 +58,16 @@ export interface BatchedWriter {
   startBatching(): void;
 }
 
+/** Options of {@linkcode batchedStderr}. */
+export interface BatchedStderrOptions {
+  /** Longest a line waits, ms. @default 20 */
+  flushMs?: number;
+  /** Writes bytes, returning how many it wrote. @default Deno.stderr.writeSync */
+  writeSync?: (bytes: Uint8Array) => number;
+  /** Schedules the flush timer. @default systemClock */
+  clock?: Pick<Clock, "after">;
+}
+
 /**
  * Batches lines to stderr: one write per `flushMs` (or per 64 KiB) instead of one per line,
  * so an access log at info level does not cost a system call per request. The timer is unref'd;
@@ -61,16 +75,18 @@ export interface BatchedWriter {
  * once, and arm no timer: a proxy that has served nothing holds none (the runtime's first
  * timer costs about 3 MiB of resident memory).
  */
-export function batchedStderr(
-  flushMs = 20,
-  writeSync: (bytes: Uint8Array) => number = (bytes) => Deno.stderr.writeSync(bytes),
-): BatchedWriter {
+export function batchedStderr(options: BatchedStderrOptions = {}): BatchedWriter {
+  const {
+    flushMs = 20,
+    writeSync = (bytes: Uint8Array) => Deno.stderr.writeSync(bytes),
+    clock = systemClock,
+  } = options;
   let pending: string[] = [];
   let size = 0;
   let batching = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: Timer | undefined;
   const flush = () => {
-    if (timer !== undefined) clearTimeout(timer);
+    timer?.cancel();
     timer = undefined;
     if (pending.length === 0) return;
     let bytes = encoder.encode(pending.join(""));
@@ -83,10 +99,7 @@ export function batchedStderr(
       pending.push(line);
       size += line.length;
       if (!batching || size >= 65_536) flush();
-      else if (timer === undefined) {
-        timer = setTimeout(flush, flushMs);
-        Deno.unrefTimer(timer);
-      }
+      else if (timer === undefined) timer = clock.after(flushMs, flush, { unref: true });
     },
     flush,
     startBatching() {

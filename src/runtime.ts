@@ -6,7 +6,7 @@
  * @module
  */
 import type { Config, ForwardConfig } from "./config/schema.ts";
-import type { Clock, Random } from "./deps.ts";
+import { type Clock, cryptoIds, type IdSource, type Random } from "./deps.ts";
 import type { Logger } from "./log.ts";
 import { compose, type Handler, type RequestContext } from "./pipeline/compose.ts";
 import { requestIdStage } from "./pipeline/request_id.ts";
@@ -27,6 +27,8 @@ import { splitRequestUrl } from "./upstream/url.ts";
 export interface RuntimeDeps {
   clock: Clock;
   random: Random;
+  /** Request ids and trace-context ids. @default cryptoIds */
+  ids?: IdSource;
   log: Logger;
   /** Shared deadline ticks for every request. */
   deadlines: Deadlines;
@@ -109,6 +111,7 @@ export class Runtime {
           upstreams,
           transport: deps.createTransport(g.httpClient),
           random: deps.random,
+          ...(deps.ids ? { ids: deps.ids } : {}),
         }),
       );
     }
@@ -140,12 +143,13 @@ export class Runtime {
     previous: Runtime | undefined,
   ): ForwardRuntime {
     const groups = this.groups;
+    const ids = deps.ids ?? cryptoIds;
     const router = new Router(
       f.routing.map((rule) => ({ path: rule.path, target: groups.get(rule.targetGroup)! })),
       groups.get(f.defaultGroup)!,
     );
     const pipeline: Handler = compose([
-      requestIdStage(),
+      requestIdStage(() => ids.requestId()),
       clientStage({
         resolver,
         limiter: this.#limiterFor(f, previous),

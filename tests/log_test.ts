@@ -6,6 +6,7 @@ import {
   type LoggerOptions,
   silentLogger,
 } from "../src/log.ts";
+import { FakeClock } from "./_helpers/fake_clock.ts";
 
 const NOW = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
@@ -193,21 +194,30 @@ Deno.test("createLogger() redacts a secret with quotes or backslashes in JSON li
   assert.match(lines[0]!, /\[REDACTED\]/);
 });
 
-Deno.test("batchedStderr(): start-up lines go out at once; then one write per batch", async () => {
+Deno.test("batchedStderr(): start-up lines go out at once; then one write per batch", () => {
   const writes: string[] = [];
   const decoder = new TextDecoder();
-  const sink = batchedStderr(5, (bytes) => {
-    writes.push(decoder.decode(bytes));
-    return bytes.byteLength;
+  const clock = new FakeClock();
+  const sink = batchedStderr({
+    flushMs: 5,
+    writeSync: (bytes) => {
+      writes.push(decoder.decode(bytes));
+      return bytes.byteLength;
+    },
+    clock,
   });
   sink.write("a\n");
   sink.write("b\n");
-  assert.deepEqual(writes, ["a\n", "b\n"]); // no timer armed before batching starts
+  assert.deepEqual(writes, ["a\n", "b\n"]);
+  assert.equal(clock.pending, 0, "no timer armed before batching starts");
   sink.startBatching();
   sink.write("c\n");
   sink.write("d\n");
   assert.deepEqual(writes, ["a\n", "b\n"]);
-  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(clock.unrefPending, 1, "the flush timer never keeps the process alive");
+  clock.advance(4);
+  assert.deepEqual(writes, ["a\n", "b\n"]);
+  clock.advance(1);
   assert.deepEqual(writes, ["a\n", "b\n", "c\nd\n"]);
   // A full batch goes out without waiting.
   sink.write("x".repeat(70_000));
@@ -215,4 +225,5 @@ Deno.test("batchedStderr(): start-up lines go out at once; then one write per ba
   sink.write("e\n");
   sink.flush();
   assert.deepEqual(writes.slice(4), ["e\n"]);
+  assert.equal(clock.pending, 0);
 });

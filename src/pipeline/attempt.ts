@@ -31,13 +31,19 @@ import { NotSentError } from "../transport/transport.ts";
 import { InvalidPathError } from "../routing/request_target.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { Logger } from "../log.ts";
+import type { Clock } from "../deps.ts";
 
 /** What every attempt of one proxy stage shares. */
 export interface AttemptEnv {
   readonly hooks: ProxyHooks;
   /** Shared deadline ticks (first byte, total). */
   readonly deadlines: Deadlines;
+  /** Time and timers (the body deadlines' one timer per body). */
+  readonly clock: Clock;
+  /** Monotonic time, ms (the clock's `now`). */
   readonly now: () => number;
+  /** Wall-clock time, epoch ms: only to read an HTTP-date `Retry-After`. */
+  readonly wallNow: () => number;
   /** Where the raw errors go: clients are told a cause, never the error's text. */
   readonly log: Logger;
   /** The runtime's shutdown: fires once the drain deadline passed, ending every attempt. */
@@ -103,6 +109,7 @@ export class Attempt {
       group,
       controller: this.#controller,
       now: env.now,
+      wallNow: env.wallNow,
       deadlines: env.deadlines,
     });
     this.#result = result;

@@ -43,11 +43,12 @@ export interface ProxyStageOptions {
   bodyTimeoutMs: number;
   /** Shared deadline ticks (body read, first byte, total). */
   deadlines: Deadlines;
+  /** Time for policies and waits; its wall clock dates an HTTP-date `Retry-After`. */
   clock: Clock;
   random: Random;
   /** The runtime's shutdown: ends every attempt and retry wait still open (drain deadline). */
   shutdown: AbortSignal;
-  /** Waits before a retry; rejects when the signal aborts. @default delay */
+  /** Waits before a retry; rejects when the signal aborts. @default delay on `clock` */
   wait?: (ms: number, options: { signal: AbortSignal }) => Promise<void>;
   hooks?: ProxyHooks;
   /** Gets the raw errors behind what clients are told. @default silentLogger */
@@ -61,11 +62,14 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   const env: AttemptEnv = {
     hooks,
     deadlines: options.deadlines,
+    clock,
     now,
+    wallNow: () => clock.wallNow(),
     log: options.log ?? silentLogger,
     shutdown: options.shutdown,
   };
-  const wait = options.wait ?? delay;
+  const wait = options.wait ??
+    ((ms: number, { signal }: { signal: AbortSignal }) => delay(ms, { signal, clock }));
 
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
@@ -137,7 +141,7 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       const stop = AbortSignal.any([ctx.request.signal, options.shutdown]);
       try {
         await wait(plan.delayMs, { signal: stop });
-        // Timers may wake a little before the (wall) clock reaches resumeAt; a Retry-After
+        // Timers may wake a little before the clock reaches resumeAt; a Retry-After
         // cool-down measured on that clock must really have passed.
         if (now() < plan.resumeAt) await wait(plan.resumeAt - now(), { signal: stop });
       } catch (error) {

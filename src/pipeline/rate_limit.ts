@@ -15,7 +15,7 @@ export interface ClientStageOptions {
   resolver: ClientIpResolver;
   /** Per-client-IP limiter; undefined = no limit. */
   limiter?: KeyedLimiter | undefined;
-  clock: Clock;
+  clock: Pick<Clock, "now">;
   /** Called for each rejection (metrics). */
   onReject?: () => void;
 }

@@ -60,10 +60,10 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
   const sniffer = usageSniffer(contentType);
   const body = observeBody(source, {
     onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
-    idleTimeoutMs: group.deadlines.streamIdleMs,
+    idleTimeoutMs: group.timeouts.streamIdleMs,
     // `request` is the attempt's total: it started firstByteMs before the headers came.
-    deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.deadlines.requestMs,
-    now: env.now,
+    deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.timeouts.requestMs,
+    clock: env.clock,
     abort: (reason) => attempt.abort(reason),
     errorEvent: sse && canAppend(upstream.headers)
       ? (message) =>
@@ -173,7 +173,7 @@ async function respondWhole(
   const { env, group, member, result } = attempt;
   if (result.kind !== "response") throw attempt.error();
   const upstream = result.response;
-  const remainingMs = group.deadlines.requestMs - result.firstByteMs;
+  const remainingMs = group.timeouts.requestMs - result.firstByteMs;
   const deadline = env.deadlines.after(
     remainingMs,
     () => attempt.abort(new BodyTimeoutError("request")),

@@ -224,13 +224,14 @@ export function planRetry(
 }
 
 /**
- * Reads how long (ms, from `now`) an upstream asks us to wait: `retry-after-ms` (float ms,
+ * Reads how long (ms, from now) an upstream asks us to wait: `retry-after-ms` (float ms,
  * as OpenAI sends it) wins, else `Retry-After` as delta-seconds or an HTTP date (relative to
- * `now`, epoch ms). Clamped to [0, 1 hour]; garbage is ignored (undefined).
+ * `wallNow`: a date needs the wall clock, epoch ms, not the monotonic one). Clamped to
+ * [0, 1 hour]; garbage is ignored (undefined).
  */
 export function parseRetryAfter(
   headers: { get(name: string): string | null },
-  now: number,
+  wallNow: number,
 ): number | undefined {
   const ms = headers.get("retry-after-ms")?.trim();
   if (ms !== undefined && /^-?\d+(\.\d+)?$/.test(ms)) return clampMs(Number(ms));
@@ -242,7 +243,7 @@ export function parseRetryAfter(
   // keeps Date.parse's leniency ("1", "-5") from turning garbage into dates.
   if (/^[A-Za-z]{3,9},? /.test(value)) {
     const at = Date.parse(value);
-    if (Number.isFinite(at)) return clampMs(at - now);
+    if (Number.isFinite(at)) return clampMs(at - wallNow);
   }
   return undefined;
 }

@@ -53,7 +53,7 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
           headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
         });
       case "GET /upstreams":
-        return json(upstreamState(options.runtime(), options.clock.now()));
+        return json(upstreamState(options.runtime(), options.clock));
       case "GET /config":
         return json(options.redactedConfig());
       case "POST /reload": {
@@ -85,13 +85,15 @@ function ready(options: AdminOptions): Response {
     : json({ status: "unavailable", groupsWithoutUpstreams: empty }, 503);
 }
 
-function upstreamState(runtime: Runtime, now: number): unknown {
+function upstreamState(runtime: Runtime, clock: Clock): unknown {
+  const now = clock.now();
+  const wallNow = clock.wallNow();
   return {
     groups: [...runtime.groups.values()].map((group) => ({
       name: group.name,
       strategy: group.config.balance.strategy,
       upstreams: group.members.map((m) => ({
-        ...m.upstream.snapshot(now),
+        ...m.upstream.snapshot(now, wallNow),
         weight: m.weight,
         balancer: group.balancer.stats?.(m) ?? null,
       })),

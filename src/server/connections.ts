@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { type Clock, systemClock, type Timer } from "../deps.ts";
 
 /** The bounds, read when they are needed, so that a reload applies to what follows. */
 export interface ConnectionLimits {
@@ -30,8 +31,8 @@ export type CloseReason = "limit" | "header_timeout" | "idle_timeout";
 
 /** Options of {@linkcode ConnectionGuard}. */
 export interface ConnectionGuardOptions {
-  /** Clock for ages, ms. @default performance.now */
-  now?: () => number;
+  /** Ages of connections and the sweep's timer. @default systemClock */
+  clock?: Pick<Clock, "now" | "after">;
   /** Run the sweep on an interval while connections are open. @default true */
   sweepTimer?: boolean;
   /** A connection was refused or closed by the guard. */
@@ -67,7 +68,7 @@ export class TrackedConnection {
   }
 
   /** A response finished (sent, or failed); `now` starts the idle time when none is left. */
-  requestEnded(now: number): void {
+  requestEnded(now: number = this.#guard.now()): void {
     this.#active--;
     this.#served = true;
     if (this.#active === 0) this.#since = now;
@@ -116,23 +117,28 @@ export class TrackedConnection {
 /** Admits, counts and times out the connections of one or more listeners. */
 export class ConnectionGuard {
   readonly #limits: () => ConnectionLimits;
-  readonly #now: () => number;
+  readonly #clock: Pick<Clock, "now" | "after">;
   readonly #sweepTimer: boolean;
   readonly #onClose: ConnectionGuardOptions["onClose"];
   readonly #onOpenChange: ConnectionGuardOptions["onOpenChange"];
   readonly #open = new Set<TrackedConnection>();
   readonly #perListener = new Map<string, number>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: Timer | undefined;
   #timerPeriodMs = 0;
   /** A bound learned from running out of file descriptors (see `exhausted`). */
   #learnedMax = Infinity;
 
   constructor(limits: () => ConnectionLimits, options: ConnectionGuardOptions = {}) {
     this.#limits = limits;
-    this.#now = options.now ?? (() => performance.now());
+    this.#clock = options.clock ?? systemClock;
     this.#sweepTimer = options.sweepTimer ?? true;
     this.#onClose = options.onClose;
     this.#onOpenChange = options.onOpenChange;
+  }
+
+  /** The guard's time, ms (monotonic). */
+  now(): number {
+    return this.#clock.now();
   }
 
   /** Open connections, all listeners. */
@@ -154,7 +160,7 @@ export class ConnectionGuard {
       this.#onClose?.(listener, "limit");
       return undefined;
     }
-    const connection = new TrackedConnection(this, listener, this.#now(), close);
+    const connection = new TrackedConnection(this, listener, this.#clock.now(), close);
     this.#open.add(connection);
     this.#count(listener, +1);
     this.#startSweeping();
@@ -186,7 +192,7 @@ export class ConnectionGuard {
   }
 
   /** Closes every connection overdue at `now`. */
-  sweep(now: number = this.#now()): void {
+  sweep(now: number = this.#clock.now()): void {
     const limits = this.#limits();
     for (const connection of this.#open) {
       const reason = connection.overdue(now, limits);
@@ -219,14 +225,22 @@ export class ConnectionGuard {
     if (this.#timer !== undefined && periodMs === this.#timerPeriodMs) return;
     this.#stopSweeping();
     this.#timerPeriodMs = periodMs;
-    this.#timer = setInterval(() => this.sweep(), periodMs);
+    this.#scheduleSweep();
+  }
+
+  #scheduleSweep(): void {
     // The connections keep the process alive while they are open; the sweep never does.
-    Deno.unrefTimer(this.#timer);
+    const timer = this.#clock.after(this.#timerPeriodMs, () => {
+      this.sweep();
+      // Unless the sweep stopped meanwhile (or was replaced by one of another period).
+      if (this.#timer === timer) this.#scheduleSweep();
+    }, { unref: true });
+    this.#timer = timer;
   }
 
   #stopSweeping(): void {
     if (this.#timer === undefined) return;
-    clearInterval(this.#timer);
+    this.#timer.cancel();
     this.#timer = undefined;
   }
 }

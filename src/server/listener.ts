@@ -198,7 +198,7 @@ export function listen(
         }
         return response;
       };
-      const onCompleted = () => tracked.requestEnded(performance.now());
+      const onCompleted = () => tracked.requestEnded();
       server = serve(
         connection,
         controller.signal,

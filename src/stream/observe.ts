@@ -11,6 +11,7 @@
  * @module
  */
 import type { BodyReader } from "../transport/transport.ts";
+import type { Clock, Timer } from "../deps.ts";
 import { failureCause } from "../transport/failure.ts";
 
 /** How an observed body ended. */
@@ -23,7 +24,7 @@ export type BodyEnd =
 export interface ObserveOptions {
   /** Longest silence between chunks, ms. */
   idleTimeoutMs: number;
-  /** Absolute deadline (epoch ms) for the whole body; undefined for streams. */
+  /** Absolute deadline (on `clock`, ms) for the whole body; undefined for streams. */
   deadlineAt?: number | undefined;
   /** Aborts the upstream request (deadline hit, client gone). */
   abort: (reason: unknown) => void;
@@ -39,7 +40,8 @@ export interface ObserveOptions {
    * errors the body (an aborted transfer).
    */
   errorEvent?: ((reason: string) => Uint8Array) | undefined;
-  now: () => number;
+  /** Time of the deadlines, and their one timer. */
+  clock: Pick<Clock, "now" | "after">;
 }
 
 /**
@@ -67,10 +69,10 @@ export function observeBody(
   reader: BodyReader,
   options: ObserveOptions,
 ): ReadableStream<Uint8Array> {
-  const { idleTimeoutMs, deadlineAt, now } = options;
+  const { idleTimeoutMs, deadlineAt, clock } = options;
   let bytes = 0;
-  let lastChunkAt = now();
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let lastChunkAt = clock.now();
+  let timer: Timer | undefined;
   let ended = false;
   let timeout: BodyTimeoutError | undefined;
   /** A read of the upstream is pending: the client asked for more. */
@@ -79,14 +81,14 @@ export function observeBody(
   const finish = (end: BodyEnd) => {
     if (ended) return;
     ended = true;
-    if (timer !== undefined) clearTimeout(timer);
+    timer?.cancel();
     options.onEnd(end);
   };
 
   // One timer for both deadlines: when it fires early (chunks arrived meanwhile), it re-arms
   // for the remaining time instead of being reset on every chunk.
   const arm = () => {
-    const t = now();
+    const t = clock.now();
     // Only the upstream's silence counts: while the client is not reading (backpressure),
     // nothing is asked of the upstream, so a slow client never times out a healthy upstream.
     if (!waiting) lastChunkAt = t;
@@ -101,7 +103,7 @@ export function observeBody(
       reader.cancel(timeout).catch(() => {});
       return;
     }
-    timer = setTimeout(arm, Math.min(idleLeft, totalLeft));
+    timer = clock.after(Math.min(idleLeft, totalLeft), arm);
   };
   arm();
 
@@ -109,7 +111,7 @@ export function observeBody(
     async pull(controller) {
       try {
         waiting = true;
-        lastChunkAt = now();
+        lastChunkAt = clock.now();
         const { done, value } = await reader.read();
         waiting = false;
         if (done) {
@@ -119,7 +121,7 @@ export function observeBody(
           return;
         }
         bytes += value.byteLength;
-        lastChunkAt = now();
+        lastChunkAt = clock.now();
         options.onChunk?.(value);
         controller.enqueue(value);
       } catch (error) {

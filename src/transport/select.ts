@@ -13,6 +13,7 @@ import type { Transport } from "./transport.ts";
 import { FetchTransport } from "./fetch.ts";
 import { Http1Transport } from "./http1/transport.ts";
 import type { Deadlines } from "../deadlines.ts";
+import type { Clock } from "../deps.ts";
 
 /** Which transport to use: `auto` picks `http1` for direct traffic and `fetch` for proxies. */
 export type TransportChoice = "auto" | "http1" | "fetch";
@@ -30,6 +31,8 @@ export function createGroupTransport(
     fetch?: typeof fetch;
     /** Schedules the HTTP/1.1 client's connect timeouts (the app's shared deadlines). */
     deadlines?: Deadlines;
+    /** The HTTP/1.1 client's idle-pool ages and sweep. @default systemClock */
+    clock?: Clock;
   },
 ): Transport {
   const choice = options.choice ?? "auto";
@@ -45,6 +48,7 @@ export function createGroupTransport(
     // Deno's fetch has no connect timeout: there, set-up is bounded by the first-byte deadline.
     connectTimeoutMs: config.timeout.connect,
     ...(options.deadlines ? { deadlines: options.deadlines } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
   });
 }
 

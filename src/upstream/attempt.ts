@@ -103,7 +103,10 @@ export interface SendOptions {
   readonly group: Group;
   /** The attempt's own; the client's and the shutdown's aborts are joined to it. */
   readonly controller: AbortController;
+  /** Monotonic time, ms. */
   readonly now: () => number;
+  /** Wall-clock time, epoch ms: an HTTP-date `Retry-After` is a calendar date. */
+  readonly wallNow: () => number;
   readonly deadlines: Deadlines;
 }
 
@@ -117,12 +120,12 @@ export async function sendAttempt(
   const upstream = member.upstream;
   const started = options.now();
   const deadline = options.deadlines.after(
-    group.deadlines.firstByteMs,
+    group.timeouts.firstByteMs,
     () =>
       controller.abort(
         new AttemptAbort(
           "firstByte",
-          `upstream "${upstream.name}" sent no response headers within ${group.deadlines.firstByteMs}ms`,
+          `upstream "${upstream.name}" sent no response headers within ${group.timeouts.firstByteMs}ms`,
         ),
       ),
   );
@@ -136,7 +139,7 @@ export async function sendAttempt(
     const now = options.now();
     return classifyResponse(group, response, {
       firstByteMs: now - started,
-      now,
+      wallNow: options.wallNow,
       url: request.target.url,
     });
   } catch (error) {
@@ -149,7 +152,7 @@ export async function sendAttempt(
 function classifyResponse(
   group: Group,
   response: UpstreamReply,
-  { firstByteMs, now, url }: { firstByteMs: number; now: number; url: string },
+  { firstByteMs, wallNow, url }: { firstByteMs: number; wallNow: () => number; url: string },
 ): AttemptResult {
   const status = response.status;
   if (group.viaProxy && isProxyAuthFailure(response, url)) {
@@ -163,7 +166,7 @@ function classifyResponse(
     };
   }
   if (status === 429) {
-    const retryAfterMs = parseRetryAfter(response.headers, now);
+    const retryAfterMs = parseRetryAfter(response.headers, wallNow());
     return {
       kind: "response",
       response,

@@ -10,6 +10,7 @@ import type { RetryOptions } from "../resilience/retry.ts";
 import { RequestHeaderPlan } from "./headers.ts";
 import type { Upstream } from "./upstream.ts";
 import type { Transport } from "../transport/transport.ts";
+import type { IdSource } from "../deps.ts";
 
 /** An upstream as a member of one group. */
 export interface GroupMember extends Member {
@@ -17,8 +18,11 @@ export interface GroupMember extends Member {
   readonly headers: RequestHeaderPlan;
 }
 
-/** Per-attempt deadlines, in milliseconds. */
-export interface Deadlines {
+/**
+ * Per-attempt timeout settings, in milliseconds (from `httpClient.timeout`). Not to be confused
+ * with the `Deadlines` wheel that schedules them.
+ */
+export interface AttemptTimeouts {
   readonly firstByteMs: number;
   readonly streamIdleMs: number;
   readonly requestMs: number;
@@ -32,7 +36,7 @@ export class Group {
   readonly balancer: Balancer<GroupMember>;
   readonly transport: Transport;
   readonly retry: RetryOptions;
-  readonly deadlines: Deadlines;
+  readonly timeouts: AttemptTimeouts;
   /** Whether traffic goes through a configured outbound proxy (401/407 handling). */
   readonly viaProxy: boolean;
 
@@ -42,6 +46,8 @@ export class Group {
       upstreams: ReadonlyMap<string, Upstream>;
       transport: Transport;
       random: () => number;
+      /** Trace-context ids of outgoing requests. @default cryptoIds */
+      ids?: IdSource;
     },
   ) {
     this.name = config.name;
@@ -59,6 +65,7 @@ export class Group {
           auth: upstream.config.auth,
           userAgent: http.agent,
           ops: upstream.config.headers,
+          ...(options.ids ? { ids: options.ids } : {}),
         }),
       };
     });
@@ -74,7 +81,7 @@ export class Group {
       budgetMs: http.retry.budget,
     };
     // Deno's fetch exposes no connect phase: connection set-up is bounded by firstByte.
-    this.deadlines = {
+    this.timeouts = {
       firstByteMs: http.timeout.firstByte,
       streamIdleMs: http.timeout.streamIdle,
       requestMs: http.timeout.request,

@@ -7,6 +7,7 @@
  */
 import { base64Utf8 } from "../bytes.ts";
 import type { ReplyHeaders } from "../transport/transport.ts";
+import { cryptoIds, type IdSource } from "../deps.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must not pass on. */
 const HOP_BY_HOP = [
@@ -47,8 +48,11 @@ export class RequestHeaderPlan {
   readonly #authorization: string | undefined;
   readonly #userAgent: string;
   readonly #ops: readonly HeaderOp[];
+  readonly #ids: IdSource;
 
-  constructor(options: { auth: AuthConfig; userAgent: string; ops: readonly HeaderOp[] }) {
+  constructor(
+    options: { auth: AuthConfig; userAgent: string; ops: readonly HeaderOp[]; ids?: IdSource },
+  ) {
     const { auth } = options;
     this.#authorization = auth.type === "bearer"
       ? `Bearer ${auth.token}`
@@ -56,6 +60,7 @@ export class RequestHeaderPlan {
       ? `Basic ${encodeBasic(auth.username, auth.password)}`
       : undefined;
     this.#userAgent = options.userAgent;
+    this.#ids = options.ids ?? cryptoIds;
     // Names compared lower-case, as `build()` keeps them.
     this.#ops = options.ops.map((op) => ({ ...op, key: op.key.toLowerCase() }));
   }
@@ -88,7 +93,7 @@ export class RequestHeaderPlan {
     out["x-forwarded-proto"] = facts.proto;
     if (host) out["x-forwarded-host"] = host;
     out["user-agent"] = this.#userAgent;
-    out["traceparent"] = nextTraceparent(out["traceparent"] ?? null);
+    out["traceparent"] = nextTraceparent(out["traceparent"] ?? null, this.#ids);
 
     for (const op of this.#ops) {
       if (op.op === "remove") delete out[op.key];
@@ -124,24 +129,12 @@ const ZEROS_RE = /^0+$/;
  * (span) id, so upstream logs join the client's trace; a trace is started when none (or a
  * malformed one) came in.
  */
-export function nextTraceparent(incoming: string | null): string {
+export function nextTraceparent(incoming: string | null, ids: IdSource = cryptoIds): string {
   const match = incoming ? TRACEPARENT_RE.exec(incoming.trim()) : null;
   const valid = match !== null && match[1] !== "ff" && (match[1] !== "00" || !match[5]) &&
     !ZEROS_RE.test(match[2]!) && !ZEROS_RE.test(match[3]!);
-  const traceId = valid ? match[2]! : randomHex(32);
-  return `00-${traceId}-${randomHex(16)}-${valid ? match[4] : "01"}`;
-}
-
-/** Random lowercase hex of `length` characters, from the fast native UUID source. */
-function randomHex(length: number): string {
-  let hex = "";
-  while (hex.length < length) {
-    // The 30 random digits of a v4 UUID: its version and variant digits are fixed.
-    const uuid = crypto.randomUUID();
-    hex += uuid.slice(0, 8) + uuid.slice(9, 13) + uuid.slice(15, 18) + uuid.slice(20, 23) +
-      uuid.slice(24);
-  }
-  return hex.slice(0, length);
+  const traceId = valid ? match[2]! : ids.traceId();
+  return `00-${traceId}-${ids.spanId()}-${valid ? match[4] : "01"}`;
 }
 
 function encodeBasic(username: string, password: string): string {

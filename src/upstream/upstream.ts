@@ -92,8 +92,11 @@ export class Upstream {
     if (until > this.#cooldownUntil) this.#cooldownUntil = until;
   }
 
-  /** State for the admin API. */
-  snapshot(now: number): UpstreamSnapshot {
+  /**
+   * State for the admin API at `now` (monotonic ms); `wallNow` (epoch ms, the same instant on
+   * the wall clock) dates `rateLimitedUntil`, which the monotonic clock cannot.
+   */
+  snapshot(now: number, wallNow: number): UpstreamSnapshot {
     const breaker = this.breaker.snapshot(now);
     return {
       name: this.name,
@@ -105,7 +108,7 @@ export class Upstream {
       errors: this.errors,
       limiterTokens: this.limiter ? Math.floor(this.limiter.tokens(now)) : null,
       rateLimitedUntil: this.#cooldownUntil > now
-        ? new Date(this.#cooldownUntil).toISOString()
+        ? new Date(wallNow + this.#cooldownUntil - now).toISOString()
         : null,
     };
   }

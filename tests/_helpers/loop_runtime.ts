@@ -1,14 +1,16 @@
 /**
  * The proxy loop in-process (Hono's `app.request` habit): a {@linkcode Runtime} on a YAML
- * config with a scripted fake transport, a fake clock and a retry wait that moves that clock
- * instead of sleeping. Requests go through `forward.handle(new Request(...))`: no sockets.
+ * config with a scripted fake transport, a {@linkcode FakeClock} (time and deadlines) and a
+ * retry wait that moves that clock instead of sleeping. Requests go through `forward.handle(new Request(...))`: no sockets.
  *
  * @module
  */
 import { parseConfig } from "../../src/config/load.ts";
 import { Deadlines } from "../../src/deadlines.ts";
 import { silentLogger } from "../../src/log.ts";
-import { Runtime } from "../../src/runtime.ts";
+import { Runtime, type RuntimeDeps } from "../../src/runtime.ts";
+import { FakeClock } from "./fake_clock.ts";
+import type { IdSource } from "../../src/deps.ts";
 import type {
   SendInit,
   Transport,
@@ -98,7 +100,9 @@ export class ScriptedTransport implements Transport {
 export interface LoopRuntime {
   readonly runtime: Runtime;
   readonly transport: ScriptedTransport;
-  /** The fake clock's time, ms; tests move it forward. */
+  /** The clock of the runtime and its deadlines. */
+  readonly clock: FakeClock;
+  /** The fake clock's time, ms; tests move it forward (setting it runs no timer). */
   now: number;
   /** Retry waits asked for, ms. */
   readonly waits: number[];
@@ -110,13 +114,27 @@ export interface LoopRuntime {
   ): Promise<{ status: number; headers: Headers; text: string; code?: string }>;
 }
 
-/** Builds a {@linkcode LoopRuntime} on `yaml` (one forward named `main`). */
-export function loopRuntime(yaml: string): LoopRuntime {
+/**
+ * Builds a {@linkcode LoopRuntime} on `yaml` (one forward named `main`). With `realWait`, a
+ * retry waits on the fake clock as in production (tests `advance` it) instead of the recording
+ * wait.
+ */
+export function loopRuntime(
+  yaml: string,
+  options: { realWait?: boolean; ids?: IdSource } = {},
+): LoopRuntime {
   const transport = new ScriptedTransport();
   const loaded = parseConfig(yaml, "test.yaml", () => undefined);
+  const clock = new FakeClock(1_000_000);
   const loop: LoopRuntime = {
     transport,
-    now: 1_000_000,
+    clock,
+    get now() {
+      return clock.now();
+    },
+    set now(value: number) {
+      clock.set(value);
+    },
     waits: [],
     holdWaits: false,
     runtime: undefined as unknown as Runtime,
@@ -137,23 +155,25 @@ export function loopRuntime(yaml: string): LoopRuntime {
       return { status: response.status, headers: response.headers, text, code };
     },
   };
+  const wait: RuntimeDeps["wait"] = (ms, { signal }) => {
+    loop.waits.push(ms);
+    if (signal.aborted) return Promise.reject(signal.reason);
+    if (loop.holdWaits) {
+      return new Promise((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true })
+      );
+    }
+    clock.advance(ms);
+    return Promise.resolve();
+  };
   (loop as { runtime: Runtime }).runtime = new Runtime(loaded.config, {
-    clock: { now: () => loop.now },
+    clock,
     random: () => 0.5,
     log: silentLogger,
-    deadlines: new Deadlines(),
+    deadlines: new Deadlines(clock),
     createTransport: () => transport,
-    wait(ms, { signal }) {
-      loop.waits.push(ms);
-      if (signal.aborted) return Promise.reject(signal.reason);
-      if (loop.holdWaits) {
-        return new Promise((_, reject) =>
-          signal.addEventListener("abort", () => reject(signal.reason), { once: true })
-        );
-      }
-      loop.now += ms;
-      return Promise.resolve();
-    },
+    ...(options.realWait ? {} : { wait }),
+    ...(options.ids ? { ids: options.ids } : {}),
   });
   return loop;
 }

@@ -1,7 +1,8 @@
 /**
  * The proxy loop in-process: retries, failover, breakers, 429 cool-downs, rate limits, the
  * retry budget and shutdown, on a scripted transport with a fake clock. No sockets, no sleeps:
- * a retry wait moves the fake clock. (The cases that need real sockets stay in
+ * a retry wait moves the fake clock (or, with `realWait`, is a timer on it that the test
+ * advances). (The cases that need real sockets stay in
  * tests/e2e/resilience_test.ts.)
  */
 import assert from "node:assert/strict";
@@ -150,6 +151,44 @@ Deno.test("proxy loop: a lone upstream's 500 is retried `attempts` times with ba
   assert.deepEqual(loop.waits, [75, 150]);
 });
 
+Deno.test("proxy loop: the retry wait is a timer on the injected clock; the retry goes when it fires", async () => {
+  const loop = loopRuntime(
+    loopConfig(["a"], { group: "httpClient: {retry: {attempts: 1, initial: 100}}" }),
+    { realWait: true },
+  );
+  loop.transport.script("a", { status: 500 });
+  const pending = loop.request();
+  // Equal jitter at random 0.5: ¾ of 100 ms. The attempt's deadlines were cancelled.
+  while (!loop.clock.dueIn.includes(75)) await tick();
+  assert.deepEqual(loop.clock.dueIn, [75]);
+  loop.clock.advance(74);
+  await tick();
+  assert.equal(loop.transport.count("a"), 1);
+  loop.clock.advance(1);
+  const reply = await pending;
+  assert.equal(reply.status, 200);
+  assert.equal(loop.transport.count("a"), 2);
+  assert.equal(loop.clock.pending, 0);
+});
+
+Deno.test("proxy loop: a shutdown cancels the retry wait's timer on the injected clock", async () => {
+  const loop = loopRuntime(
+    loopConfig(["a"], {
+      group: `httpClient: {retry: {attempts: 2, initial: "5s", budget: "30s"}}`,
+    }),
+    { realWait: true },
+  );
+  loop.transport.always("a", { status: 503 });
+  const pending = loop.request();
+  while (!loop.clock.dueIn.includes(3_750)) await tick();
+  loop.runtime.shutdown(new AttemptAbort("shutdown", "the proxy is shutting down"));
+  const reply = await pending;
+  assert.equal(reply.status, 503);
+  assert.equal(reply.code, "shutting_down");
+  assert.equal(loop.clock.pending, 0);
+  assert.equal(loop.transport.count("a"), 1);
+});
+
 Deno.test("proxy loop: the retry budget bounds the time spent retrying", async () => {
   const loop = loopRuntime(loopConfig(["a"], {
     group: `httpClient: {retry: {attempts: 5, initial: 200, budget: "300ms"}}`,
@@ -201,6 +240,20 @@ Deno.test("proxy loop: a lone upstream's 429 is retried after its Retry-After, o
   assert.equal(limited.headers.get("x-upstream"), "a");
   assert.deepEqual(loop.waits, [200]);
   assert.equal(loop.transport.count("a"), 3);
+});
+
+Deno.test("proxy loop: a Retry-After HTTP date is read on the clock's wall time", async () => {
+  const loop = loopRuntime(loopConfig(["a"], {
+    group: `httpClient: {retry: {attempts: 1, initial: 10, budget: "5s"}}`,
+  }));
+  // The fake monotonic clock is at 1 000 000 ms; its wall clock says 2030-01-01T00:00:00Z.
+  assert.equal(new Date(loop.clock.wallNow()).toISOString(), "2030-01-01T00:00:00.000Z");
+  loop.transport.script("a", {
+    status: 429,
+    headers: { "retry-after": "Tue, 01 Jan 2030 00:00:02 GMT" },
+  });
+  assert.equal((await loop.request()).status, 200);
+  assert.deepEqual(loop.waits, [2_000]);
 });
 
 Deno.test("proxy loop: a lone upstream at its rate limit answers 429 upstream_rate_limited", async () => {
@@ -275,4 +328,17 @@ Deno.test("proxy loop: a client that leaves while the upstream hangs is a 499, a
   assert.equal(reply.code, "client_disconnected");
   assert.deepEqual(loop.transport.sent, ["a"]);
   assert.equal(loop.runtime.upstreams.get("a")!.errors, 0);
+});
+
+Deno.test("proxy loop: request ids come from the injected id source", async () => {
+  let n = 0;
+  const loop = loopRuntime(loopConfig(["a"]), {
+    ids: {
+      requestId: () => `req-${++n}`,
+      traceId: () => "1".repeat(32),
+      spanId: () => "2".repeat(16),
+    },
+  });
+  assert.equal((await loop.request()).headers.get("x-request-id"), "req-1");
+  assert.equal((await loop.request()).headers.get("x-request-id"), "req-2");
 });

@@ -3,6 +3,7 @@ import { parseConfig } from "../../src/config/load.ts";
 import { Deadlines } from "../../src/deadlines.ts";
 import { silentLogger } from "../../src/log.ts";
 import { Runtime } from "../../src/runtime.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
 import {
   NotSentError,
   type SendInit,
@@ -48,11 +49,12 @@ upstreamGroups:
     httpClient: {retry: {attempts: 3, initial: 0}}
 `;
   const loaded = parseConfig(yaml, "test.yaml", () => undefined);
+  const clock = new FakeClock();
   return new Runtime(loaded.config, {
-    clock: { now: () => 1_000_000 },
+    clock,
     random: () => 0.5,
     log: silentLogger,
-    deadlines: new Deadlines(),
+    deadlines: new Deadlines(clock),
     createTransport: () => transport,
   });
 }

@@ -4,6 +4,7 @@ import {
   ConnectionGuard,
   type ConnectionLimits,
 } from "../../src/server/connections.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
 
 const LIMITS: ConnectionLimits = {
   headerTimeoutMs: 10_000,
@@ -12,11 +13,11 @@ const LIMITS: ConnectionLimits = {
 };
 
 function guardAt(limits: ConnectionLimits = LIMITS) {
-  let now = 0;
+  const clock = new FakeClock(0);
   const closed: [string, CloseReason][] = [];
   const open: [string, number][] = [];
   const guard = new ConnectionGuard(() => limits, {
-    now: () => now,
+    clock,
     sweepTimer: false,
     onClose: (listener, reason) => closed.push([listener, reason]),
     onOpenChange: (listener, n) => open.push([listener, n]),
@@ -26,11 +27,11 @@ function guardAt(limits: ConnectionLimits = LIMITS) {
     closed,
     open,
     advance(ms: number) {
-      now += ms;
-      guard.sweep(now);
+      clock.advance(ms);
+      guard.sweep();
     },
     get now() {
-      return now;
+      return clock.now();
     },
   };
 }
@@ -111,7 +112,7 @@ Deno.test("ConnectionGuard: a draining connection is never closed by the guard",
 
 Deno.test("ConnectionGuard reads its limits on use: a reload applies to what follows", () => {
   let limits: ConnectionLimits = { ...LIMITS, maxConnections: 1 };
-  const guard = new ConnectionGuard(() => limits, { now: () => 0, sweepTimer: false });
+  const guard = new ConnectionGuard(() => limits, { clock: new FakeClock(0), sweepTimer: false });
   assert.ok(guard.admit("public", () => {}));
   assert.equal(guard.admit("public", () => {}), undefined);
   limits = { ...LIMITS, maxConnections: 5 };
@@ -120,7 +121,7 @@ Deno.test("ConnectionGuard reads its limits on use: a reload applies to what fol
 
 Deno.test("ConnectionGuard.exhausted() lowers the bound to 90 % of what is open, never raises it", () => {
   const guard = new ConnectionGuard(() => ({ ...LIMITS, maxConnections: 1_000 }), {
-    now: () => 0,
+    clock: new FakeClock(0),
     sweepTimer: false,
   });
   for (let i = 0; i < 20; i++) guard.admit("public", () => {});
@@ -128,4 +129,26 @@ Deno.test("ConnectionGuard.exhausted() lowers the bound to 90 % of what is open,
   assert.equal(guard.maxConnections, 18);
   assert.equal(guard.admit("public", () => {}), undefined);
   assert.equal(guard.exhausted(), undefined, "20 open: 90 % is not below 18");
+});
+
+Deno.test("ConnectionGuard sweeps on an unref'd timer of its clock, only while connections are open", () => {
+  const clock = new FakeClock(0);
+  const closed: CloseReason[] = [];
+  const guard = new ConnectionGuard(
+    () => ({ headerTimeoutMs: 100, idleTimeoutMs: 1_000, maxConnections: 10 }),
+    { clock, onClose: (_, reason) => closed.push(reason) },
+  );
+  assert.equal(clock.pending, 0, "no timer while nothing is open");
+  let closes = 0;
+  const c = guard.admit("public", () => closes++)!;
+  // A quarter of the shortest timeout: 25 ms; it never keeps the process alive.
+  assert.deepEqual(clock.dueIn, [25]);
+  assert.equal(clock.unrefPending, 1);
+  clock.advance(99);
+  assert.equal(closes, 0);
+  clock.advance(1); // the sweep at 100 ms finds no head after 100 ms
+  assert.equal(closes, 1);
+  assert.deepEqual(closed, ["header_timeout"]);
+  c.release();
+  assert.equal(clock.pending, 0, "the sweep stops with the last connection");
 });

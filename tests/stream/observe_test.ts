@@ -6,6 +6,7 @@ import {
   observeBody,
   type ObserveOptions,
 } from "../../src/stream/observe.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -39,21 +40,25 @@ function fromChunks(chunks: string[]): ReadableStream<Uint8Array> {
   return ReadableStream.from(chunks.map((c) => encoder.encode(c)));
 }
 
-/** observeBody with recording hooks; overrides as given. */
+/** observeBody with recording hooks on a fake clock at 0; overrides as given. */
 function observe(body: ReadableStream<Uint8Array>, overrides: Partial<ObserveOptions> = {}) {
   const ends: BodyEnd[] = [];
   const aborts: unknown[] = [];
   const chunks: string[] = [];
+  const clock = new FakeClock(0);
   const observed = observeBody(body.getReader(), {
     idleTimeoutMs: 10_000,
-    now: () => Date.now(),
+    clock,
     abort: (reason) => aborts.push(reason),
     onEnd: (end) => ends.push(end),
     onChunk: (chunk) => chunks.push(decoder.decode(chunk)),
     ...overrides,
   });
-  return { observed, ends, aborts, chunks };
+  return { observed, ends, aborts, chunks, clock };
 }
+
+/** Lets the streams' promise callbacks run. */
+const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 /** The SSE error event an observer appends when it is given one. */
 const errorEvent = (message: string) => encoder.encode(`event: error\ndata: ${message}\n\n`);
@@ -141,12 +146,17 @@ Deno.test("observeBody() SSE: a source error ends the stream with an error event
 
 Deno.test("observeBody() streamIdle: silence past the limit aborts and errors the body", async () => {
   const source = manualSource();
-  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20 });
+  const { observed, ends, aborts, clock } = observe(source.stream, { idleTimeoutMs: 20 });
   const reader = observed.getReader();
   const read = reader.read();
   source.push("first");
   await read;
-  await assert.rejects(reader.read(), (error) => {
+  const next = reader.read();
+  await turn(); // the read reaches the upstream: its silence counts from here
+  clock.advance(19);
+  assert.equal(aborts.length, 0);
+  clock.advance(1);
+  await assert.rejects(next, (error) => {
     assert.ok(error instanceof BrokenBodyError);
     const cause = error.cause;
     assert.ok(cause instanceof BodyTimeoutError);
@@ -166,9 +176,12 @@ Deno.test("observeBody() streamIdle: silence past the limit aborts and errors th
 
 Deno.test("observeBody() streamIdle on SSE ends with an error event naming the timeout", async () => {
   const source = manualSource();
-  const { observed, ends } = observe(source.stream, { idleTimeoutMs: 15, errorEvent });
+  const { observed, ends, clock } = observe(source.stream, { idleTimeoutMs: 15, errorEvent });
+  const text = readAll(observed);
+  await turn();
+  clock.advance(15);
   assert.equal(
-    await readAll(observed),
+    await text,
     "event: error\ndata: upstream sent nothing for 15ms (streamIdle timeout)\n\n",
   );
   assert.equal(ends.length, 1);
@@ -176,20 +189,19 @@ Deno.test("observeBody() streamIdle on SSE ends with an error event naming the t
 });
 
 Deno.test("observeBody() chunks in time keep a stream alive past the idle limit in total", async () => {
-  let t = 0;
   const source = manualSource();
-  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20, now: () => t });
+  const { observed, ends, aborts, clock } = observe(source.stream, { idleTimeoutMs: 20 });
   const reader = observed.getReader();
   let read = reader.read();
   source.push("a");
   await read;
-  t = 15;
+  clock.set(15); // no timer runs: the time of the next chunk
   read = reader.read();
   source.push("b");
   await read;
-  t = 30; // 30 ms in total, but only 15 since the last chunk
-  await new Promise((resolve) => setTimeout(resolve, 25)); // the timer fires and re-arms
+  clock.advance(15); // 30 ms in total, but only 15 since the last chunk: fires and re-arms
   assert.deepEqual(aborts, []);
+  assert.equal(clock.pending, 1);
   read = reader.read();
   source.push("c");
   await read;
@@ -199,19 +211,18 @@ Deno.test("observeBody() chunks in time keep a stream alive past the idle limit 
 });
 
 Deno.test("observeBody() total deadline ends a body that keeps trickling", async () => {
-  let t = 0;
   const source = manualSource();
-  const { observed, ends, aborts } = observe(source.stream, {
+  const { observed, ends, aborts, clock } = observe(source.stream, {
     idleTimeoutMs: 10_000,
     deadlineAt: 10,
-    now: () => t,
   });
   const reader = observed.getReader();
   const read = reader.read();
   source.push("a");
   await read;
-  t = 10;
-  await assert.rejects(reader.read(), (error) => {
+  const next = reader.read();
+  clock.advance(10);
+  await assert.rejects(next, (error) => {
     assert.ok(error instanceof BrokenBodyError);
     assert.ok(error.cause instanceof BodyTimeoutError);
     assert.equal(error.cause.phase, "request");
@@ -235,13 +246,13 @@ Deno.test("observeBody() onEnd fires once even when cancelled after the end", as
 
 Deno.test("observeBody() streamIdle counts only the upstream's silence, not a slow client's", async () => {
   const source = manualSource();
-  const { observed, ends, aborts } = observe(source.stream, { idleTimeoutMs: 20 });
+  const { observed, ends, aborts, clock } = observe(source.stream, { idleTimeoutMs: 20 });
   const reader = observed.getReader();
   let read = reader.read();
   source.push("a");
   await read;
   source.push("b"); // the upstream keeps sending; the client does not read for a while
-  await new Promise((resolve) => setTimeout(resolve, 60));
+  clock.advance(60);
   assert.deepEqual(aborts, []);
   read = reader.read();
   assert.equal(decoder.decode((await read).value), "b");

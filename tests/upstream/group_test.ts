@@ -61,7 +61,7 @@ Deno.test("Group maps httpClient retry and timeouts to milliseconds", () => {
     maxDelayMs: 30_000,
     budgetMs: 5_000,
   });
-  assert.deepEqual(group.deadlines, { firstByteMs: 7_000, streamIdleMs: 1_500, requestMs: 60_000 });
+  assert.deepEqual(group.timeouts, { firstByteMs: 7_000, streamIdleMs: 1_500, requestMs: 60_000 });
   assert.equal(group.viaProxy, false);
 });
 

@@ -85,3 +85,15 @@ Deno.test("nextTraceparent(): an all-zero parent or version ff starts a new trac
   assert.equal(parts(nextTraceparent(`01-${TRACE}-${PARENT}-01-future`)).traceId, TRACE);
   assert.notEqual(parts(nextTraceparent(`00-${TRACE}-${PARENT}-01-extra`)).traceId, TRACE);
 });
+
+Deno.test("nextTraceparent(): new trace and span ids come from the given id source", () => {
+  const ids = { requestId: () => "r", traceId: () => "a".repeat(32), spanId: () => "b".repeat(16) };
+  assert.equal(nextTraceparent(null, ids), `00-${"a".repeat(32)}-${"b".repeat(16)}-01`);
+  assert.equal(
+    nextTraceparent(`00-${TRACE}-${PARENT}-01`, ids),
+    `00-${TRACE}-${"b".repeat(16)}-01`,
+  );
+  const plan = new RequestHeaderPlan({ auth: { type: "none" }, userAgent: "t", ops: [], ids });
+  const out = plan.build(new Headers(), { peerIp: "127.0.0.1", proto: "http" });
+  assert.equal(out["traceparent"], `00-${"a".repeat(32)}-${"b".repeat(16)}-01`);
+});

@@ -161,8 +161,9 @@ Deno.test("Upstream.snapshot() reports state for the admin API", () => {
     upstreamConfig(`ratelimit: {perSecond: 1, burst: 5}\n${BREAKER}`),
   );
   const lease = upstream.acquire(0)!;
-  upstream.coolDownUntil(Date.UTC(2030, 0, 1));
-  const snap = upstream.snapshot(0);
+  upstream.coolDownUntil(5_000);
+  // Monotonic 0 is 5 s before 2030-01-01 on the wall clock.
+  const snap = upstream.snapshot(0, Date.UTC(2030, 0, 1) - 5_000);
   assert.deepEqual(snap, {
     name: "u",
     available: false,
@@ -179,7 +180,7 @@ Deno.test("Upstream.snapshot() reports state for the admin API", () => {
   const broken = new Upstream(upstreamConfig(BREAKER));
   fail(broken, 1);
   fail(broken, 1);
-  const open = broken.snapshot(101);
+  const open = broken.snapshot(101, 101);
   assert.equal(open.breaker, "open");
   assert.equal(open.breakerCooldownMs, 900);
   assert.equal(open.errors, 2);

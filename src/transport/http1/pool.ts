@@ -5,6 +5,7 @@
  * @module
  */
 import type { Connection } from "./connection.ts";
+import { type Clock, systemClock, type Timer } from "../../deps.ts";
 
 /** Options of {@linkcode Pool}. */
 export interface PoolOptions {
@@ -12,8 +13,8 @@ export interface PoolOptions {
   readonly maxIdlePerHost: number;
   /** Idle connections close after this, ms; 0 = never by age. */
   readonly idleTimeoutMs: number;
-  /** Clock for idle ages, ms. */
-  readonly now?: () => number;
+  /** Idle ages and the sweep's timer. @default systemClock */
+  readonly clock?: Pick<Clock, "now" | "after">;
 }
 
 /** A pool of idle connections keyed by `hostname:port`. */
@@ -21,14 +22,15 @@ export class Pool {
   readonly #idle = new Map<string, Connection[]>();
   readonly #maxIdle: number;
   readonly #idleTimeoutMs: number;
-  readonly #now: () => number;
-  #sweeper: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Pick<Clock, "now" | "after">;
+  #sweeper: Timer | undefined;
+  #sweepEveryMs = 0;
   #closed = false;
 
   constructor(options: PoolOptions) {
     this.#maxIdle = options.maxIdlePerHost;
     this.#idleTimeoutMs = options.idleTimeoutMs;
-    this.#now = options.now ?? Date.now;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /**
@@ -37,9 +39,17 @@ export class Pool {
    */
   #startSweeping(): void {
     if (this.#sweeper !== undefined || this.#idleTimeoutMs <= 0) return;
-    const everyMs = Math.max(100, Math.min(this.#idleTimeoutMs / 2, 5_000));
-    this.#sweeper = setInterval(() => this.sweep(), everyMs);
-    Deno.unrefTimer(this.#sweeper);
+    this.#sweepEveryMs = Math.max(100, Math.min(this.#idleTimeoutMs / 2, 5_000));
+    this.#scheduleSweep();
+  }
+
+  /** The next sweep; unref'd: parked connections never keep the process alive. */
+  #scheduleSweep(): void {
+    const sweeper = this.#clock.after(this.#sweepEveryMs, () => {
+      this.sweep();
+      if (this.#sweeper === sweeper) this.#scheduleSweep(); // unless closed meanwhile
+    }, { unref: true });
+    this.#sweeper = sweeper;
   }
 
   /** Idle connections held now, all origins. */
@@ -72,7 +82,7 @@ export class Pool {
     if (!list) this.#idle.set(key, list = []);
     this.#startSweeping();
     const parked = list;
-    connection.park(this.#now(), () => {
+    connection.park(this.#clock.now(), () => {
       const at = parked.indexOf(connection);
       if (at !== -1) parked.splice(at, 1);
     });
@@ -81,7 +91,7 @@ export class Pool {
 
   /** Closes the connections idle for longer than the idle timeout. */
   sweep(): void {
-    const cutoff = this.#now() - this.#idleTimeoutMs;
+    const cutoff = this.#clock.now() - this.#idleTimeoutMs;
     for (const list of this.#idle.values()) {
       // Oldest first: the list is in parking order.
       while (list.length > 0 && list[0]!.idleSince <= cutoff) list.shift()!.close();
@@ -91,7 +101,7 @@ export class Pool {
   /** Closes every idle connection; connections returned later are closed, not parked. */
   close(): void {
     this.#closed = true;
-    clearInterval(this.#sweeper);
+    this.#sweeper?.cancel();
     this.#sweeper = undefined;
     for (const list of this.#idle.values()) {
       for (const connection of list) connection.close();

@@ -19,6 +19,7 @@ import {
 } from "../transport.ts";
 import { Connection, type Dial, type OpenOptions } from "./connection.ts";
 import { Deadlines } from "../../deadlines.ts";
+import type { Clock } from "../../deps.ts";
 import { Pool } from "./pool.ts";
 import {
   encodeHead,
@@ -52,6 +53,8 @@ export interface Http1TransportOptions {
   readonly idleTimeoutMs: number;
   /** A connect not finished after this fails as a connect error, ms; 0 = no bound. @default 0 */
   readonly connectTimeoutMs?: number;
+  /** Idle ages of pooled connections and their sweep. @default systemClock */
+  readonly clock?: Pick<Clock, "now" | "after">;
   /** Schedules connect timeouts. @default a `Deadlines` of its own */
   readonly deadlines?: Pick<Deadlines, "after">;
   /** How connections are opened (tests). @default Deno.connect */
@@ -76,6 +79,7 @@ export class Http1Transport implements Transport {
     this.#pool = new Pool({
       maxIdlePerHost: this.#keepAlive ? options.maxIdlePerHost : 0,
       idleTimeoutMs: options.idleTimeoutMs,
+      ...(options.clock ? { clock: options.clock } : {}),
     });
     this.#secure = options.secure;
     const timeoutMs = options.connectTimeoutMs ?? 0;

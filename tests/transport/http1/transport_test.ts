@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { FakeClock } from "../../_helpers/fake_clock.ts";
 import {
   NotSentError,
   type SendInit,
@@ -1439,8 +1440,8 @@ Deno.test("http1: https targets go to the secure transport", async () => {
 
 Deno.test("Pool: LIFO reuse and the idle-timeout sweep with an injected clock", async () => {
   await using server = new ScriptedServer();
-  let now = 1_000;
-  const pool = new Pool({ maxIdlePerHost: 4, idleTimeoutMs: 100, now: () => now });
+  const clock = new FakeClock(1_000);
+  const pool = new Pool({ maxIdlePerHost: 4, idleTimeoutMs: 100, clock });
   const controller = new AbortController();
   const key = `${HOSTNAME}:${server.port}`;
   try {
@@ -1452,18 +1453,18 @@ Deno.test("Pool: LIFO reuse and the idle-timeout sweep with an injected clock", 
     }
     const [c0, c1, c2] = connections as [Connection, Connection, Connection];
     pool.put(key, c0); // idle since 1000
-    now = 1_030;
+    clock.set(1_030);
     pool.put(key, c1); // idle since 1030
-    now = 1_060;
+    clock.set(1_060);
     pool.put(key, c2); // idle since 1060
     assert.equal(pool.size, 3);
     assert.equal(c0.idleSince, 1_000);
 
-    now = 1_099;
+    clock.set(1_099);
     pool.sweep();
     assert.equal(pool.size, 3, "none is 100 ms old yet");
 
-    now = 1_140; // c0 is 140 ms idle, c1 110 ms, c2 80 ms
+    clock.set(1_140); // c0 is 140 ms idle, c1 110 ms, c2 80 ms
     pool.sweep();
     assert.equal(pool.size, 1);
     assert.equal(c0.closed, true);
@@ -1479,12 +1480,12 @@ Deno.test("Pool: LIFO reuse and the idle-timeout sweep with an injected clock", 
     assert.equal(pool.size, 0);
 
     // Put back much later: it gets the new idle time and survives a sweep.
-    now = 5_000;
+    clock.set(5_000);
     pool.put(key, c2);
     assert.equal(c2.idleSince, 5_000);
     pool.sweep();
     assert.equal(pool.size, 1);
-    now = 5_100;
+    clock.set(5_100);
     pool.sweep();
     assert.equal(pool.size, 0);
     assert.equal(c2.closed, true);
@@ -1492,6 +1493,37 @@ Deno.test("Pool: LIFO reuse and the idle-timeout sweep with an injected clock", 
   } finally {
     pool.close();
   }
+});
+
+Deno.test("Pool: the idle sweep is an unref'd timer on the injected clock", async () => {
+  await using server = new ScriptedServer();
+  const clock = new FakeClock(1_000);
+  const pool = new Pool({ maxIdlePerHost: 4, idleTimeoutMs: 300, clock });
+  const key = `${HOSTNAME}:${server.port}`;
+  try {
+    const c0 = await Connection.open(HOSTNAME, server.port, new AbortController().signal);
+    const p0 = await server.next();
+    const c1 = await Connection.open(HOSTNAME, server.port, new AbortController().signal);
+    await server.next();
+    assert.equal(clock.pending, 0, "no sweep before a connection is parked");
+    pool.put(key, c0); // idle since 1000
+    // Every half idle timeout, at least 100 ms; it does not keep the process alive.
+    assert.deepEqual(clock.dueIn, [150]);
+    assert.equal(clock.unrefPending, 1);
+    clock.advance(100);
+    pool.put(key, c1); // idle since 1100
+    clock.advance(200); // sweeps at 1150 and 1300: c0 is 300 ms idle
+    assert.equal(c0.closed, true);
+    assert.equal(c1.closed, false);
+    assert.equal(await p0.eof(), true);
+    clock.advance(150); // 1450: c1 is 350 ms idle
+    assert.equal(c1.closed, true);
+    assert.equal(pool.size, 0);
+    assert.equal(clock.pending, 1, "the sweep goes on while the pool is open");
+  } finally {
+    pool.close();
+  }
+  assert.equal(clock.pending, 0);
 });
 
 Deno.test("Pool: take() returns the most recently parked connection", async () => {
