@@ -97,15 +97,17 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     const started = now();
     let last: Attempt | undefined;
     for (let retryIndex = 0;; retryIndex++) {
-      const candidates = group.candidates(now(), tried, barred);
+      // One reading of the clock per step: each costs an op call (performance.now).
+      const at = now();
+      const candidates = group.candidates(at, tried, barred);
       if (candidates.length === 0) {
         if (last) return finalAnswer(group, last);
-        throw noCandidateError(group, now(), hooks);
+        throw noCandidateError(group, at, hooks);
       }
-      const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: now() });
+      const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: at });
       const prepared = prepare(member, request);
       const attempt = Attempt.start(env, { group, member, client: ctx.request.signal });
-      if (!attempt) throw noCandidateError(group, now(), hooks);
+      if (!attempt) throw noCandidateError(group, at, hooks);
       tried.add(member);
       ctx.trace.attempts++;
       ctx.trace.upstream = member.name;
@@ -114,11 +116,12 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       const result = await attempt.send(prepared);
       if (result.outcome.kind === "tls") barred.add(member);
 
+      const ended = now();
       const plan = planRetry(result, {
         retryIndex,
-        elapsedMs: now() - started,
-        now: now(),
-        alone: !group.members.some((m) => m !== member && m.upstream.available(now())),
+        elapsedMs: ended - started,
+        now: ended,
+        alone: !group.members.some((m) => m !== member && m.upstream.available(ended)),
         clientGone: ctx.request.signal.aborted,
         policy: group.retry,
         random,
