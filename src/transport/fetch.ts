@@ -63,21 +63,26 @@ export class FetchTransport implements Transport {
       ) throw new UpstreamTlsError(error);
       throw error;
     }
-    return {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-      hasBody: response.body !== null,
-      get body() {
-        return response.body;
-      },
-      reader: () => response.body?.getReader() ?? null,
-      bytes: () => response.bytes(),
-    };
+    return fetchReply(response);
   }
 
   close(): void {
     this.#closed = true;
     this.#client?.close();
   }
+}
+
+/** A `fetch` Response as the transports' reply. */
+export function fetchReply(response: Response): UpstreamReply {
+  return {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+    hasBody: response.body !== null,
+    get body() {
+      return response.body;
+    },
+    reader: () => response.body?.getReader() ?? null,
+    bytes: () => response.bytes(),
+  };
 }

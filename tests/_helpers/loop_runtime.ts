@@ -9,6 +9,7 @@ import { parseConfig } from "../../src/config/load.ts";
 import { Deadlines } from "../../src/deadlines.ts";
 import { silentLogger } from "../../src/log.ts";
 import { Runtime, type RuntimeDeps } from "../../src/runtime.ts";
+import { fetchReply } from "../../src/transport/fetch.ts";
 import { FakeClock } from "./fake_clock.ts";
 import type { IdSource } from "../../src/deps.ts";
 import type {
@@ -80,17 +81,7 @@ export class ScriptedTransport implements Transport {
         "x-upstream": host,
       },
     });
-    return Promise.resolve({
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-      hasBody: response.body !== null,
-      get body() {
-        return response.body;
-      },
-      reader: () => response.body?.getReader() ?? null,
-      bytes: () => response.bytes(),
-    });
+    return Promise.resolve(fetchReply(response));
   }
 
   close(): void {}
