@@ -197,7 +197,7 @@ Deno.test("defaults are filled in (durations in ms, sizes in bytes)", () => {
   assert.deepEqual(g.httpClient, {
     agent: "LLMProxy/1.0",
     keepalive: 60_000,
-    connect: { idlePerHost: 10 },
+    connect: { idlePerHost: 256 },
     timeout: {
       connect: 10_000,
       firstByte: 60_000,
