@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
-import { startCountingRelay } from "../_helpers/counting_relay.ts";
+import { countingRelay } from "../_helpers/tls.ts";
 import { chat } from "../_helpers/raw_http.ts";
 
 const CONCURRENCY = 50;
@@ -15,8 +15,8 @@ const ROUNDS = 4;
 
 Deno.test("pool: rounds of 50 concurrent requests reuse connections with default settings", async () => {
   const mock = await startMockUpstream();
-  const relay = startCountingRelay(mock.port);
-  const proxy = await startTestProxy(simpleConfig([relay.url]));
+  const relay = countingRelay(mock.port);
+  const proxy = await startTestProxy(simpleConfig([`http://127.0.0.1:${relay.port}`]));
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const statuses = await Promise.all(
@@ -35,8 +35,8 @@ Deno.test("pool: rounds of 50 concurrent requests reuse connections with default
     // Every request of the first round may have needed its own connection; the later rounds
     // find them idle. (10 idle per host: about 50 + 3 × 40 = 170 connections.)
     assert.ok(
-      relay.accepted <= CONCURRENCY,
-      `${relay.accepted} upstream connections for ${ROUNDS} rounds of ${CONCURRENCY}`,
+      relay.connections <= CONCURRENCY,
+      `${relay.connections} upstream connections for ${ROUNDS} rounds of ${CONCURRENCY}`,
     );
   } finally {
     await proxy.stop();
