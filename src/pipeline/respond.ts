@@ -26,7 +26,9 @@ const WHOLE_BODY_MAX = MAX_JSON_BYTES;
 const STREAM_TYPES = ["text/event-stream", "application/x-ndjson", "application/jsonl"];
 
 /**
- * Passes an upstream response through with its headers filtered. Streams (SSE, NDJSON) and
+ * Passes an upstream response through with its headers filtered. The reason phrase is not
+ * passed on: Deno's server always sends the status code's standard one, so checking the
+ * upstream's would only cost time and turn an odd phrase into a 502. Streams (SSE, NDJSON) and
  * bodies of unknown or large size flow through the observing stream, chunk by chunk. A
  * non-streamed body of known length up to {@linkcode WHOLE_BODY_MAX} bytes — one JSON
  * document — is read whole first: it is complete only at its last byte anyway, this costs
@@ -86,11 +88,7 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
     },
   });
   try {
-    return new Response(body, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
+    return new Response(body, { status: upstream.status, headers });
   } catch (error) {
     // The body must not stay held open.
     attempt.finish("failure");
@@ -125,11 +123,7 @@ function answer(
 ): Response {
   let response: Response;
   try {
-    response = new Response(body, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers,
-    });
+    response = new Response(body, { status: upstream.status, headers });
   } catch (error) {
     attempt.finish("failure");
     throw unusable(attempt, error);

@@ -73,13 +73,14 @@ export class RequestHeaderPlan {
   build(clientHeaders: Headers, facts: ForwardingFacts): Record<string, string> {
     const out: Record<string, string> = Object.create(null);
     let connection: string | undefined;
-    for (const [name, value] of clientHeaders) {
+    // forEach, not for-of: Deno's Headers iterator costs about three times as much per request.
+    clientHeaders.forEach((value, name) => {
       if (SKIPPED_REQUEST_HEADERS.has(name)) {
         if (name === "connection") connection = value;
-        continue;
+        return;
       }
       out[name] = value;
-    }
+    });
     if (connection) { for (const token of connectionTokens(connection)) delete out[token]; }
     const host = clientHeaders.get("host");
     // Deno's fetch (2.9) decodes gzip/br whenever the request's Accept-Encoding allows it, even

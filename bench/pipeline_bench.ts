@@ -1,0 +1,165 @@
+/**
+ * The proxy's own per-request work, without sockets: `deno bench bench/pipeline_bench.ts`.
+ * `deno run -A bench/pipeline_bench.ts --loop 200000` runs that many requests, 50 at a time, and
+ * prints the process CPU time per request (add `--cpu-prof` before the file for a profile).
+ *
+ * A forward on the benchmark's realistic config (two upstreams, round robin, breakers,
+ * per-IP and per-upstream limits, metrics, the access log at info into a batched sink) handles
+ * a chat request; the upstream is an in-process transport answering like nginx does (its head
+ * parsed into the HTTP/1.1 client's `RawHeaders`, a 647-byte chat completion). What this costs
+ * per request is what the proxy adds to the server and the socket I/O, measured without the
+ * preemption and loopback noise of a load test; `--cpu-prof` shows where it goes.
+ *
+ * @module
+ */
+import { parseConfig } from "../src/config/load.ts";
+import { Deadlines } from "../src/deadlines.ts";
+import { batchedStderr, createLogger } from "../src/log.ts";
+import { Runtime } from "../src/runtime.ts";
+import { systemClock } from "../src/deps.ts";
+import { Registry } from "../src/metrics/registry.ts";
+import { createProxyMetrics } from "../src/metrics/proxy_metrics.ts";
+import { observabilityHooks } from "../src/metrics/hooks.ts";
+import { RawHeaders } from "../src/transport/http1/raw_headers.ts";
+import type { Transport, UpstreamReply } from "../src/transport/transport.ts";
+import { projectConfig } from "./targets.ts";
+
+const COMPLETION = JSON.stringify({
+  id: "chatcmpl-9xYzAbCdEfGhIjKlMnOpQrStUv",
+  object: "chat.completion",
+  created: 1733011200,
+  model: "gpt-4o-mini-2024-07-18",
+  choices: [{
+    index: 0,
+    message: { role: "assistant", content: "Hello! How can I help you today?", refusal: null },
+    logprobs: null,
+    finish_reason: "stop",
+  }],
+  usage: {
+    prompt_tokens: 9,
+    completion_tokens: 20,
+    total_tokens: 29,
+    prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0 },
+  },
+  system_fingerprint: "fp_0ba0d124f1",
+});
+const BODY = new TextEncoder().encode(COMPLETION);
+const HEAD = [
+  "Server",
+  "nginx/1.22.1",
+  "Date",
+  "Tue, 01 Dec 2026 04:44:55 GMT",
+  "Content-Type",
+  "application/json",
+  "Content-Length",
+  String(BODY.byteLength),
+  "Connection",
+  "keep-alive",
+];
+
+/** Answers every request at once, like the HTTP/1.1 client reading nginx's answer. */
+const transport: Transport = {
+  kind: "http1",
+  kindFor: () => "http1",
+  send(): Promise<UpstreamReply> {
+    return Promise.resolve({
+      status: 200,
+      statusText: "OK",
+      headers: new RawHeaders(HEAD),
+      hasBody: true,
+      body: null,
+      reader: () => null,
+      bytes: () => Promise.resolve(BODY.slice()),
+    });
+  },
+  close() {},
+};
+
+// The access log goes through the batched sink into nothing: formatting is measured, the
+// write to stderr is not.
+const sink = batchedStderr({ writeSync: (bytes) => bytes.byteLength });
+sink.startBatching();
+const log = createLogger({ level: "info", write: sink.write });
+const loaded = parseConfig(projectConfig(0, 0, "http://127.0.0.1:1"), "bench.yaml", () => "");
+const deadlines = new Deadlines(systemClock);
+const runtime = new Runtime(loaded.config, {
+  clock: systemClock,
+  random: Math.random,
+  log,
+  deadlines,
+  createTransport: () => transport,
+  hooks: observabilityHooks(createProxyMetrics(new Registry()), { log, clock: systemClock }),
+});
+const forward = runtime.forwards.get("bench")!;
+const REQUEST_BODY = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}';
+
+async function once(): Promise<void> {
+  const request = new Request("http://127.0.0.1:3000/v1/chat/completions", {
+    method: "POST",
+    headers: {
+      host: "127.0.0.1:3000",
+      "content-type": "application/json",
+      "content-length": String(REQUEST_BODY.length),
+    },
+    body: REQUEST_BODY,
+  });
+  const response = await forward.handle(request, "127.0.0.1");
+  if (response.status !== 200) throw new Error(`status ${response.status}`);
+  await response.body?.cancel();
+}
+
+/** The request and response objects alone: what any Deno proxy pays, for comparison. */
+async function baseline(): Promise<void> {
+  const request = new Request("http://127.0.0.1:3000/v1/chat/completions", {
+    method: "POST",
+    headers: {
+      host: "127.0.0.1:3000",
+      "content-type": "application/json",
+      "content-length": String(REQUEST_BODY.length),
+    },
+    body: REQUEST_BODY,
+  });
+  await request.bytes();
+  const response = new Response(BODY.slice(), {
+    status: 200,
+    headers: { "content-type": "application/json", "content-length": String(BODY.byteLength) },
+  });
+  await response.body?.cancel();
+}
+
+/** Process CPU time so far, µs. */
+function cpuMicros(): number {
+  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime + stime, 100 ticks/s
+}
+
+/** `count` runs of `fn`, `concurrency` at a time; µs of process CPU per run. */
+async function loop(fn: () => Promise<void>, count: number, concurrency = 50): Promise<number> {
+  let left = count;
+  const worker = async () => {
+    while (left-- > 0) await fn();
+  };
+  const before = cpuMicros();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return (cpuMicros() - before) / count;
+}
+
+const loopAt = Deno.args.indexOf("--loop");
+if (loopAt >= 0) {
+  const count = Number(Deno.args[loopAt + 1] ?? 100_000);
+  await loop(once, 20_000); // warm-up: JIT, metric series, pools
+  await loop(baseline, 20_000);
+  for (let round = 1; round <= 3; round++) {
+    const base = await loop(baseline, count);
+    const proxy = await loop(once, count);
+    console.log(
+      `round ${round}: baseline ${base.toFixed(1)} µs, pipeline ${proxy.toFixed(1)} µs ` +
+        `(+${(proxy - base).toFixed(1)} µs of the proxy's own work per request)`,
+    );
+  }
+  sink.flush();
+} else {
+  Deno.bench("request objects alone (baseline)", baseline);
+  Deno.bench("proxy pipeline, realistic config", once);
+}
