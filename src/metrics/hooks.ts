@@ -184,8 +184,10 @@ export function observabilityHooks(
         upstream: ctx.trace.upstream,
         attempts: ctx.trace.attempts,
         status,
-        durationMs,
-        firstByteMs: ctx.trace.firstByteMs,
+        durationMs: microsecondPrecision(durationMs),
+        firstByteMs: ctx.trace.firstByteMs === undefined
+          ? undefined
+          : microsecondPrecision(ctx.trace.firstByteMs),
         bytes,
         clientIp: ctx.clientIp,
         tokens: ctx.trace.tokens,
@@ -249,4 +251,12 @@ export function observabilityHooks(
       if (listeners.has(listener)) metrics.connectionsClosed.labels(listener, reason).inc();
     },
   };
+}
+
+/**
+ * Milliseconds rounded to three decimals: `durationMs=13.178`, not `13.177623999999923` (the
+ * clock's float noise, longer to format and to read).
+ */
+function microsecondPrecision(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
