@@ -68,6 +68,9 @@ export interface BatchedStderrOptions {
   clock?: Pick<Clock, "after">;
 }
 
+/** The batch buffer: a batch is flushed at 64 Ki characters, at most 3 bytes each. */
+const REUSED_BUFFER_BYTES = 3 * 65_536 + 3 * 4_096;
+
 /**
  * Batches lines to stderr: one write per `flushMs` (or per 64 KiB) instead of one per line,
  * so an access log at info level does not cost a system call per request. The timer is unref'd;
@@ -85,13 +88,21 @@ export function batchedStderr(options: BatchedStderrOptions = {}): BatchedWriter
   let size = 0;
   let batching = false;
   let timer: Timer | undefined;
+  // Batches are encoded into one reused buffer (UTF-8 takes at most 3 bytes per UTF-16 unit):
+  // no new buffer per flush for the collector to reclaim. A larger batch gets its own.
+  let buffer: Uint8Array | undefined;
   const flush = () => {
     timer?.cancel();
     timer = undefined;
     if (pending.length === 0) return;
-    let bytes = encoder.encode(pending.join(""));
+    const text = pending.join("");
     pending = [];
     size = 0;
+    let bytes: Uint8Array;
+    if (text.length * 3 <= REUSED_BUFFER_BYTES) {
+      buffer ??= new Uint8Array(REUSED_BUFFER_BYTES);
+      bytes = buffer.subarray(0, encoder.encodeInto(text, buffer).written);
+    } else bytes = encoder.encode(text);
     while (bytes.byteLength > 0) bytes = bytes.subarray(writeSync(bytes));
   };
   return {

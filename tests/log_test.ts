@@ -7,6 +7,7 @@ import {
   silentLogger,
 } from "../src/log.ts";
 import { FakeClock } from "./_helpers/fake_clock.ts";
+import { concatBytes } from "../src/bytes.ts";
 
 const NOW = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
@@ -226,4 +227,28 @@ Deno.test("batchedStderr(): start-up lines go out at once; then one write per ba
   sink.flush();
   assert.deepEqual(writes.slice(4), ["e\n"]);
   assert.equal(clock.pending, 0);
+});
+
+Deno.test("batchedStderr(): batches encoded into a reused buffer stay exact (short after long, non-ASCII, oversized)", () => {
+  const writes: Uint8Array[] = [];
+  const sink = batchedStderr({
+    writeSync: (bytes) => {
+      // Partial writes: the rest must follow from the same bytes.
+      const n = Math.min(bytes.byteLength, 7);
+      writes.push(bytes.slice(0, n));
+      return n;
+    },
+    clock: new FakeClock(),
+  });
+  const joined = () => new TextDecoder().decode(concatBytes(writes.splice(0)));
+  sink.startBatching();
+  sink.write("a long first line\n");
+  sink.flush();
+  assert.equal(joined(), "a long first line\n");
+  sink.write("ß€😀\n");
+  sink.flush();
+  assert.equal(joined(), "ß€😀\n", "nothing of the earlier batch, multi-byte characters whole");
+  const huge = "€".repeat(80_000) + "\n"; // more than the reused buffer holds once encoded
+  sink.write(huge);
+  assert.equal(joined(), huge);
 });
