@@ -27,6 +27,11 @@ export interface Peers {
   portkey?: string;
 }
 
+/** The target names of the available peers, in the order {@linkcode startPeers} runs them. */
+export function peerNames(peers: Peers): string[] {
+  return [peers.nginx && "nginx-proxy", peers.portkey && "portkey"].filter((n) => !!n) as string[];
+}
+
 /**
  * Finds nginx and installs Portkey (when not installed already). Each peer that is not
  * available adds a note saying why and how to get it.

@@ -30,7 +30,7 @@
  * @module
  */
 import type { LoadTool } from "./loadgen.ts";
-import { type Peers, preparePeers, startPeers } from "./peers.ts";
+import { peerNames, type Peers, preparePeers, startPeers } from "./peers.ts";
 import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
 import { markdown, ratios, type Results, type UpstreamResults } from "./report.ts";
 import * as sc from "./scenarios.ts";
@@ -178,7 +178,7 @@ async function main(): Promise<number> {
       deno: Deno.version.deno,
       cpus: navigator.hardwareConcurrency,
       upstreams: setup.kinds,
-      peers: Object.keys(peers),
+      peers: peerNames(peers),
       notes,
     },
     upstreams: {},
