@@ -80,7 +80,7 @@ const ratio = (p: number, r: number) => f(p / r, 2);
 
 const SCENARIO_TITLES: Record<string, string> = {
   a: "a: JSON chat completion",
-  b: "b: SSE, 20 chunks, no delay",
+  b: "b: SSE, 20 events, no delay",
 };
 
 function spreadText(s: Spread, digits = 0): string {

@@ -66,7 +66,7 @@ export async function upstreamAlone(s: Session, upstream: Upstream, key: string)
 
 /**
  * One request of scenario `key` to `target`, checked: a 200 whose body looks like the
- * scenario's answer. Returns what was wrong, or undefined. Catches a peer that answers every
+ * scenario's answer (for SSE, the whole stream). Returns what was wrong, or undefined. Catches a peer that answers every
  * request with an error before its runs would count only "non-2xx".
  */
 export async function preflight(target: Target, key: string): Promise<string | undefined> {
@@ -82,6 +82,12 @@ export async function preflight(target: Target, key: string): Promise<string | u
     const expected = key === "b" ? "data: [DONE]" : '"chat.completion"';
     if (res.status !== 200 || !text.includes(expected)) {
       return `HTTP ${res.status}: ${text.slice(0, 200)}`;
+    }
+    // Every upstream sends STREAM_CHUNKS events and [DONE]: a target that lost the mock's
+    // length control would be measured on shorter streams.
+    const events = text.match(/^data: /gm)?.length ?? 0;
+    if (key === "b" && events !== STREAM_CHUNKS + 1) {
+      return `${events} SSE events instead of ${STREAM_CHUNKS + 1}`;
     }
     return undefined;
   } catch (error) {
