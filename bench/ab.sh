@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two project trees (e.g. a worktree of an older commit and this one): both proxies run
 # side by side in front of one mock upstream with the same config (default pool settings but
-# idlePerHost 256, as bench/targets.ts), and wrk (50 connections) alternates between them, so
+# idlePerHost 256, so that pool churn at 50 connections does not blur the CPU comparison;
+# `deno task bench` measures the defaults), and wrk (50 connections) alternates between them, so
 # machine drift hits both alike. Prints CPU time per request of each proxy, sorted, per scenario.
 #   bash bench/ab.sh DIR_A DIR_B [ROUNDS=5] [SECONDS=5]
 set -euo pipefail

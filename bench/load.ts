@@ -4,7 +4,7 @@
  * ({@linkcode LoadReport}) on stdout.
  *
  * `deno run --allow-net bench/load.ts --url URL [--connections 50] [--duration 10]
- *   [--body JSON] [--once] [--expect-done] [--timeout 30]`
+ *   [--body JSON] [--header "Name: value"]… [--once] [--expect-done] [--timeout 30]`
  *
  * - loop mode (default): each connection sends requests back to back until `--duration`
  *   seconds have passed; requests in flight then finish (each bounded by `--timeout`).
@@ -33,6 +33,7 @@ interface Options {
   connections: number;
   durationS: number;
   body: string;
+  headers: Record<string, string>;
   once: boolean;
   expectDone: boolean;
   timeoutS: number;
@@ -60,7 +61,7 @@ export async function runLoad(o: Options): Promise<LoadReport> {
       const signal = AbortSignal.any([stopAll.signal, AbortSignal.timeout(o.timeoutS * 1000)]);
       const res = await fetch(o.url, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...o.headers },
         body: o.body,
         signal,
       });
@@ -109,6 +110,7 @@ function parseArgs(args: readonly string[]): Options {
     connections: 50,
     durationS: 10,
     body: "{}",
+    headers: {},
     once: false,
     expectDone: false,
     timeoutS: 30,
@@ -124,7 +126,10 @@ function parseArgs(args: readonly string[]): Options {
     else if (flag === "--connections") o.connections = Number(value());
     else if (flag === "--duration") o.durationS = Number(value());
     else if (flag === "--body") o.body = value();
-    else if (flag === "--timeout") o.timeoutS = Number(value());
+    else if (flag === "--header") {
+      const [name, ...rest] = value().split(":");
+      o.headers[name!.trim()] = rest.join(":").trim();
+    } else if (flag === "--timeout") o.timeoutS = Number(value());
     else if (flag === "--once") o.once = true;
     else if (flag === "--expect-done") o.expectDone = true;
     else throw new Error(`Unknown argument "${flag}"`);

@@ -16,6 +16,10 @@ export interface LoadOptions {
   url: string;
   /** JSON request body (POST). */
   body: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+  /** CA certificate (PEM file) to trust for an `https` URL (the built-in generator verifies). */
+  caFile?: string;
   connections: number;
   durationS: number;
   /** CPU core for `taskset -c`; undefined = unpinned. */
@@ -58,8 +62,14 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       o.body,
       "--timeout",
       "10",
+      ...Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["--header", `${k}: ${v}`]),
     ];
-  const text = await runCommand([...pin, ...cmd], o.durationS + GRACE_S, { BENCH_BODY: o.body });
+  const env: Record<string, string> = {
+    BENCH_BODY: o.body,
+    BENCH_HEADERS: Object.entries(o.headers ?? {}).map(([k, v]) => `${k}: ${v}`).join("\n"),
+  };
+  if (o.caFile) env.DENO_CERT = o.caFile; // wrk does not verify certificates
+  const text = await runCommand([...pin, ...cmd], o.durationS + GRACE_S, env);
   return o.tool === "wrk" ? parseWrk(text) : JSON.parse(text.trim().split("\n").pop()!);
 }
 

@@ -23,6 +23,8 @@ export interface SpawnOptions {
   /** CPU core to pin to with `taskset -c`; undefined = no pinning. */
   cpu?: number;
   cwd?: string;
+  /** Added to the inherited environment (e.g. `DENO_CERT` for an https upstream). */
+  env?: Record<string, string>;
 }
 
 const running = new Set<Proc>();
@@ -40,7 +42,12 @@ export function spawn(name: string, cmd: string[], options: SpawnOptions): Proc 
   const script = `exec ${pin}"$@" >"$BENCH_LOG" 2>&1`;
   const child = new Deno.Command("sh", {
     args: ["-c", script, "sh", ...cmd],
-    env: { BENCH_LOG: options.logFile, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+    env: {
+      ...options.env,
+      BENCH_LOG: options.logFile,
+      NO_COLOR: "1",
+      DENO_NO_UPDATE_CHECK: "1",
+    },
     cwd: options.cwd,
     stdin: "null",
     stdout: "null",

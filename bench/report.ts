@@ -15,8 +15,26 @@ export interface RunResult extends LoadReport {
   rssPeakMiB: number;
 }
 
-/** The two compared targets. */
+/** The two targets every scenario has (peers join the throughput scenarios). */
 export type TargetName = "reference" | "project";
+
+/** A target's median over runs divided by the reference's median. */
+export interface Ratio {
+  rps: number;
+  cpuUsPerRequest: number;
+}
+
+/** The throughput scenarios against one kind of upstream. */
+export interface UpstreamResults {
+  /** What answers, e.g. `nginx/1.22.1 over TLS (canned OpenAI bodies)`. */
+  description: string;
+  /** Load generator → upstream, no proxy: the ceiling of generator + upstream. */
+  alone: Record<string, LoadReport>;
+  /** Scenarios a (JSON) and b (SSE): runs per target (reference, project, peers), run order. */
+  throughput: Record<string, Record<string, RunResult[]>>;
+  /** Per scenario, per target other than the reference: its median ÷ the reference's. */
+  ratios: Record<string, Record<string, Ratio>>;
+}
 
 /** Everything a session measured. */
 export interface Results {
@@ -31,12 +49,14 @@ export interface Results {
     clockTicks: number;
     deno: string;
     cpus: number;
+    /** Upstream kinds measured, in order (`mock`, `nginx`, `tls`). */
+    upstreams: string[];
+    /** Peers measured beside the project (`--peers`). */
+    peers: string[];
     notes: string[];
   };
-  /** Direct load on the mock, no proxy: the ceiling of generator + mock. */
-  mockAlone: Record<string, LoadReport>;
-  /** Scenarios a (JSON) and b (SSE, 20 chunks, no delay): runs per target, in run order. */
-  throughput: Record<string, Record<TargetName, RunResult[]>>;
+  /** Scenarios a and b per upstream kind. */
+  upstreams: Record<string, UpstreamResults>;
   /** Scenario c: chunk timing per target, including the direct mock and the control. */
   sse?: { chunks: number; delayMs: number; targets: Record<string, ProbeResult> };
   /** Scenario d. */
@@ -60,11 +80,106 @@ const ratio = (p: number, r: number) => f(p / r, 2);
 
 const SCENARIO_TITLES: Record<string, string> = {
   a: "a: JSON chat completion",
-  b: "b: SSE, 20 chunks, no delay",
+  b: "b: SSE, 20 events, no delay",
 };
 
 function spreadText(s: Spread, digits = 0): string {
   return `${f(s.min, digits)} / **${f(s.median, digits)}** / ${f(s.max, digits)}`;
+}
+
+/** Each non-reference target's median req/s and CPU per request ÷ the reference's. */
+export function ratios(byTarget: Record<string, RunResult[]>): Record<string, Ratio> {
+  const med = (t: string, k: "rps" | "cpuUsPerRequest") =>
+    median((byTarget[t] ?? []).map((x) => x[k]));
+  const out: Record<string, Ratio> = {};
+  for (const t of Object.keys(byTarget)) {
+    if (t === "reference") continue;
+    out[t] = {
+      rps: med(t, "rps") / med("reference", "rps"),
+      cpuUsPerRequest: med(t, "cpuUsPerRequest") / med("reference", "cpuUsPerRequest"),
+    };
+  }
+  return out;
+}
+
+/** The summary table: per upstream and scenario, each target's ratios to the reference. */
+function ratioTable(r: Results): string[] {
+  const targets = [
+    ...new Set(
+      Object.values(r.upstreams).flatMap((u) =>
+        Object.values(u.throughput).flatMap((byTarget) => Object.keys(byTarget))
+      ),
+    ),
+  ].filter((t) => t !== "reference");
+  if (targets.length === 0) return [];
+  const lines = [
+    "**Ratios to the reference** (median req/s ÷ the reference's, then CPU per request ÷ the " +
+    "reference's; > 1 req/s and < 1 CPU are better):",
+    "",
+    `| Upstream | Scenario | reference req/s, CPU µs/req | ${targets.join(" | ")} |`,
+    `|---|---|---|${targets.map(() => "---").join("|")}|`,
+  ];
+  for (const [kind, u] of Object.entries(r.upstreams)) {
+    for (const [key, byTarget] of Object.entries(u.throughput)) {
+      const ref = byTarget.reference ?? [];
+      const refText = `${f(median(ref.map((x) => x.rps)))}, ${
+        f(median(ref.map((x) => x.cpuUsPerRequest)))
+      }`;
+      const cells = targets.map((t) => {
+        const q = u.ratios[key]?.[t];
+        return q ? `**${f(q.rps, 2)}×**, ${f(q.cpuUsPerRequest, 2)}×` : "–";
+      });
+      lines.push(
+        `| ${kind} | ${SCENARIO_TITLES[key] ?? key} | ${refText} | ${cells.join(" | ")} |`,
+      );
+    }
+  }
+  lines.push("");
+  return lines;
+}
+
+/** The detailed table of one upstream kind: the upstream alone, each target, the ratios. */
+function upstreamTable(kind: string, u: UpstreamResults): string[] {
+  const lines = [
+    `**Upstream \`${kind}\`**: ${u.description}`,
+    "",
+    "| Scenario | Target | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors |",
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  for (const [key, byTarget] of Object.entries(u.throughput)) {
+    const title = SCENARIO_TITLES[key] ?? key;
+    const alone = u.alone[key];
+    if (alone) {
+      lines.push(
+        `| ${title} | ${kind} alone (no proxy) | ${f(alone.rps)} | ${f(alone.p50Ms, 2)} | ${
+          f(alone.p99Ms, 2)
+        } | | | ${alone.errors + alone.non2xx} |`,
+      );
+    }
+    const med = (t: string, k: keyof RunResult) =>
+      median((byTarget[t] ?? []).map((x) => Number(x[k])));
+    for (const [t, runs] of Object.entries(byTarget)) {
+      const errs = runs.reduce((s, x) => s + x.errors + x.non2xx, 0);
+      lines.push(
+        `| ${title} | ${t} | ${spreadText(spread(runs.map((x) => x.rps)))} | ${
+          f(med(t, "p50Ms"), 2)
+        } | ${f(med(t, "p99Ms"), 2)} | ${f(med(t, "cpuUsPerRequest"))} | ${
+          f(med(t, "rssPeakMiB"), 1)
+        } | ${errs} |`,
+      );
+    }
+    for (const t of Object.keys(byTarget)) {
+      if (t === "reference") continue;
+      const q = (k: keyof RunResult) => ratio(med(t, k), med("reference", k));
+      lines.push(
+        `| ${title} | **${t} ÷ reference** | **${q("rps")}** | ${q("p50Ms")} | ${q("p99Ms")} | ${
+          q("cpuUsPerRequest")
+        } | ${q("rssPeakMiB")} | |`,
+      );
+    }
+  }
+  lines.push("");
+  return lines;
 }
 
 /** The markdown summary of `r`. */
@@ -79,46 +194,13 @@ export function markdown(r: Results): string {
         m.pinned ? "pinned (load + mock on CPU 0, proxy on CPU 1)" : "unpinned"
       }; ` +
       `Deno ${m.deno}, ${m.cpus} CPUs. Figures are min / **median** / max over runs; ` +
-      `latency and CPU are medians. CPU = proxy utime+stime per request.`,
+      `latency and CPU are medians. CPU = proxy utime+stime per request. The reference is a ` +
+      `minimal Deno proxy (\`Deno.serve\` + \`fetch\`); the project runs a realistic config ` +
+      `with default client settings.`,
     "",
   );
-  if (Object.keys(r.throughput).length > 0) {
-    lines.push(
-      "| Scenario | Target | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors |",
-      "|---|---|---|---|---|---|---|---|",
-    );
-    for (const [key, byTarget] of Object.entries(r.throughput)) {
-      const title = SCENARIO_TITLES[key] ?? key;
-      const alone = r.mockAlone[key];
-      if (alone) {
-        lines.push(
-          `| ${title} | mock alone (no proxy) | ${f(alone.rps)} | ${f(alone.p50Ms, 2)} | ${
-            f(alone.p99Ms, 2)
-          } | | | ${alone.errors + alone.non2xx} |`,
-        );
-      }
-      const med = (t: TargetName, k: keyof RunResult) =>
-        median(byTarget[t].map((x) => Number(x[k])));
-      for (const t of ["reference", "project"] as const) {
-        const runs = byTarget[t];
-        const errs = runs.reduce((s, x) => s + x.errors + x.non2xx, 0);
-        lines.push(
-          `| ${title} | ${t} | ${spreadText(spread(runs.map((x) => x.rps)))} | ${
-            f(med(t, "p50Ms"), 2)
-          } | ${f(med(t, "p99Ms"), 2)} | ${f(med(t, "cpuUsPerRequest"))} | ${
-            f(med(t, "rssPeakMiB"), 1)
-          } | ${errs} |`,
-        );
-      }
-      const q = (k: keyof RunResult) => ratio(med("project", k), med("reference", k));
-      lines.push(
-        `| ${title} | **project ÷ reference** | **${q("rps")}** | ${q("p50Ms")} | ${q("p99Ms")} | ${
-          q("cpuUsPerRequest")
-        } | ${q("rssPeakMiB")} | |`,
-      );
-    }
-    lines.push("");
-  }
+  lines.push(...ratioTable(r));
+  for (const [kind, u] of Object.entries(r.upstreams)) lines.push(...upstreamTable(kind, u));
   if (r.sse) {
     const s = r.sse;
     lines.push(

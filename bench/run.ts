@@ -1,16 +1,27 @@
 /**
- * The benchmark harness: `deno task bench [options]`. Compares the project with a minimal
- * pass-through proxy (`reference_proxy.ts`) in the same session, in front of the project's
- * mock upstream, and writes `bench/results/<timestamp>.json` and `bench/results/latest.md`.
+ * The benchmark harness: `deno task bench [options]`. Compares the project (realistic config,
+ * default client settings) with a minimal pass-through Deno proxy (`reference_proxy.ts`) in
+ * the same session, runs interleaved, and writes `bench/results/<timestamp>.json` and
+ * `bench/results/latest.md`.
+ *
+ * The throughput scenarios (a JSON, b SSE) run against each kind of upstream (see
+ * `upstreams.ts`): the project's mock, nginx with canned OpenAI answers, and that nginx over
+ * TLS. Each reports the project's (and each peer's) req/s and CPU per request as ratios to the
+ * reference in front of the same upstream. Scenarios c, d and e use the mock.
  *
  * Options:
- * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak (CI; < 1 min).
- *   Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
+ * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak, no peers (CI;
+ *   about a minute). Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
  * - `--duration S`: seconds per run (default 10).
  * - `--runs N`: runs per target and scenario (default 3).
  * - `--scenarios a,b,c,d`: a JSON, b SSE, c chunk timing, d memory (default all).
+ * - `--upstreams mock,nginx,tls`: upstream kinds for a and b (default all; `nginx` and `tls`
+ *   need nginx, `apt-get install -y nginx-light`, and `tls` openssl; missing ones are skipped
+ *   with a note).
+ * - `--peers`: also measure nginx as a reverse proxy and the Portkey gateway (Node; installed
+ *   with npm into `bench/.peers/`) in front of the mock and nginx upstreams.
  * - `--soak S`: also soak the project for S seconds (scenario e; e.g. `--soak 600`).
- * - `--pin`: `taskset` the load generator and mock to CPU 0 and the proxies to CPU 1.
+ * - `--pin`: `taskset` the load generator and upstreams to CPU 0 and the proxies to CPU 1.
  * - `--load wrk|builtin`: the load generator (default wrk when installed).
  * - `--streams N`: slow streams in scenario d (default 1000).
  *
@@ -19,16 +30,33 @@
  * @module
  */
 import type { LoadTool } from "./loadgen.ts";
+import { peerNames, type Peers, preparePeers, startPeers } from "./peers.ts";
 import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
-import { markdown, type Results } from "./report.ts";
+import { markdown, ratios, type Results, type UpstreamResults } from "./report.ts";
 import * as sc from "./scenarios.ts";
-import { startMinimalProxy, startMock, startProject, type Target } from "./targets.ts";
+import {
+  startMinimalProxy,
+  startMock,
+  startProject,
+  type Target,
+  type Upstream,
+} from "./targets.ts";
+import {
+  describeUpstream,
+  prepareUpstreams,
+  startUpstream,
+  UPSTREAM_KINDS,
+  type UpstreamKind,
+  type UpstreamSetup,
+} from "./upstreams.ts";
 
 interface Cli {
   smoke: boolean;
   durationS: number;
   runs: number;
   scenarios: Set<string>;
+  upstreams: UpstreamKind[];
+  peers: boolean;
   soakS: number;
   pin: boolean;
   load?: LoadTool;
@@ -42,6 +70,8 @@ function parseCli(args: readonly string[]): Cli {
     durationS: smoke ? 2 : 10,
     runs: smoke ? 1 : 3,
     scenarios: new Set(["a", "b", "c", "d"]),
+    upstreams: [...UPSTREAM_KINDS],
+    peers: false,
     soakS: 0,
     pin: false,
     streams: smoke ? 100 : 1000,
@@ -64,14 +94,25 @@ function parseCli(args: readonly string[]): Cli {
     else if (flag === "--soak") cli.soakS = positive();
     else if (flag === "--streams") cli.streams = Math.round(positive());
     else if (flag === "--pin") cli.pin = true;
-    else if (flag === "--scenarios") cli.scenarios = new Set(value().split(","));
+    else if (flag === "--peers") cli.peers = true;
+    else if (flag === "--upstreams") {
+      const kinds = value().split(",");
+      const unknown = kinds.filter((k) => !(UPSTREAM_KINDS as readonly string[]).includes(k));
+      if (unknown.length > 0) {
+        throw new Error(`--upstreams: unknown ${unknown.join(", ")}; use ${UPSTREAM_KINDS}`);
+      }
+      cli.upstreams = kinds as UpstreamKind[];
+    } else if (flag === "--scenarios") cli.scenarios = new Set(value().split(","));
     else if (flag === "--load") {
       const v = value();
       if (v !== "wrk" && v !== "builtin") throw new Error(`--load must be wrk or builtin`);
       cli.load = v;
     } else throw new Error(`Unknown argument "${flag}"; see the header of bench/run.ts`);
   }
-  if (smoke) cli.soakS = 0;
+  if (smoke) {
+    cli.soakS = 0;
+    cli.peers = false;
+  }
   return cli;
 }
 
@@ -102,6 +143,14 @@ async function main(): Promise<number> {
   }
   const loadCpu = pinned ? 0 : undefined;
   const proxyCpu = pinned ? 1 : undefined;
+  if (cli.smoke && Deno.args.includes("--peers")) notes.push("--peers ignored with --smoke");
+
+  const dir = await Deno.makeTempDir({ prefix: "llmproxy-bench-" });
+  const load = ["a", "b"].filter((k) => cli.scenarios.has(k));
+  const setup = load.length > 0
+    ? await prepareUpstreams(cli.upstreams, dir, notes)
+    : { kinds: [] } satisfies UpstreamSetup;
+  const peers: Peers = cli.peers && load.length > 0 ? await preparePeers(notes, log) : {};
   for (const note of notes) log(`note: ${note}`);
   log(
     `load generator: ${tool === "wrk" ? "wrk (-t1, --latency, bench/wrk/post.lua)" : "built-in"}`,
@@ -128,25 +177,21 @@ async function main(): Promise<number> {
       clockTicks: session.clockTicks,
       deno: Deno.version.deno,
       cpus: navigator.hardwareConcurrency,
+      upstreams: setup.kinds,
+      peers: peerNames(peers),
       notes,
     },
-    mockAlone: {},
-    throughput: {},
+    upstreams: {},
     checks: {},
   };
 
-  const dir = await Deno.makeTempDir({ prefix: "llmproxy-bench-" });
   let exitCode = 0;
   try {
     const mock = await startMock({ dir, cpu: loadCpu });
     log(`mock upstream: ${mock.origin} (pid ${mock.proc.pid}); logs in ${dir}`);
-    const load = ["a", "b"].filter((k) => cli.scenarios.has(k));
     if (load.length > 0) {
-      log("mock alone (load generator → mock, no proxy):");
-      await sc.mockAlone({ ...session, durationS: 1, log: () => {} }, mock, "a"); // warm-up
+      await sc.upstreamAlone({ ...session, durationS: 1, log: () => {} }, mock, "a"); // warm-up
     }
-    for (const key of load) results.mockAlone[key] = await sc.mockAlone(session, mock, key);
-
     const targets = {
       reference: await startMinimalProxy("reference", mock, { dir, cpu: proxyCpu }),
       project: await startProject(mock, { dir, cpu: proxyCpu }),
@@ -161,7 +206,7 @@ async function main(): Promise<number> {
         idleMiB.project.toFixed(1)
       } MiB`,
     );
-    await warmUp(session, targets);
+    await warmUp(session, targets, ["a"]);
     // Idle again after the first requests: what a proxy that has served holds when quiet (the
     // runtime's timers, pools and compiled code now exist).
     await sleep(1_000);
@@ -174,9 +219,38 @@ async function main(): Promise<number> {
         `project ${idleAfterWarmUpMiB.project.toFixed(1)} MiB`,
     );
 
-    for (const key of load) {
-      log(`scenario ${key}:`);
-      results.throughput[key] = await sc.throughput(session, targets, key);
+    for (const kind of setup.kinds) {
+      const o = { dir, tag: kind === "mock" ? undefined : kind };
+      // Each kind's processes run only while it is measured; the mock's proxies stay for c–e.
+      const own: Target[] = [];
+      try {
+        let upstream: Upstream = mock;
+        let group: Record<string, Target> = targets;
+        if (kind !== "mock") {
+          upstream = await startUpstream(kind, setup, { ...o, cpu: loadCpu });
+          own.push(upstream);
+          group = {
+            reference: await startMinimalProxy("reference", upstream, { ...o, cpu: proxyCpu }),
+            project: await startProject(upstream, { ...o, cpu: proxyCpu }),
+          };
+          own.push(...Object.values(group));
+        }
+        // Peers reach plain-HTTP upstreams only (TLS would need each one's own trust setup).
+        const peerTargets = kind === "tls"
+          ? {}
+          : await startPeers(peers, upstream, { ...o, cpu: proxyCpu });
+        own.push(...Object.values(peerTargets));
+        log(`upstream ${kind}: ${upstream.origin} (${describeUpstream(kind, setup)})`);
+        results.upstreams[kind] = await measureUpstream(
+          session,
+          upstream,
+          { ...group, ...peerTargets },
+          load,
+          { description: describeUpstream(kind, setup), kind, checks: results.checks, notes },
+        );
+      } finally {
+        for (const t of own.reverse()) await t.proc.stop();
+      }
     }
     if (cli.scenarios.has("c")) {
       log("scenario c (chunk-by-chunk):");
@@ -196,14 +270,13 @@ async function main(): Promise<number> {
     if (cli.scenarios.has("d")) {
       const streams = { count: cli.streams, chunks: 20, delayMs: cli.smoke ? 100 : 500 };
       log(`scenario d (${streams.count} slow streams, ${streams.chunks} × ${streams.delayMs} ms):`);
-      const a = results.throughput.a;
+      const a = results.upstreams.mock?.throughput.a;
+      const peak = (runs: { rssPeakMiB: number }[] = []) =>
+        Math.max(...runs.map((r) => r.rssPeakMiB));
       results.memory = {
         idleMiB,
         idleAfterWarmUpMiB,
-        underLoadMiB: a && {
-          reference: Math.max(...a.reference.map((r) => r.rssPeakMiB)),
-          project: Math.max(...a.project.map((r) => r.rssPeakMiB)),
-        },
+        underLoadMiB: a && { reference: peak(a.reference), project: peak(a.project) },
         streams,
         streamRuns: await sc.slowStreams(session, targets, streams),
       };
@@ -231,10 +304,52 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
+/**
+ * Scenarios a and b against one upstream: the upstream alone, one checked request per target
+ * (a failure is noted; the runs still count it as errors), a warm-up, then the interleaved
+ * runs and the ratios to the reference.
+ */
+async function measureUpstream(
+  s: sc.Session,
+  upstream: Upstream,
+  targets: Record<string, Target>,
+  keys: readonly string[],
+  o: { description: string; kind: string; checks: Record<string, string>; notes: string[] },
+): Promise<UpstreamResults> {
+  const out: UpstreamResults = {
+    description: o.description,
+    alone: {},
+    throughput: {},
+    ratios: {},
+  };
+  for (const key of keys) out.alone[key] = await sc.upstreamAlone(s, upstream, key);
+  for (const key of keys) {
+    for (const [name, target] of Object.entries(targets)) {
+      const problem = await sc.preflight(target, key);
+      if (problem) {
+        o.checks[`${name} on ${o.kind}, scenario ${key}`] = problem;
+        o.notes.push(`${name} in front of ${o.kind} failed the scenario-${key} check: ${problem}`);
+        s.log(`  ${name}, scenario ${key}: request check FAILED: ${problem}`);
+      }
+    }
+  }
+  await warmUp(s, targets, keys);
+  for (const key of keys) {
+    s.log(`scenario ${key} (upstream ${o.kind}):`);
+    out.throughput[key] = await sc.throughput(s, targets, key);
+    out.ratios[key] = ratios(out.throughput[key]);
+  }
+  return out;
+}
+
 /** A short load on each target so the JIT and connection pools are warm before measuring. */
-async function warmUp(s: sc.Session, targets: Record<string, Target>): Promise<void> {
+async function warmUp(
+  s: sc.Session,
+  targets: Record<string, Target>,
+  keys: readonly string[],
+): Promise<void> {
   const quiet = { ...s, durationS: 1, runs: 1, log: () => {} };
-  await sc.throughput(quiet, targets as Record<"reference" | "project", Target>, "a");
+  for (const key of keys) await sc.throughput(quiet, targets, key);
 }
 
 /** Confirms the project really logged and counted: access log lines and the metrics endpoint. */

@@ -1,16 +1,17 @@
 /**
- * The measured scenarios. Each run is time-bounded; runs alternate between the reference
- * and the project so both see the same machine conditions.
+ * The measured scenarios. Each run is time-bounded; runs alternate between the targets
+ * (reference, project, peers) so all see the same machine conditions.
  *
  * @module
  */
+import { STREAM_CHUNKS } from "./canned_responses.ts";
 import { type LoadTool, runCommand, runLoad } from "./loadgen.ts";
 import type { LoadReport } from "./load.ts";
 import { procInfo, rssSampler } from "./procs.ts";
 import type { Results, RunResult, TargetName } from "./report.ts";
 import { type ProbeResult, probeSse } from "./sse_probe.ts";
 import { slope } from "./stats.ts";
-import type { Target } from "./targets.ts";
+import { CHAT_PATH, type Target, type Upstream } from "./targets.ts";
 
 /** What every scenario needs. */
 export interface Session {
@@ -24,7 +25,6 @@ export interface Session {
   log(line: string): void;
 }
 
-const PATH = "/v1/chat/completions";
 const MESSAGES = [{ role: "user", content: "Say hello" }];
 
 /** Request bodies of the load scenarios (the mock reads `mock_*` fields). */
@@ -34,23 +34,65 @@ export const BODIES: Record<string, string> = {
     model: "bench-model",
     messages: MESSAGES,
     stream: true,
-    mock_chunks: 20,
+    mock_chunks: STREAM_CHUNKS,
     mock_delay_ms: 0,
   }),
 };
 
-/** Direct load on the mock: shows whether the mock (with the generator) is the bottleneck. */
-export async function mockAlone(s: Session, mock: Target, key: string): Promise<LoadReport> {
-  const report = await runLoad({
+/** One load run of scenario `key` on `target`, sent as the target asks. */
+function loadOn(s: Session, target: Target, key: string, caFile?: string): Promise<LoadReport> {
+  const request = target.request?.(key) ?? { path: CHAT_PATH };
+  return runLoad({
     tool: s.tool,
-    url: mock.origin + PATH,
+    url: target.origin + request.path,
     body: BODIES[key]!,
+    headers: request.headers,
+    caFile,
     connections: s.connections,
     durationS: s.durationS,
     cpu: s.loadCpu,
   });
-  s.log(`  mock alone, scenario ${key}: ${describe(report)}`);
+}
+
+/**
+ * Direct load on an upstream: shows whether the upstream (with the generator) is the
+ * bottleneck.
+ */
+export async function upstreamAlone(s: Session, upstream: Upstream, key: string) {
+  const report = await loadOn(s, upstream, key, upstream.caFile);
+  s.log(`  ${upstream.name} alone, scenario ${key}: ${describe(report)}`);
   return report;
+}
+
+/**
+ * One request of scenario `key` to `target`, checked: a 200 whose body looks like the
+ * scenario's answer (for SSE, the whole stream). Returns what was wrong, or undefined. Catches a peer that answers every
+ * request with an error before its runs would count only "non-2xx".
+ */
+export async function preflight(target: Target, key: string): Promise<string | undefined> {
+  const request = target.request?.(key) ?? { path: CHAT_PATH };
+  try {
+    const res = await fetch(target.origin + request.path, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...request.headers },
+      body: BODIES[key]!,
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await res.text();
+    const expected = key === "b" ? "data: [DONE]" : '"chat.completion"';
+    if (res.status !== 200 || !text.includes(expected)) {
+      return `HTTP ${res.status}: ${text.slice(0, 200)}`;
+    }
+    // Every upstream sends STREAM_CHUNKS events and [DONE]: a target that lost the mock's
+    // length control would be measured on shorter streams.
+    const events = text.match(/^data: /gm)?.length ?? 0;
+    if (key === "b" && events !== STREAM_CHUNKS + 1) {
+      return `${events} SSE events instead of ${STREAM_CHUNKS + 1}`;
+    }
+    return undefined;
+  } catch (error) {
+    return String(error);
+  }
 }
 
 /** One load run against `target`, with the proxy's CPU and peak RSS. */
@@ -77,27 +119,18 @@ async function measured(
   };
 }
 
-/** Scenarios a and b: `runs` interleaved runs per target. */
+/** Scenarios a and b: `runs` runs per target, interleaved in the order of `targets`. */
 export async function throughput(
   s: Session,
-  targets: Record<TargetName, Target>,
+  targets: Record<string, Target>,
   key: string,
-): Promise<Record<TargetName, RunResult[]>> {
-  const out: Record<TargetName, RunResult[]> = { reference: [], project: [] };
+): Promise<Record<string, RunResult[]>> {
+  const out: Record<string, RunResult[]> = {};
   for (let i = 0; i < s.runs; i++) {
-    for (const name of ["reference", "project"] as const) {
-      const target = targets[name];
-      const run = await measured(s, target, () =>
-        runLoad({
-          tool: s.tool,
-          url: target.origin + PATH,
-          body: BODIES[key]!,
-          connections: s.connections,
-          durationS: s.durationS,
-          cpu: s.loadCpu,
-        }));
+    for (const [name, target] of Object.entries(targets)) {
+      const run = await measured(s, target, () => loadOn(s, target, key));
       s.log(`  ${key} run ${i + 1} ${name}: ${describe(run)}`);
-      out[name].push(run);
+      (out[name] ??= []).push(run);
     }
   }
   return out;
@@ -112,7 +145,7 @@ export async function sseCheck(
 ): Promise<Record<string, ProbeResult>> {
   const out: Record<string, ProbeResult> = {};
   for (const [name, target] of Object.entries(targets)) {
-    const r = await probeSse({ url: target.origin + PATH, chunks, delayMs, samples: 3 });
+    const r = await probeSse({ url: target.origin + CHAT_PATH, chunks, delayMs, samples: 3 });
     s.log(
       `  c ${name}: first event ${r.ttfbMs.toFixed(1)} ms, spread ${
         r.spreadMs.toFixed(0)
@@ -153,7 +186,7 @@ export async function slowStreams(
           "run",
           "--allow-net",
           LOAD_TS,
-          ...["--url", target.origin + PATH, "--connections", String(o.count)],
+          ...["--url", target.origin + CHAT_PATH, "--connections", String(o.count)],
           ...["--duration", String(limitS), "--timeout", String(limitS), "--body", body],
           "--once",
           "--expect-done",
@@ -191,7 +224,7 @@ export async function soak(
   try {
     const report = await runLoad({
       tool: s.tool,
-      url: project.origin + PATH,
+      url: project.origin + CHAT_PATH,
       body: BODIES.a!,
       connections: s.connections,
       durationS,

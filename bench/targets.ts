@@ -1,20 +1,42 @@
 /**
  * Starts the processes under test: the mock upstream, the reference and buffering proxies,
  * and the project with a realistic config (two upstreams in a roundrobin group, breaker and
- * per-upstream limit, per-IP limit, admin metrics, access log at info to a file).
+ * per-upstream limit, per-IP limit, admin metrics, access log at info to a file) and no
+ * tuning: every pool and client setting at its default, as a user gets it.
  *
  * @module
  */
+import { STREAM_CHUNKS } from "./canned_responses.ts";
 import { freePort, type Proc, spawn, waitForPort } from "./procs.ts";
+
+/** The client path of the load scenarios. */
+export const CHAT_PATH = "/v1/chat/completions";
+
+/** What a load generator sends to a target for one scenario. */
+export interface LoadRequest {
+  /** Request path, e.g. {@linkcode CHAT_PATH}. */
+  path: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+}
 
 /** A started server. */
 export interface Target {
   readonly name: string;
   readonly proc: Proc;
-  /** `http://127.0.0.1:PORT`. */
+  /** `http://127.0.0.1:PORT` (or `https://` for an HTTPS upstream). */
   readonly origin: string;
   /** The admin listener (metrics), when the target has one. */
   readonly adminOrigin?: string;
+  /** The request for scenario `key`; when absent, a POST to {@linkcode CHAT_PATH}. */
+  request?(key: string): LoadRequest;
+}
+
+/** A server the proxies forward to. Pass-through proxies send its `request(key)` unchanged. */
+export interface Upstream extends Target {
+  request(key: string): LoadRequest;
+  /** The CA certificate (PEM file) a client must trust to reach an `https` origin. */
+  readonly caFile?: string;
 }
 
 /** Where the processes run and log. */
@@ -23,49 +45,78 @@ export interface StartOptions {
   dir: string;
   /** CPU core for `taskset -c`; undefined = unpinned. */
   cpu?: number;
+  /** Appended to log and config file names, so one kind of target can run per upstream. */
+  tag?: string;
 }
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const deno = Deno.execPath();
 
+/** `${dir}/${name}[-tag]${ext}`: where a target's log or config goes. */
+export function fileOf(o: StartOptions, name: string, ext: string): string {
+  return `${o.dir}/${name}${o.tag ? `-${o.tag}` : ""}${ext}`;
+}
+
 async function start(
   name: string,
   args: string[],
   port: number,
-  o: StartOptions,
+  o: StartOptions & { env?: Record<string, string> },
 ): Promise<Target> {
   const proc = spawn(name, [deno, "run", ...args], {
-    logFile: `${o.dir}/${name}.log`,
+    logFile: fileOf(o, name, ".log"),
     cpu: o.cpu,
     cwd: ROOT,
+    env: o.env,
   });
   await waitForPort(port, proc);
   return { name, proc, origin: `http://127.0.0.1:${port}` };
 }
 
-/** The project's mock upstream (`tools/mock_upstream.ts`). */
-export function startMock(o: StartOptions): Promise<Target> {
+/**
+ * The project's mock upstream (`tools/mock_upstream.ts`). Its SSE length also travels as
+ * the `x-mock-chunks` header: a gateway that rebuilds the JSON body (Portkey) drops the
+ * body's `mock_chunks`.
+ */
+export async function startMock(o: StartOptions): Promise<Upstream> {
   const port = freePort();
   const args = ["--allow-net", "tools/mock_upstream.ts", "--port", String(port)];
-  return start("mock", args, port, o);
+  const target = await start("mock", args, port, o);
+  return {
+    ...target,
+    request: (key) => ({
+      path: CHAT_PATH,
+      headers: key === "b" ? { "x-mock-chunks": String(STREAM_CHUNKS) } : undefined,
+    }),
+  };
+}
+
+/** `DENO_CERT` for a proxy in front of `upstream`, so Deno trusts the upstream's CA. */
+function trustEnv(upstream: Upstream): Record<string, string> | undefined {
+  return upstream.caFile ? { DENO_CERT: upstream.caFile } : undefined;
 }
 
 /** `bench/reference_proxy.ts` or `bench/buffering_proxy.ts` in front of `upstream`. */
-export function startMinimalProxy(
+export async function startMinimalProxy(
   kind: "reference" | "buffering",
-  upstream: Target,
+  upstream: Upstream,
   o: StartOptions,
 ): Promise<Target> {
   const port = freePort();
   const file = `bench/${kind}_proxy.ts`;
   const args = ["--allow-net", file, "--port", String(port), "--upstream", upstream.origin];
-  return start(kind, args, port, o);
+  const target = await start(kind, args, port, { ...o, env: trustEnv(upstream) });
+  return { ...target, request: upstream.request };
 }
 
 /** Generous token buckets: configured and consulted on every request, never exhausted. */
 const HIGH_LIMIT = "{ perSecond: 1000000, burst: 1000000 }";
 
-/** The project's config for the benchmark; both upstreams are the same mock under two names. */
+/**
+ * The project's config for the benchmark; both upstreams are the same server under two names.
+ * The group's `httpClient` (pool size, keep-alive, TLS) is left at its defaults on purpose:
+ * the figures are what a user gets without tuning.
+ */
 export function projectConfig(port: number, adminPort: number, upstream: string): string {
   const upstreamBlock = (name: string) => `
   - name: ${name}
@@ -83,21 +134,19 @@ httpServer:
   admin:
     port: ${adminPort}
     address: "127.0.0.1"
-upstreams:${upstreamBlock("mock_a")}${upstreamBlock("mock_b")}
+upstreams:${upstreamBlock("up_a")}${upstreamBlock("up_b")}
 upstreamGroups:
   - name: pool
-    upstreams: [{ name: mock_a }, { name: mock_b }]
+    upstreams: [{ name: up_a }, { name: up_b }]
     balance: { strategy: roundrobin }
-    httpClient:
-      connect: { idlePerHost: 256 }
 `;
 }
 
 /** The project (`main.ts`) with {@linkcode projectConfig}; its access log goes to its log file. */
-export async function startProject(upstream: Target, o: StartOptions): Promise<Target> {
+export async function startProject(upstream: Upstream, o: StartOptions): Promise<Target> {
   const port = freePort();
   const adminPort = freePort();
-  const configFile = `${o.dir}/project.yaml`;
+  const configFile = fileOf(o, "project", ".yaml");
   await Deno.writeTextFile(configFile, projectConfig(port, adminPort, upstream.origin));
   const args = [
     "--allow-net",
@@ -110,6 +159,6 @@ export async function startProject(upstream: Target, o: StartOptions): Promise<T
     "--log-level",
     "info",
   ];
-  const target = await start("project", args, port, o);
-  return { ...target, adminOrigin: `http://127.0.0.1:${adminPort}` };
+  const target = await start("project", args, port, { ...o, env: trustEnv(upstream) });
+  return { ...target, adminOrigin: `http://127.0.0.1:${adminPort}`, request: upstream.request };
 }
