@@ -64,13 +64,20 @@ export class ResponseBody {
   }
 
   /** The whole body. */
-  async bytes(): Promise<Uint8Array<ArrayBuffer>> {
+  bytes(): Promise<Uint8Array<ArrayBuffer>> {
     const connection = this.#connection;
-    // The usual small JSON answer: already complete in the buffer that held the head.
-    if (this.#framing.kind === "length" && !this.#finished) {
-      const available = connection.end - connection.start;
-      if (available >= this.#remaining) return (await this.read())!;
+    // The usual small JSON answer: already complete in the buffer that held the head, taken
+    // at once (no read, no await).
+    if (
+      this.#framing.kind === "length" && !this.#finished &&
+      connection.end - connection.start >= this.#remaining
+    ) {
+      return Promise.resolve(this.#take(this.#remaining));
     }
+    return this.#readAll();
+  }
+
+  async #readAll(): Promise<Uint8Array<ArrayBuffer>> {
     const parts: Uint8Array<ArrayBuffer>[] = [];
     for (let part = await this.read(); part !== null; part = await this.read()) parts.push(part);
     return parts.length === 1 ? parts[0]! : concatBytes(parts); // a lone part is ours already
@@ -89,14 +96,7 @@ export class ResponseBody {
       const { buffer, start, end } = connection;
       switch (this.#framing.kind) {
         case "length": {
-          if (start < end) {
-            const take = Math.min(this.#remaining, end - start);
-            const part = buffer.slice(start, start + take);
-            connection.start += take;
-            this.#remaining -= take;
-            if (this.#remaining === 0) this.#finish();
-            return part;
-          }
+          if (start < end) return this.#take(Math.min(this.#remaining, end - start));
           break;
         }
         case "chunked": {
@@ -127,6 +127,16 @@ export class ResponseBody {
         throw new BodyCutError("upstream closed the connection mid-body");
       }
     }
+  }
+
+  /** `count` bytes of a length-delimited body from the read buffer (a copy). */
+  #take(count: number): Uint8Array<ArrayBuffer> {
+    const connection = this.#connection;
+    const part = connection.buffer.slice(connection.start, connection.start + count);
+    connection.start += count;
+    this.#remaining -= count;
+    if (this.#remaining === 0) this.#finish();
+    return part;
   }
 
   /** The body ended as framed: the connection is reusable unless more bytes followed it. */

@@ -104,31 +104,26 @@ export class Http1Transport implements Transport {
     if (init.signal.aborted) return Promise.reject(init.signal.reason);
     const body = init.body;
     const method = normalizeMethod(init.method);
-    let head: Uint8Array<ArrayBuffer>;
+    // A small body goes in the head's buffer (one write); a large one is written after it.
+    const coalesce = body !== null && body.byteLength > 0 && body.byteLength <= COALESCE_BYTES;
+    let message: Uint8Array[];
     try {
-      head = encodeHead(
+      const head = encodeHead(
         requestHead(method, target.path, {
           host: target.host,
           headers: init.headers,
           bodyLength: body ? body.byteLength : null,
           keepAlive: this.#keepAlive,
         }),
+        coalesce ? body : undefined,
       );
+      message = body === null || body.byteLength === 0 || coalesce ? [head] : [head, body];
     } catch (error) {
       // Nothing was written: whatever cannot be encoded is not the upstream's failure. The
       // pipeline hands over an ASCII path, so a head that fails here is the proxy's bug.
       return Promise.reject(
         new NotSentError("proxy", "the request head cannot be encoded", { cause: error }),
       );
-    }
-    let message: Uint8Array[];
-    if (body === null || body.byteLength === 0) message = [head];
-    else if (body.byteLength > COALESCE_BYTES) message = [head, body];
-    else {
-      const joined = new Uint8Array(head.byteLength + body.byteLength);
-      joined.set(head);
-      joined.set(body, head.byteLength);
-      message = [joined];
     }
     return this.#exchange(target, method, init.signal, message, true);
   }

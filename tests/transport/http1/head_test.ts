@@ -107,6 +107,24 @@ Deno.test("encodeHead: a character above 0xff throws", () => {
   assert.throws(() => encodeHead("x: \u{1f600}\r\n"), TypeError);
 });
 
+Deno.test("encodeHead: the body follows the head in the same buffer, on both paths", () => {
+  const body = bytes('{"a":1}');
+  const ascii = "POST / HTTP/1.1\r\ncontent-length: 7\r\n\r\n";
+  assert.deepEqual(encodeHead(ascii, body), bytes(ascii + '{"a":1}'));
+  const encoded = encodeHead("x: caf\u00e9\r\n\r\n", body);
+  assert.deepEqual(
+    encoded.subarray(0, 9),
+    new Uint8Array([0x78, 0x3a, 0x20, 0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0a]),
+  );
+  assert.deepEqual(encoded.subarray(11), body);
+  assert.equal(encoded.byteLength, 11 + body.byteLength);
+});
+
+Deno.test("latin1: ASCII and Latin-1 heads decode one byte per character", () => {
+  assert.equal(latin1(bytes("HTTP/1.1 200 OK\r\n")), "HTTP/1.1 200 OK\r\n");
+  assert.equal(latin1(new Uint8Array([0x61, 0xe9, 0x80, 0xff])), "a\u00e9\u0080\u00ff");
+});
+
 Deno.test("latin1: decodes large inputs one byte per character", () => {
   const input = new Uint8Array(20_000).map((_, i) => i % 256);
   const text = latin1(input);
