@@ -1,7 +1,9 @@
 /**
  * The proxy's own per-request work, without sockets: `deno bench bench/pipeline_bench.ts`.
  * `deno run -A bench/pipeline_bench.ts --loop 200000` runs that many requests, 50 at a time, and
- * prints the process CPU time per request (add `--cpu-prof` before the file for a profile).
+ * prints the process CPU time per request (add `--cpu-prof` before the file for a profile);
+ * with `--sse` the upstream answers with a stream of 20 events (in one read, as nginx sends a
+ * canned one) that passes through the observing stream.
  *
  * A forward on the benchmark's realistic config (two upstreams, round robin, breakers,
  * per-IP and per-upstream limits, metrics, the access log at info into a batched sink) handles
@@ -23,6 +25,7 @@ import { observabilityHooks } from "../src/metrics/hooks.ts";
 import { RawHeaders } from "../src/transport/http1/raw_headers.ts";
 import type { Transport, UpstreamReply } from "../src/transport/transport.ts";
 import { projectConfig } from "./targets.ts";
+import { CHAT_STREAM } from "./canned_responses.ts";
 
 const COMPLETION = JSON.stringify({
   id: "chatcmpl-9xYzAbCdEfGhIjKlMnOpQrStUv",
@@ -58,6 +61,34 @@ const HEAD = [
   "keep-alive",
 ];
 
+const SSE = Deno.args.includes("--sse");
+const STREAM = new TextEncoder().encode(CHAT_STREAM);
+const SSE_HEAD = [
+  "Server",
+  "nginx/1.22.1",
+  "Date",
+  "Tue, 01 Dec 2026 04:44:55 GMT",
+  "Content-Type",
+  "text/event-stream",
+  "Content-Length",
+  String(STREAM.byteLength),
+  "Connection",
+  "keep-alive",
+];
+
+/** The whole body in one read, then its end: what the HTTP/1.1 client's reader gives. */
+function oneChunkReader(bytes: Uint8Array) {
+  let sent = false;
+  return {
+    read: (): Promise<ReadableStreamReadResult<Uint8Array>> => {
+      if (sent) return Promise.resolve({ done: true, value: undefined });
+      sent = true;
+      return Promise.resolve({ done: false, value: bytes.slice() });
+    },
+    cancel: () => Promise.resolve(),
+  };
+}
+
 /** Answers every request at once, like the HTTP/1.1 client reading nginx's answer. */
 const transport: Transport = {
   kind: "http1",
@@ -66,11 +97,11 @@ const transport: Transport = {
     return Promise.resolve({
       status: 200,
       statusText: "OK",
-      headers: new RawHeaders(HEAD),
+      headers: new RawHeaders(SSE ? SSE_HEAD : HEAD),
       hasBody: true,
       body: null,
-      reader: () => null,
-      bytes: () => Promise.resolve(BODY.slice()),
+      reader: () => oneChunkReader(SSE ? STREAM : BODY),
+      bytes: () => Promise.resolve((SSE ? STREAM : BODY).slice()),
     });
   },
   close() {},
@@ -106,7 +137,9 @@ async function once(): Promise<void> {
   });
   const response = await forward.handle(request, "127.0.0.1");
   if (response.status !== 200) throw new Error(`status ${response.status}`);
-  await response.body?.cancel();
+  // A stream is read to its end, as the server would; a whole body is already built.
+  if (SSE) await response.bytes();
+  else await response.body?.cancel();
 }
 
 /** The request and response objects alone: what any Deno proxy pays, for comparison. */

@@ -66,6 +66,7 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
     // `request` is the attempt's total: it started firstByteMs before the headers came.
     deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.timeouts.requestMs,
     clock: env.clock,
+    timers: env.deadlines,
     abort: (reason) => attempt.abort(reason),
     errorEvent: sse && canAppend(upstream.headers)
       ? (message) =>

@@ -7,6 +7,7 @@ import {
   type ObserveOptions,
 } from "../../src/stream/observe.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
+import { Deadlines, TICK_MS } from "../../src/deadlines.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -171,6 +172,26 @@ Deno.test("observeBody() streamIdle: silence past the limit aborts and errors th
   assert.equal(ends[0]!.kind, "error");
   assert.equal((ends[0] as { timeout?: string }).timeout, "streamIdle");
   assert.equal(ends[0]!.bytes, 5);
+  reader.releaseLock();
+});
+
+Deno.test("observeBody() with shared deadline ticks: streamIdle fires through them, within a tick", async () => {
+  const source = manualSource();
+  const clock = new FakeClock(0);
+  const timers = new Deadlines(clock);
+  const { observed, aborts } = observe(source.stream, { idleTimeoutMs: 20, clock, timers });
+  const reader = observed.getReader();
+  const next = reader.read();
+  await turn();
+  assert.equal(timers.size, 1, "the observer's timer is a shared deadline");
+  assert.equal(clock.pending, 1, "and only the wheel's one timer runs");
+  clock.advance(19);
+  assert.equal(aborts.length, 0);
+  clock.advance(TICK_MS + 1);
+  await assert.rejects(next, BrokenBodyError);
+  assert.equal(aborts.length, 1);
+  assert.ok(aborts[0] instanceof BodyTimeoutError);
+  assert.equal(timers.size, 0);
   reader.releaseLock();
 });
 
