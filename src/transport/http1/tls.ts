@@ -62,6 +62,7 @@ export function tlsDial(options: TlsClientOptions = {}): Dial {
     // Closing the connection fails the pending handshake.
     const onAbort = () => closeQuietly(conn);
     signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) onAbort(); // aborted while the connection was made
     try {
       const { alpnProtocol } = await conn.handshake();
       // rustls refuses a protocol it did not offer; checked anyway: nothing else is spoken here.
@@ -77,6 +78,7 @@ export function tlsDial(options: TlsClientOptions = {}): Dial {
       if (error instanceof Deno.errors.UnexpectedEof) {
         throw new UpstreamTlsError(new Error("tls handshake eof"));
       }
+      if (error instanceof UpstreamTlsError) throw error;
       throw isTlsError(error) ? new UpstreamTlsError(error) : error;
     } finally {
       signal?.removeEventListener("abort", onAbort);
@@ -90,8 +92,7 @@ export function tlsDial(options: TlsClientOptions = {}): Dial {
  * refuses a missing client certificate after the client thinks the handshake done). Deno
  * reports rustls errors as `InvalidData`. A reset or an early close stays a connection error.
  */
-export function isTlsError(error: unknown): boolean {
-  if (error instanceof UpstreamTlsError) return true;
+function isTlsError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   return error instanceof Deno.errors.InvalidData ||
     /peer certificate|fatal alert|corrupt message|peer misbehaved|handshake/i.test(error.message);
@@ -113,6 +114,7 @@ function abandonable<T extends Deno.Conn>(
       reject(signal.reason);
       connecting.then(closeQuietly, () => {});
     };
+    if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort, { once: true });
     connecting.then((conn) => {
       signal.removeEventListener("abort", onAbort);

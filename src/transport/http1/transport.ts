@@ -301,6 +301,21 @@ async function writeAll(connection: Connection, message: readonly Uint8Array[]):
  */
 export const MAX_INTERIM_RESPONSES = 32;
 
+/**
+ * Reads more of a response head: false at the end of the stream. A TLS connection closed without
+ * `close_notify` (Deno: `UnexpectedEof`) ends here like a TCP close, so what was received decides
+ * as for plain connections: nothing yet is a pooled connection the upstream had dropped (sent
+ * again on a new one), part of a head a protocol error.
+ */
+async function fillHead(connection: Connection): Promise<boolean> {
+  try {
+    return await connection.fill(MAX_HEAD_BYTES);
+  } catch (error) {
+    if (error instanceof Deno.errors.UnexpectedEof) return false;
+    throw error;
+  }
+}
+
 /** Reads the final response head, skipping interim (1xx) ones and empty lines before each. */
 async function readHead(connection: Connection): Promise<ResponseHead> {
   let received = false;
@@ -330,7 +345,7 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
       if (buffered + skipped >= MAX_HEAD_BYTES) {
         throw new UpstreamProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
       }
-      if (!(await connection.fill(MAX_HEAD_BYTES))) {
+      if (!(await fillHead(connection))) {
         throw received || buffered > 0 || skipped > 0
           ? new UpstreamProtocolError("upstream closed the connection mid-head")
           : new ClosedBeforeResponse("upstream closed the connection before responding");

@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import http2 from "node:http2";
+import tls from "node:tls";
 import {
   type SendInit,
   type Transport,
@@ -301,6 +302,34 @@ Deno.test("http1 tls: a TLS connection is pooled and reused (one handshake for m
     assert.equal(c.transport.idleConnections, 1);
   } finally {
     await relay.close();
+  }
+});
+
+Deno.test("http1 tls: a pooled connection the server dropped without close_notify is sent again on a new one", async () => {
+  // The first connection answers once, then drops the connection on the next request without
+  // TLS close_notify (Deno reads that as UnexpectedEof, where a plain socket reads its end).
+  let connections = 0;
+  const server = tls.createServer(certified("server"), (socket) => {
+    const id = ++connections;
+    let requests = 0;
+    socket.on("data", () => {
+      if (id === 1 && ++requests === 2) return void socket.destroy();
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nconn${id}`);
+    });
+    socket.on("error", () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  using c = client({ caCerts: [CA] });
+  try {
+    const port = (server.address() as { port: number }).port;
+    const answers = [];
+    for (let i = 0; i < 3; i++) {
+      answers.push(await text(await c.transport.send(target(port), init())));
+    }
+    assert.deepEqual(answers, ["conn1", "conn2", "conn2"]);
+  } finally {
+    c.transport.close(); // the pooled connection: node's close() waits for it
+    await new Promise((resolve) => server.close(resolve));
   }
 });
 
