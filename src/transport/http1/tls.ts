@@ -87,10 +87,9 @@ export function tlsDial(options: TlsClientOptions = {}): Dial {
 }
 
 /**
- * Whether an error from a TLS connection is about TLS itself: a certificate the client refused,
- * or an alert from the server (which may come with the first read: under TLS 1.3 a server
- * refuses a missing client certificate after the client thinks the handshake done). Deno
- * reports rustls errors as `InvalidData`. A reset or an early close stays a connection error.
+ * Whether a handshake error is about TLS itself: a certificate the client refused, an alert from
+ * the server, bytes that are not TLS. Deno reports rustls errors as `InvalidData`. A reset stays
+ * a connection error. (An alert read after the handshake is classified by the transport.)
  */
 function isTlsError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
