@@ -280,8 +280,9 @@ function connectionGuards(
 }
 
 /**
- * What a group's upstreams really travel on: `http1`, `fetch` (https targets always go through
- * Deno's client), or `http1+fetch` when its upstreams are mixed.
+ * What a group's upstreams really travel on: `http1` (direct traffic, plain or TLS), `fetch`
+ * (outbound proxies, or forced), or `http1+fetch` when its upstreams are mixed (a transport
+ * that sends https targets to fetch).
  */
 export function transportName(group: Group): string {
   const kinds = new Set(

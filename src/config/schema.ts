@@ -269,7 +269,7 @@ export const strategySchema = z.enum([
 
 const timeoutSchema = z.strictObject({
   connect: duration("s").default(10_000).describe(
-    "Longest TCP connect to an upstream (seconds); then the attempt fails as a connect error (retried elsewhere, counted by the breaker). 0 = no bound of its own. The HTTP/1.1 client honours it; on the fetch transport (HTTPS upstreams, outbound proxies) Deno has no connect timeout, so set-up is bounded by firstByte only. firstByte runs across the connect too.",
+    "Longest connect to an upstream (seconds): the TCP connect and, for https, the TLS handshake; then the attempt fails as a connect error (retried elsewhere, counted by the breaker). 0 = no bound of its own. The HTTP/1.1 client (direct traffic, plain and TLS) honours it; on the fetch transport (outbound proxies, LLMPROXY_TRANSPORT=fetch) Deno has no connect timeout, so set-up is bounded by firstByte only. firstByte runs across the connect too.",
   ),
   firstByte: duration("s", { minMs: 1 }).default(60_000).describe(
     "Until response headers (seconds) → 504.",

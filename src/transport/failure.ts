@@ -46,6 +46,7 @@ const BY_NAME: Readonly<Record<string, string>> = {
   BodyCutError: "connection closed early",
   ClosedBeforeResponse: "connection closed early",
   InvalidData: "malformed response",
+  UpstreamTlsError: "TLS error",
 };
 
 /**

@@ -1,6 +1,7 @@
 /**
- * The `fetch` transport: `fetch` with a `Deno.createHttpClient`, for HTTPS upstreams and for
- * traffic through an outbound proxy (HTTP, HTTPS CONNECT, SOCKS5, with credentials).
+ * The `fetch` transport: `fetch` with a `Deno.createHttpClient`, for traffic through an outbound
+ * proxy (HTTP, HTTPS CONNECT, SOCKS5, with credentials), HTTPS upstreams that speak only HTTP/2,
+ * and every upstream with `LLMPROXY_TRANSPORT=fetch`.
  *
  * @module
  */

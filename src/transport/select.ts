@@ -12,16 +12,21 @@ import type { HttpClientConfig } from "../config/schema.ts";
 import type { Transport } from "./transport.ts";
 import { FetchTransport } from "./fetch.ts";
 import { Http1Transport } from "./http1/transport.ts";
+import type { TlsClientOptions } from "./http1/tls.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { Clock } from "../deps.ts";
 
-/** Which transport to use: `auto` picks `http1` for direct traffic and `fetch` for proxies. */
+/**
+ * Which transport to use: `auto` picks `http1` (plain and TLS) for direct traffic and `fetch`
+ * for proxies.
+ */
 export type TransportChoice = "auto" | "http1" | "fetch";
 
 /**
  * Creates a group's transport. Traffic through an outbound proxy (configured, or from
  * `HTTP_PROXY`/`HTTPS_PROXY` in the environment) goes through `fetch` and Deno's client, which
- * implement every proxy kind; direct traffic goes through the faster HTTP/1.1 client.
+ * implement every proxy kind; direct traffic, plain or TLS, goes through the faster HTTP/1.1
+ * client (which hands an upstream that speaks only HTTP/2 to `fetch`).
  */
 export function createGroupTransport(
   config: HttpClientConfig,
@@ -42,14 +47,28 @@ export function createGroupTransport(
   if (useFetch) return fetchTransport;
   return new Http1Transport({
     secure: fetchTransport,
+    tls: tlsClientOptions(config),
     keepAlive: config.keepalive > 0,
     maxIdlePerHost: config.connect.idlePerHost,
     idleTimeoutMs: Math.min(config.keepalive, config.timeout.idle),
-    // Deno's fetch has no connect timeout: there, set-up is bounded by the first-byte deadline.
+    // TCP connect and TLS handshake. Deno's fetch has no connect timeout: there, set-up is
+    // bounded by the first-byte deadline.
     connectTimeoutMs: config.timeout.connect,
     ...(options.deadlines ? { deadlines: options.deadlines } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
   });
+}
+
+/**
+ * The HTTP/1.1 client's TLS settings, the same as {@linkcode createGroupClient} gives Deno's
+ * client: `tls.ca` added to the runtime's roots, `tls.cert`/`tls.key` for mutual TLS.
+ */
+export function tlsClientOptions(config: HttpClientConfig): TlsClientOptions {
+  const tls = config.tls;
+  return {
+    ...(tls?.ca !== undefined ? { caCerts: [tls.ca] } : {}),
+    ...(tls?.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+  };
 }
 
 function envProxy(env: (name: string) => string | undefined): string | undefined {

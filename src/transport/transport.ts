@@ -1,9 +1,10 @@
 /**
  * How a group talks to its upstreams. Two transports behind one small interface:
  *
- * - `http1`: the project's own HTTP/1.1 client (`./http1/`), for direct plain-HTTP traffic
- *   (vLLM, Ollama, internal services); `https:` targets go through `fetch`. It never decodes
- *   bodies, so compressed answers pass through byte-exact.
+ * - `http1`: the project's own HTTP/1.1 client (`./http1/`), for direct traffic, plain HTTP
+ *   (vLLM, Ollama, internal services) and HTTPS over TLS connections of its own; an upstream
+ *   that speaks only HTTP/2 is handed to `fetch`. It never decodes bodies, so compressed answers
+ *   pass through byte-exact.
  * - `fetch`: `fetch` with a `Deno.createHttpClient`, for traffic through an outbound proxy
  *   (HTTP, HTTPS CONNECT, SOCKS5, with credentials) — configured, or from `HTTP_PROXY`/
  *   `HTTPS_PROXY` in the environment, which only Deno's client honours.

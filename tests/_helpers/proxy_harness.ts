@@ -29,8 +29,10 @@ export interface TestProxyOptions {
   json?: boolean;
   clock?: Clock;
   random?: () => number;
-  /** The `fetch` the fetch transport calls (`https:` upstreams use it on either transport). */
+  /** The `fetch` the fetch transport calls (with `transport: "fetch"`, or through a proxy). */
   fetch?: typeof fetch;
+  /** Forces a transport for every group. @default `LLMPROXY_TRANSPORT` from the environment */
+  transport?: "fetch" | "http1";
 }
 
 /**
@@ -52,7 +54,7 @@ export async function startTestProxy(
     })
     : silentLogger;
   // LLMPROXY_TRANSPORT=fetch runs the suite against the fetch transport (see .ci/run).
-  const transport = Deno.env.get("LLMPROXY_TRANSPORT");
+  const transport = options.transport ?? Deno.env.get("LLMPROXY_TRANSPORT");
   const app = await startApp(loaded, {
     log,
     ...(transport === "fetch" || transport === "http1" ? { transport } : {}),

@@ -187,10 +187,9 @@ Deno.test("e2e: a fetch reply carrying a body on a 205 is cancelled, never read"
       },
     } as unknown as Response);
   }) as typeof fetch;
-  // An https: upstream goes through the fetch transport whichever transport the group uses.
   const proxy = await startTestProxy(
     simpleConfig(["https://127.0.0.1:9"], { group: "httpClient: {retry: {attempts: 0}}" }),
-    { fetch: fakeFetch },
+    { fetch: fakeFetch, transport: "fetch" },
   );
   try {
     const reset = await within(fetch(`${proxy.url()}/reset`), "the 205");

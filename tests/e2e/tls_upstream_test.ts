@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import https from "node:https";
+import http2 from "node:http2";
 import { startMockUpstream } from "../../tools/mock_upstream.ts";
 import { simpleConfig, startTestProxy } from "../_helpers/proxy_harness.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
@@ -7,6 +8,8 @@ import { certified, countingRelay, fixturePath, pem } from "../_helpers/tls.ts";
 import { assertErrorBody, chat, contentEvents, readEvents } from "../_helpers/raw_http.ts";
 
 const CA = fixturePath("ca.pem");
+/** `LLMPROXY_TRANSPORT=fetch` runs the suite on the fetch transport (see `.ci/run`). */
+const FETCH = Deno.env.get("LLMPROXY_TRANSPORT") === "fetch";
 /** Several retries, no backoff: a TLS failure must still be tried once per upstream. */
 const RETRIES = "httpClient: {retry: {attempts: 3, initial: 0}}";
 
@@ -205,12 +208,132 @@ upstreamGroups:
   );
   try {
     const line = (group: string) => proxy.logs.find((l) => l.includes(`group "${group}"`)) ?? "";
-    // LLMPROXY_TRANSPORT=fetch runs the suite on the fetch transport: everything is fetch.
-    const allFetch = Deno.env.get("LLMPROXY_TRANSPORT") === "fetch";
-    assert.match(line("plain"), allFetch ? /transport=fetch\b/ : /transport=http1\b/);
-    assert.match(line("secure"), /transport=fetch\b/);
-    assert.match(line("mixed"), allFetch ? /transport=fetch\b/ : /transport=http1\+fetch\b/);
+    // Direct https upstreams go over the HTTP/1.1 client's own TLS connections.
+    for (const group of ["plain", "secure", "mixed"]) {
+      assert.match(line(group), FETCH ? /transport=fetch\b/ : /transport=http1\b/);
+    }
   } finally {
     await proxy.stop();
+  }
+});
+
+Deno.test("tls upstream: timeout.connect bounds a TLS handshake the upstream never answers", async () => {
+  // Accepts TCP connections and never says a word: the handshake never ends.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const loop = (async () => {
+    for await (const conn of listener) accepted.push(conn);
+  })().catch(() => {});
+  const proxy = await startTestProxy(
+    simpleConfig([`https://127.0.0.1:${listener.addr.port}/`], {
+      group:
+        `httpClient: {timeout: {connect: "150ms", firstByte: "1s"}, retry: {attempts: 1, initial: "5ms"}}`,
+    }),
+  );
+  try {
+    const started = performance.now();
+    const response = await post(proxy.url());
+    const elapsed = performance.now() - started;
+    const m = parsePrometheusText(await (await fetch(`${proxy.adminUrl()}/metrics`)).text());
+    const errors = (kind: string) =>
+      sampleValue(m, "llmproxy_upstream_errors_total", { group: "g", upstream: "u0", kind });
+    assert.equal(accepted.length, 2, "two attempts, each a TCP connect and a stalled handshake");
+    if (FETCH) {
+      // Deno's fetch has no connect timeout: the first-byte deadline ends each attempt.
+      await assertErrorBody(response, 504);
+      assert.equal(errors("timeout"), 2);
+    } else {
+      // The HTTP/1.1 client's connect timeout covers the handshake: a connect failure.
+      const error = await assertErrorBody(response, 502);
+      assert.equal(error.message, 'cannot reach upstream "u0": connect timeout');
+      assert.equal(errors("connect"), 2);
+      assert.equal(errors("tls"), undefined);
+      assert.ok(elapsed < 900, `gave up after ${elapsed} ms`);
+    }
+  } finally {
+    await proxy.stop();
+    listener.close();
+    await loop;
+    // Closing the upstream's side also releases what Deno keeps of an abandoned handshake.
+    for (const conn of accepted) conn.close();
+  }
+});
+
+Deno.test("tls upstream: connections to an https upstream are pooled: one handshake for many requests", async () => {
+  const mock = await startMockUpstream({ tls: certified("server") });
+  const relay = countingRelay(mock.port);
+  const proxy = await startTestProxy(
+    simpleConfig([`https://127.0.0.1:${relay.port}/`], {
+      group: `httpClient: {tls: {ca: "${CA}"}}`,
+    }),
+  );
+  try {
+    for (let i = 0; i < 5; i++) {
+      const response = await post(proxy.url());
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+    }
+    assert.equal(mock.requests.length, 5);
+    assert.equal(relay.connections, 1);
+  } finally {
+    await proxy.stop();
+    await relay.close();
+    await mock.close();
+  }
+});
+
+Deno.test("tls upstream: SSE over TLS reaches the client chunk by chunk, unbuffered", async () => {
+  const mock = await startMockUpstream({ tls: certified("server") });
+  const proxy = await startTestProxy(
+    simpleConfig([`${mock.url}/`], { group: `httpClient: {tls: {ca: "${CA}"}}` }),
+  );
+  try {
+    const start = performance.now();
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "x-mock-chunks": "10",
+        "x-mock-delay-ms": "50",
+      },
+      body: chat(true),
+    });
+    assert.equal(response.status, 200);
+    const content = contentEvents(await readEvents(response.body!, start));
+    assert.equal(content.length, 10);
+    const first = content[0]!.at;
+    const last = content.at(-1)!.at;
+    // The mock sends the last chunk ≥ 450 ms after the first: a buffering client would
+    // deliver them together.
+    assert.ok(last - first >= 300, `chunks arrived within ${last - first} ms of each other`);
+    assert.ok(first < 250, `first chunk only after ${first} ms (last at ${last} ms)`);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
+
+Deno.test("tls upstream: an upstream that speaks only HTTP/2 is served (through fetch)", async () => {
+  const server = http2.createSecureServer(
+    { ...certified("server"), allowHTTP1: false },
+    (_req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ object: "chat.completion", via: "h2" }));
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const proxy = await startTestProxy(
+    simpleConfig([`https://127.0.0.1:${port}/`], { group: `httpClient: {tls: {ca: "${CA}"}}` }),
+  );
+  try {
+    for (let i = 0; i < 2; i++) {
+      const response = await post(proxy.url());
+      assert.equal(response.status, 200, await response.clone().text());
+      assert.deepEqual(await response.json(), { object: "chat.completion", via: "h2" });
+    }
+  } finally {
+    await proxy.stop();
+    await new Promise((resolve) => server.close(resolve));
   }
 });

@@ -1,5 +1,5 @@
 /**
- * One TCP connection to an upstream with its read buffer. While it waits in the pool, a read
+ * One connection to an upstream (TCP, or TLS over TCP) with its read buffer. While it waits in the pool, a read
  * stays pending on it: an upstream that closes an idle connection is noticed at once (and the
  * connection dropped), instead of failing the next request sent on it. That same read then
  * receives the next response, so watching costs no extra operation.
@@ -12,10 +12,19 @@ import type { Deadlines } from "../../deadlines.ts";
 /** Initial read buffer size; it grows for a head that does not fit (up to the head limit). */
 const BUFFER_BYTES = 16 * 1024;
 
-/** Opens a TCP connection: `Deno.connect`, or a stand-in for tests. Must honour `signal`. */
-export type Dial = (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
+/**
+ * Opens a connection: `Deno.connect` ({@linkcode tcpDial}), a TLS dial (`./tls.ts`), or a
+ * stand-in for tests. Must honour `signal`.
+ */
+export type Dial = (options: Deno.ConnectOptions) => Promise<Deno.Conn>;
 
-const denoDial: Dial = (options) => Deno.connect(options);
+/** A plain TCP connection, set up for requests and long streams. */
+export const tcpDial: Dial = async (options) => {
+  const conn = await Deno.connect(options);
+  conn.setNoDelay(true); // a request is one write: send it now, never wait for an ACK
+  conn.setKeepAlive(true); // long silent streams: let the OS notice a dead peer
+  return conn;
+};
 
 /** Options of {@linkcode Connection.open}. */
 export interface OpenOptions {
@@ -23,7 +32,7 @@ export interface OpenOptions {
   readonly timeoutMs?: number;
   /** Schedules the connect timeout (required with `timeoutMs`). */
   readonly deadlines?: Pick<Deadlines, "after">;
-  /** How to connect. @default Deno.connect */
+  /** How to connect. @default tcpDial */
   readonly dial?: Dial;
 }
 
@@ -34,7 +43,7 @@ export class ConnectTimeoutError extends Error {
 
 /** A buffered client connection. */
 export class Connection {
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: Deno.Conn;
   /** Unconsumed bytes are `buffer[start, end)`. */
   buffer = new Uint8Array(BUFFER_BYTES);
   start = 0;
@@ -48,10 +57,8 @@ export class Connection {
   /** When it last went idle (pool clock, ms). */
   idleSince = 0;
 
-  constructor(conn: Deno.TcpConn) {
+  constructor(conn: Deno.Conn) {
     this.#conn = conn;
-    conn.setNoDelay(true); // a request is one write: send it now, never wait for an ACK
-    conn.setKeepAlive(true); // long silent streams: let the OS notice a dead peer
   }
 
   /**
@@ -64,7 +71,7 @@ export class Connection {
     signal: AbortSignal,
     options: OpenOptions = {},
   ): Promise<Connection> {
-    const dial = options.dial ?? denoDial;
+    const dial = options.dial ?? tcpDial;
     const { timeoutMs = 0, deadlines } = options;
     if (timeoutMs <= 0 || !deadlines) return new Connection(await dial({ hostname, port, signal }));
     // A connect of its own to abort: the attempt's signal also covers the response.

@@ -1,11 +1,12 @@
 /**
- * Direct plain-HTTP traffic over the project's own HTTP/1.1 client: one write per request
- * (head and body together), the response head parsed from the read buffer, the body read as
- * the client pulls it. Measured here, a bare pass-through on this client costs about half the
- * CPU per request of one on `fetch`, and a quarter less than one on `node:http`.
+ * Direct traffic over the project's own HTTP/1.1 client: one write per request (head and body
+ * together), the response head parsed from the read buffer, the body read as the client pulls
+ * it. Measured here, a bare pass-through on this client costs about half the CPU per request of
+ * one on `fetch`, and a quarter less than one on `node:http`.
  *
- * Bodies pass through byte-exact (nothing is decoded). `https:` targets go to the `secure`
- * transport (Deno's client verifies TLS).
+ * Bodies pass through byte-exact (nothing is decoded). `https:` targets go over TLS connections
+ * of its own when `tls` is given (`./tls.ts`: Deno's TLS, verified as `fetch` verifies), else
+ * to the `secure` transport; an upstream that speaks only HTTP/2 goes to `secure` too.
  *
  * @module
  */
@@ -16,8 +17,10 @@ import {
   type TransportKind,
   type UpstreamReply,
   type UpstreamTarget,
+  UpstreamTlsError,
 } from "../transport.ts";
 import { Connection, type Dial, type OpenOptions } from "./connection.ts";
+import { isNoApplicationProtocol, type TlsClientOptions, tlsDial } from "./tls.ts";
 import { Deadlines } from "../../deadlines.ts";
 import type { Clock } from "../../deps.ts";
 import { Pool } from "./pool.ts";
@@ -43,8 +46,13 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 
 /** Options of {@linkcode Http1Transport}. */
 export interface Http1TransportOptions {
-  /** Where `https:` targets go. */
+  /**
+   * Where `https:` targets go without `tls`, and those of an upstream that speaks only HTTP/2
+   * (it refuses a handshake that offers only HTTP/1.1).
+   */
   readonly secure: Transport;
+  /** Send `https:` targets over TLS connections of this client, verified with these options. */
+  readonly tls?: TlsClientOptions;
   /** Keep connections for reuse. */
   readonly keepAlive: boolean;
   /** Idle connections kept per origin. */
@@ -57,7 +65,7 @@ export interface Http1TransportOptions {
   readonly clock?: Pick<Clock, "now" | "after">;
   /** Schedules connect timeouts. @default a `Deadlines` of its own */
   readonly deadlines?: Pick<Deadlines, "after">;
-  /** How connections are opened (tests). @default Deno.connect */
+  /** How plain connections are opened (tests). @default tcpDial */
   readonly dial?: Dial;
 }
 
@@ -66,13 +74,20 @@ class ClosedBeforeResponse extends Error {
   override name = "ClosedBeforeResponse";
 }
 
-/** Plain-HTTP requests on pooled keep-alive connections. */
+/** HTTP/1.1 requests on pooled keep-alive connections, plain or TLS. */
 export class Http1Transport implements Transport {
   readonly kind = "http1";
   readonly #pool: Pool;
   readonly #secure: Transport;
   readonly #keepAlive: boolean;
   readonly #open: OpenOptions;
+  /** How TLS connections open; undefined: `https:` goes to `#secure`. */
+  readonly #openTls: OpenOptions | undefined;
+  /**
+   * Pool keys of `https:` origins that refused HTTP/1.1 by ALPN: sent through `#secure` from
+   * then on. Bounded: targets come from the configured upstream URLs.
+   */
+  readonly #http2Only = new Set<string>();
 
   constructor(options: Http1TransportOptions) {
     this.#keepAlive = options.keepAlive && options.maxIdlePerHost > 0;
@@ -88,10 +103,12 @@ export class Http1Transport implements Transport {
       ...(timeoutMs > 0 ? { deadlines: options.deadlines ?? new Deadlines() } : {}),
       ...(options.dial ? { dial: options.dial } : {}),
     };
+    // The connect timeout bounds the TCP connect and the TLS handshake together.
+    this.#openTls = options.tls ? { ...this.#open, dial: tlsDial(options.tls) } : undefined;
   }
 
   kindFor(protocol: UpstreamTarget["protocol"]): TransportKind {
-    return protocol === "https:" ? this.#secure.kindFor(protocol) : "http1";
+    return protocol === "http:" || this.#openTls ? "http1" : this.#secure.kindFor(protocol);
   }
 
   /** Idle pooled connections (for tests and diagnostics). */
@@ -100,7 +117,11 @@ export class Http1Transport implements Transport {
   }
 
   send(target: UpstreamTarget, init: SendInit): Promise<UpstreamReply> {
-    if (target.protocol === "https:") return this.#secure.send(target, init);
+    // Never shared between schemes: an http and an https upstream on one host:port differ.
+    const key = `${target.protocol}//${target.hostname}:${target.port}`;
+    if (target.protocol === "https:" && (!this.#openTls || this.#http2Only.has(key))) {
+      return this.#secure.send(target, init);
+    }
     if (init.signal.aborted) return Promise.reject(init.signal.reason);
     const body = init.body;
     const method = normalizeMethod(init.method);
@@ -125,17 +146,19 @@ export class Http1Transport implements Transport {
         new NotSentError("proxy", "the request head cannot be encoded", { cause: error }),
       );
     }
-    return this.#exchange(target, method, init.signal, message, true);
+    return this.#exchange(target, key, method, init, message, true);
   }
 
   async #exchange(
     target: UpstreamTarget,
+    key: string,
     method: string,
-    signal: AbortSignal,
+    init: SendInit,
     message: Uint8Array[],
     mayRetryStale: boolean,
   ): Promise<UpstreamReply> {
-    const key = `${target.hostname}:${target.port}`;
+    const signal = init.signal;
+    const secure = target.protocol === "https:";
     // The stale-connection retry takes a new connection: the others pooled with the stale one
     // may be just as stale (an upstream that restarted).
     let connection = mayRetryStale ? this.#pool.take(key) : undefined;
@@ -151,7 +174,12 @@ export class Http1Transport implements Transport {
       else connection?.close();
     };
     try {
-      connection ??= await Connection.open(target.hostname, target.port, signal, this.#open);
+      connection ??= await Connection.open(
+        target.hostname,
+        target.port,
+        signal,
+        secure ? this.#openTls : this.#open,
+      );
       // Aborted while the connect finished: the listener found no connection to close.
       if (signal.aborted) throw signal.reason;
       let head: ResponseHead | undefined;
@@ -201,7 +229,16 @@ export class Http1Transport implements Transport {
       // request goes again on a new connection (a non-idempotent one only if it was not
       // written in full).
       if (reused && mayRetryStale && isNoAnswer(error) && (!written || IDEMPOTENT.has(method))) {
-        return this.#exchange(target, method, signal, message, false);
+        return this.#exchange(target, key, method, init, message, false);
+      }
+      if (secure && !reused) {
+        // Nothing was sent: an upstream that speaks only HTTP/2 is asked again through fetch.
+        if (isNoApplicationProtocol(error)) {
+          this.#http2Only.add(key);
+          return this.#secure.send(target, init);
+        }
+        // Under TLS 1.3 a refused client certificate is an alert read after the handshake.
+        if (error instanceof Deno.errors.InvalidData) throw new UpstreamTlsError(error);
       }
       throw error;
     }
@@ -259,6 +296,21 @@ async function writeAll(connection: Connection, message: readonly Uint8Array[]):
  */
 export const MAX_INTERIM_RESPONSES = 32;
 
+/**
+ * Reads more of a response head: false at the end of the stream. A TLS connection closed without
+ * `close_notify` (Deno: `UnexpectedEof`) ends here like a TCP close, so what was received decides
+ * as for plain connections: nothing yet is a pooled connection the upstream had dropped (sent
+ * again on a new one), part of a head a protocol error.
+ */
+async function fillHead(connection: Connection): Promise<boolean> {
+  try {
+    return await connection.fill(MAX_HEAD_BYTES);
+  } catch (error) {
+    if (error instanceof Deno.errors.UnexpectedEof) return false;
+    throw error;
+  }
+}
+
 /** Reads the final response head, skipping interim (1xx) ones and empty lines before each. */
 async function readHead(connection: Connection): Promise<ResponseHead> {
   let received = false;
@@ -288,7 +340,7 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
       if (buffered + skipped >= MAX_HEAD_BYTES) {
         throw new UpstreamProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
       }
-      if (!(await connection.fill(MAX_HEAD_BYTES))) {
+      if (!(await fillHead(connection))) {
         throw received || buffered > 0 || skipped > 0
           ? new UpstreamProtocolError("upstream closed the connection mid-head")
           : new ClosedBeforeResponse("upstream closed the connection before responding");
