@@ -178,6 +178,7 @@ export function observabilityHooks(
       access.info("request", {
         requestId: ctx.requestId,
         forward: ctx.forward,
+        key: ctx.trace.key,
         method: ctx.request.method,
         path: ctx.path,
         group: ctx.trace.group,

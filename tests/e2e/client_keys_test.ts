@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
+import { startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
+import { formatDigest } from "../../src/keys/digest.ts";
+
+const KEY_A = "sk-client-team-a-7f3e9c2b1d";
+const KEY_B = "sk-client-team-b-5a8d0e4c6f";
+const UPSTREAM_TOKEN = "sk-upstream-real-0123456789";
+
+/** Two groups (chat, other) on one mock; `/other/*` routes to `other`. */
+function config(mockUrl: string, keys: string, forwardExtra = ""): string {
+  return `httpServer:
+  forwards:
+    - name: main
+      port: 0
+      address: 127.0.0.1
+      defaultGroup: chat
+      routing: [{path: "/other/*", targetGroup: other}]
+${forwardExtra}
+  admin: {port: 0}
+upstreams:
+  - name: u
+    url: "${mockUrl}"
+    auth: {type: bearer, token: "${UPSTREAM_TOKEN}"}
+upstreamGroups:
+  - name: chat
+    upstreams: [{name: u}]
+    httpClient: {retry: {attempts: 0}}
+  - name: other
+    upstreams: [{name: u}]
+    httpClient: {retry: {attempts: 0}}
+clientKeys:
+${keys}
+`;
+}
+
+async function withProxy(
+  keys: string,
+  fn: (proxy: TestProxy, mock: MockUpstream) => Promise<void>,
+  forwardExtra = "",
+) {
+  const mock = await startMockUpstream({ name: "keys-mock" });
+  const proxy = await startTestProxy(config(mock.url, keys, forwardExtra), {
+    env: { TEAM_A_KEY: KEY_A },
+    captureLogs: true,
+  });
+  try {
+    await fn(proxy, mock);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+}
+
+async function post(
+  url: string,
+  headers: Record<string, string>,
+  body: unknown = { model: "gpt-4o", messages: [] },
+): Promise<{ status: number; headers: Headers; json: { error?: { code: string; type: string } } }> {
+  const response = await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, headers: response.headers, json: await response.json() };
+}
+
+const TEAM_A = `  - name: team_a
+    key: "\${TEAM_A_KEY}"
+    groups: [chat]
+    models: ["gpt-4o*"]
+  - name: team_b
+    key: "${formatDigest(KEY_B)}"`;
+
+Deno.test("e2e client keys: 401 missing_api_key and invalid_api_key in the OpenAI shape", async () => {
+  await withProxy(TEAM_A, async (proxy, mock) => {
+    const missing = await post(proxy.url(), {});
+    assert.equal(missing.status, 401);
+    assert.deepEqual(missing.json.error?.code, "missing_api_key");
+    assert.equal(missing.json.error?.type, "authentication_error");
+    const wrong = await post(proxy.url(), { authorization: `Bearer ${KEY_A}x` });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.json.error?.code, "invalid_api_key");
+    assert.ok(wrong.headers.get("x-request-id"));
+    assert.equal(mock.requests.length, 0, "nothing reached the upstream");
+  });
+});
+
+Deno.test("e2e client keys: 403 group_not_allowed and model_not_allowed after routing", async () => {
+  await withProxy(TEAM_A, async (proxy, mock) => {
+    const group = await fetch(`${proxy.url()}/other/x`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY_A}` },
+      body: "{}",
+    });
+    assert.equal(group.status, 403);
+    const groupBody = await group.json();
+    assert.equal(groupBody.error.code, "group_not_allowed");
+    assert.equal(groupBody.error.type, "permission_error");
+    const model = await post(proxy.url(), { authorization: `Bearer ${KEY_A}` }, {
+      model: "llama-3",
+    });
+    assert.equal(model.status, 403);
+    assert.equal(model.json.error?.code, "model_not_allowed");
+    // team_b (written as a digest) has no restrictions.
+    const other = await fetch(`${proxy.url()}/other/x`, {
+      method: "POST",
+      headers: { "api-key": KEY_B },
+      body: "{}",
+    });
+    assert.notEqual(other.status, 403);
+    await other.body?.cancel();
+    assert.equal(mock.requests.length, 1);
+  });
+});
+
+Deno.test("e2e client keys: every header form works and no key reaches the upstream or the log", async () => {
+  await withProxy(TEAM_A, async (proxy, mock) => {
+    for (
+      const headers of <Record<string, string>[]> [
+        { authorization: `Bearer ${KEY_A}` },
+        { "x-api-key": KEY_A },
+        { "api-key": KEY_A },
+        { "x-api-key": KEY_B, "api-key": KEY_B },
+      ]
+    ) {
+      const answer = await post(proxy.url(), headers);
+      assert.equal(answer.status, 200, JSON.stringify(answer.json));
+    }
+    assert.equal(mock.requests.length, 4);
+    for (const seen of mock.requests) {
+      assert.equal(seen.headers.get("authorization"), `Bearer ${UPSTREAM_TOKEN}`);
+      assert.equal(seen.headers.get("x-api-key"), null);
+      assert.equal(seen.headers.get("api-key"), null);
+      const everything = JSON.stringify([...seen.headers]) + seen.body + seen.url;
+      assert.ok(!everything.includes(KEY_A) && !everything.includes(KEY_B));
+    }
+    await proxy.stop();
+    const logs = proxy.logs.join("\n");
+    assert.ok(!logs.includes(KEY_A) && !logs.includes(KEY_B), "no key in the log");
+    assert.match(logs, /key=team_a/);
+    assert.match(logs, /key=team_b/);
+  });
+});
+
+Deno.test("e2e client keys: a key limited to 5 req/s gets 429 rate_limited with Retry-After on the 6th", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"
+    ratelimit: {perSecond: 5, burst: 5}`;
+  await withProxy(keys, async (proxy) => {
+    const client = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+    for (let i = 0; i < 5; i++) {
+      await client.chat.completions.create({ model: "m", messages: [] });
+    }
+    const refused = await client.chat.completions.create({ model: "m", messages: [] })
+      .then(() => undefined, (error) => error);
+    assert.ok(refused instanceof OpenAI.RateLimitError, String(refused));
+    assert.equal(refused.status, 429);
+    assert.equal(refused.code, "rate_limited");
+    assert.equal(refused.headers.get("retry-after"), "1");
+  });
+});
+
+Deno.test("e2e client keys: 1,000 tokens/min are refused once the usage is charged (JSON and SSE)", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"
+    tokens: {perMinute: 1000}
+  - name: team_b
+    key: "${KEY_B}"
+    tokens: {perMinute: 1000}`;
+  await withProxy(keys, async (proxy) => {
+    // The mock reports 10 prompt tokens + one completion token per chunk: 1,005 in all.
+    const json = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+    const first = await json.chat.completions.create({
+      model: "m",
+      messages: [],
+    }, { headers: { "x-mock-chunks": "995" } });
+    assert.equal(first.usage?.total_tokens, 1_005);
+    const refused = await json.chat.completions.create({ model: "m", messages: [] })
+      .then(() => undefined, (error) => error);
+    assert.ok(refused instanceof OpenAI.RateLimitError, String(refused));
+    assert.equal(refused.code, "rate_limited");
+    assert.ok(Number(refused.headers.get("retry-after")) >= 1);
+
+    const sse = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_B, maxRetries: 0 });
+    const stream = await sse.chat.completions.create({
+      model: "m",
+      messages: [],
+      stream: true,
+      stream_options: { include_usage: true },
+    }, { headers: { "x-mock-chunks": "995" } });
+    for await (const _ of stream) { /* drain */ }
+    const refusedStream = await sse.chat.completions.create({
+      model: "m",
+      messages: [],
+      stream: true,
+    }).then(() => undefined, (error) => error);
+    assert.ok(refusedStream instanceof OpenAI.RateLimitError, String(refusedStream));
+  });
+});
+
+Deno.test("e2e client keys: a clientAuth none forward does not read keys", async () => {
+  await withProxy(TEAM_A, async (proxy, mock) => {
+    const answer = await post(proxy.url(), {});
+    assert.equal(answer.status, 200);
+    assert.equal(mock.requests[0]!.headers.get("authorization"), `Bearer ${UPSTREAM_TOKEN}`);
+  }, "      clientAuth: none");
+});
