@@ -32,3 +32,18 @@ export function configuredDigest(key: string): string | undefined {
 export function formatDigest(key: string): string {
   return DIGEST_PREFIX + keyDigest(key);
 }
+
+/**
+ * The key in what `--hash-key` read on stdin: one line, its line end (`\n` or `\r\n`) not
+ * part of it. An error message for no key or more than one line.
+ */
+export function keyFromInput(text: string): { key: string } | { error: string } {
+  const key = text.endsWith("\r\n")
+    ? text.slice(0, -2)
+    : text.endsWith("\n")
+    ? text.slice(0, -1)
+    : text;
+  if (key === "") return { error: "no key on stdin" };
+  if (/[\r\n]/.test(key)) return { error: "stdin holds more than one line: give one key" };
+  return { key };
+}

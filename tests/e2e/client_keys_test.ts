@@ -207,3 +207,48 @@ Deno.test("e2e client keys: a clientAuth none forward does not read keys", async
     assert.equal(mock.requests[0]!.headers.get("authorization"), `Bearer ${UPSTREAM_TOKEN}`);
   }, "      clientAuth: none");
 });
+
+/** The embedded default config on free ports. */
+async function defaultConfig(): Promise<string> {
+  const text = await Deno.readTextFile(new URL("../../config.default.yaml", import.meta.url));
+  return text.replace("port: 3000", "port: 0").replace("port: 9000", "port: 0");
+}
+
+Deno.test("e2e client keys: the default config without LLMPROXY_KEY starts, warns and answers 401 to everything", async () => {
+  const proxy = await startTestProxy(await defaultConfig(), { captureLogs: true });
+  try {
+    for (
+      const headers of <Record<string, string>[]> [
+        {},
+        { authorization: "Bearer " },
+        { authorization: "Bearer anything" },
+        { "x-api-key": "sk-whatever" },
+      ]
+    ) {
+      const answer = await post(proxy.url(), headers);
+      assert.equal(answer.status, 401, JSON.stringify(headers));
+    }
+    assert.match(proxy.logs.join("\n"), /client key "default" is empty/);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+Deno.test("e2e client keys: the default config with LLMPROXY_KEY lets that key through", async () => {
+  const mock = await startMockUpstream({ name: "default-mock" });
+  // The default config's routes, with its OpenAI origin replaced by the mock.
+  const text = (await defaultConfig()).replace(
+    'url: "https://api.openai.com"',
+    `url: "${mock.url}"`,
+  );
+  const proxy = await startTestProxy(text, { env: { LLMPROXY_KEY: KEY_A } });
+  try {
+    const client = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+    const completion = await client.chat.completions.create({ model: "m", messages: [] });
+    assert.equal(completion.object, "chat.completion");
+    assert.equal((await post(proxy.url(), { authorization: "Bearer nope" })).status, 401);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
