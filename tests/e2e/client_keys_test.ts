@@ -252,3 +252,61 @@ Deno.test("e2e client keys: the default config with LLMPROXY_KEY lets that key t
     await mock.close();
   }
 });
+
+Deno.test("e2e client keys: GET /keys (token-protected), the key metrics, and no key in any admin answer", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"
+    tokens: {perMinute: 100000}
+    budget: {tokens: 1000000, period: "1d"}
+  - name: team_b
+    key: "${KEY_B}"`;
+  const mock = await startMockUpstream({ name: "keys-admin-mock" });
+  const yaml = config(mock.url, keys).replace(
+    "admin: {port: 0}",
+    'admin: {port: 0, token: "admin-secret-token"}',
+  );
+  const proxy = await startTestProxy(yaml, { env: { TEAM_A_KEY: KEY_A } });
+  try {
+    const client = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+    await client.chat.completions.create({ model: "m", messages: [] });
+    await client.chat.completions.create({ model: "m", messages: [] });
+    assert.equal((await post(proxy.url(), { "x-api-key": KEY_B }, { model: "x" })).status, 200);
+
+    const refused = await fetch(`${proxy.adminUrl()}/keys`);
+    assert.equal(refused.status, 401);
+    await refused.body?.cancel();
+    const auth = { authorization: "Bearer admin-secret-token" };
+    const answer = await fetch(`${proxy.adminUrl()}/keys`, { headers: auth });
+    assert.equal(answer.status, 200);
+    const text = await answer.text();
+    const body = JSON.parse(text);
+    const [a, b] = body.keys;
+    assert.equal(a.name, "team_a");
+    assert.equal(a.requests, 2);
+    assert.equal(a.tokensThisMinute, 30); // 2 × (10 prompt + 5 completion)
+    assert.equal(a.budget.used, 30);
+    assert.equal(a.budget.remaining, 1_000_000 - 30);
+    assert.equal(
+      a.budget.resetsAt,
+      new Date(Math.ceil(Date.now() / 86_400_000) * 86_400_000).toISOString(),
+    );
+    assert.deepEqual(b, { name: "team_b", requests: 1, tokensThisMinute: 15, budget: null });
+
+    const metrics = await (await fetch(`${proxy.adminUrl()}/metrics`)).text();
+    assert.match(metrics, /llmproxy_key_requests_total\{key="team_a",status="200"\} 2/);
+    assert.match(metrics, /llmproxy_key_requests_total\{key="team_b",status="200"\} 1/);
+    assert.match(metrics, /llmproxy_key_tokens_total\{key="team_a",type="prompt"\} 20/);
+    assert.match(metrics, /llmproxy_key_tokens_total\{key="team_a",type="completion"\} 10/);
+
+    const shown = [text, metrics];
+    for (const path of ["/config", "/upstreams", "/health", "/ready"]) {
+      shown.push(await (await fetch(`${proxy.adminUrl()}${path}`, { headers: auth })).text());
+    }
+    for (const page of shown) {
+      assert.ok(!page.includes(KEY_A) && !page.includes(KEY_B), page.slice(0, 200));
+    }
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
