@@ -44,6 +44,11 @@ export class BudgetLedger {
     }
   }
 
+  /** Marks the usage as changed again (a write of it failed). */
+  markChanged(): void {
+    this.#dirty = true;
+  }
+
   /** Every entry when any changed since the last call (for the store), else undefined. */
   takeChanges(): BudgetEntry[] | undefined {
     if (!this.#dirty) return undefined;

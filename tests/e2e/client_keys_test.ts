@@ -310,3 +310,49 @@ Deno.test("e2e client keys: GET /keys (token-protected), the key metrics, and no
     await mock.close();
   }
 });
+
+Deno.test("e2e client keys: a spent budget is 429 budget_exceeded, and stays spent across a restart with state.path", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "llmproxy-keys-" });
+  const mock = await startMockUpstream({ name: "budget-mock" });
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"
+    budget: {tokens: 1000, period: "1d"}
+state:
+  path: "${dir}/state.db"`;
+  const yaml = config(mock.url, keys);
+  const start = () => startTestProxy(yaml, { env: { TEAM_A_KEY: KEY_A } });
+  try {
+    const first = await start();
+    try {
+      const client = new OpenAI({ baseURL: `${first.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+      // Admitted while under the budget; its 1,005 tokens spend it.
+      await client.chat.completions.create({ model: "m", messages: [] }, {
+        headers: { "x-mock-chunks": "995" },
+      });
+      const spent = await post(first.url(), { authorization: `Bearer ${KEY_A}` });
+      assert.equal(spent.status, 429);
+      assert.equal(spent.json.error?.code, "budget_exceeded");
+    } finally {
+      await first.stop();
+    }
+
+    const second = await start();
+    try {
+      const client = new OpenAI({ baseURL: `${second.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+      const refused = await client.chat.completions.create({ model: "m", messages: [] })
+        .then(() => undefined, (error) => error);
+      assert.ok(refused instanceof OpenAI.RateLimitError, String(refused));
+      assert.equal(refused.code, "budget_exceeded");
+      // The period's reset: the next midnight UTC.
+      const untilMidnight = (Math.ceil(Date.now() / 86_400_000) * 86_400_000 - Date.now()) / 1000;
+      const retryAfter = Number(refused.headers.get("retry-after"));
+      assert.ok(Math.abs(retryAfter - untilMidnight) <= 2, `${retryAfter} vs ${untilMidnight}`);
+      assert.equal(mock.requests.length, 1, "nothing more reached the upstream");
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    await mock.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
