@@ -186,7 +186,7 @@ export class Runtime {
         log: deps.log,
         ...(keyed
           ? {
-            admit: (ctx: RequestContext, group: Group, body: Uint8Array | null) =>
+            admit: (ctx: RequestContext, group: Group, body: Uint8Array<ArrayBuffer> | null) =>
               admitClientKey(ctx, group.name, body, deps.clock),
           }
           : {}),

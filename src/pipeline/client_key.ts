@@ -3,7 +3,7 @@
  * request without a known key, and removes the key's headers before anything goes upstream.
  * What the key may use and how much (group, model, limits, budget) is decided by
  * {@linkcode admitClientKey} once the proxy stage has routed the request and read its body:
- * the model comes from the body.
+ * the model comes from the body, and a chat stream is made to report its usage.
  *
  * @module
  */
@@ -11,6 +11,7 @@ import type { RequestContext, Stage } from "./compose.ts";
 import { UnauthorizedError } from "./errors.ts";
 import { type ClientKeys, KEY_HEADERS, presentedKey } from "../keys/client_keys.ts";
 import type { Clock } from "../deps.ts";
+import { requestWithUsage } from "../stream/include_usage.ts";
 
 /** Creates the client-key stage for a forward that requires keys. */
 export function clientKeyStage(keys: ClientKeys): Stage {
@@ -49,13 +50,19 @@ export function clientKeyStage(keys: ClientKeys): Stage {
 export function admitClientKey(
   ctx: RequestContext,
   group: string,
-  body: Uint8Array | null,
+  body: Uint8Array<ArrayBuffer> | null,
   clock: Pick<Clock, "now" | "wallNow">,
-): void {
+): Uint8Array<ArrayBuffer> | null {
   const key = ctx.clientKey;
-  if (!key) return;
+  if (!key) return body;
   const model = key.restrictsModels ? modelOf(body) : undefined;
   key.admit(group, model, clock.now(), clock.wallNow());
+  // Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
+  // and the answer's usage chunk is taken out again on the way back (see respond.ts).
+  const withUsage = requestWithUsage(ctx.path, body);
+  if (!withUsage) return body;
+  ctx.hideUsageChunk = true;
+  return withUsage;
 }
 
 /** A copy of the request's headers without the ones a client key travels in. */

@@ -36,6 +36,11 @@ export interface RequestContext {
    * request's own.
    */
   upstreamHeaders?: Headers;
+  /**
+   * Set when the proxy asked a chat stream for usage the client did not ask for: the answer's
+   * usage chunk is removed before the client sees it.
+   */
+  hideUsageChunk?: boolean;
   /** Facts for the access log, filled in as stages run. */
   readonly trace: RequestTrace;
   /**

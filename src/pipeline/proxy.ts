@@ -55,9 +55,14 @@ export interface ProxyStageOptions {
   log?: Logger;
   /**
    * Decides, once the request is routed and its body read, whether it may go on (client keys:
-   * group, model, limits); throws a ProxyError to refuse. @default admits everything
+   * group, model, limits), and returns the body to send; throws a ProxyError to refuse.
+   * @default admits everything as it is
    */
-  admit?: (ctx: RequestContext, group: Group, body: Uint8Array | null) => void;
+  admit?: (
+    ctx: RequestContext,
+    group: Group,
+    body: Uint8Array<ArrayBuffer> | null,
+  ) => Uint8Array<ArrayBuffer> | null;
 }
 
 /** Creates the proxy stage. */
@@ -79,13 +84,13 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
     ctx.trace.group = group.name;
-    const body = await readBody(
+    const read = await readBody(
       ctx.request,
       options.maxBodySize,
       options.bodyTimeoutMs,
       options.deadlines,
     );
-    options.admit?.(ctx, group, body);
+    const body = options.admit ? options.admit(ctx, group, read) : read;
     const request: OutgoingRequest = {
       method: ctx.request.method,
       path: ctx.path,

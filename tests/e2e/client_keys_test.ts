@@ -356,3 +356,40 @@ state:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("e2e client keys: every stream is counted; a client that did not ask for usage never sees it, one that asked sees it once", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"`;
+  await withProxy(keys, async (proxy, mock) => {
+    const client = new OpenAI({ baseURL: `${proxy.url()}/v1`, apiKey: KEY_A, maxRetries: 0 });
+    const collect = async (includeUsage: boolean) => {
+      const stream = await client.chat.completions.create({
+        model: "m",
+        messages: [],
+        stream: true,
+        ...(includeUsage ? { stream_options: { include_usage: true } } : {}),
+      });
+      const chunks = [];
+      for await (const chunk of stream) chunks.push(chunk);
+      return chunks;
+    };
+
+    const plain = await collect(false);
+    assert.equal(plain.length, 5, "the five content chunks only");
+    assert.ok(plain.every((c) => c.usage === undefined && c.choices.length === 1));
+    assert.equal(
+      plain.map((c) => c.choices[0]!.delta.content).join(""),
+      "tok0 tok1 tok2 tok3 tok4 ",
+    );
+    const sent = JSON.parse(mock.requests[0]!.body);
+    assert.deepEqual(sent.stream_options, { include_usage: true }, "the proxy asked for usage");
+
+    const asked = await collect(true);
+    assert.equal(asked.length, 6);
+    assert.equal(asked.filter((c) => c.usage).length, 1, "the usage chunk once");
+    assert.equal(asked.at(-1)!.usage?.total_tokens, 15);
+
+    const keysAnswer = await (await fetch(`${proxy.adminUrl()}/keys`)).json();
+    assert.equal(keysAnswer.keys[0].tokensThisMinute, 30, "both streams were charged");
+  });
+});
