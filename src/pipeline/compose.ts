@@ -7,6 +7,7 @@
  */
 import { toErrorResponse } from "./errors.ts";
 import type { ClientKey } from "../keys/client_key.ts";
+import type { ClientHeaders } from "../upstream/headers.ts";
 
 /** What travels with a request through the stages. */
 export interface RequestContext {
@@ -35,7 +36,7 @@ export interface RequestContext {
    * The headers to send upstream when a stage removed some (the client key's); else the
    * request's own.
    */
-  upstreamHeaders?: Headers;
+  upstreamHeaders?: ClientHeaders;
   /**
    * Set when the proxy asked a chat stream for usage the client did not ask for: the answer's
    * usage chunk is removed before the client sees it.

@@ -24,9 +24,12 @@ export function requestWithUsage(
   body: Uint8Array | null,
 ): Uint8Array<ArrayBuffer> | undefined {
   if (!body || !path.endsWith("/chat/completions")) return undefined;
+  const text = decoder.decode(body);
+  // Most chat requests are not streamed: a substring test spares them the parse.
+  if (!text.includes('"stream"')) return undefined;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(decoder.decode(body));
+    parsed = JSON.parse(text);
   } catch {
     return undefined;
   }
