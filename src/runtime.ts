@@ -25,6 +25,7 @@ import { splitRequestUrl } from "./upstream/url.ts";
 import { ClientKeys } from "./keys/client_keys.ts";
 import { BudgetLedger } from "./keys/budget.ts";
 import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
+import { RateLimitedError } from "./pipeline/errors.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
@@ -48,6 +49,8 @@ export interface RuntimeDeps {
 export interface RuntimeHooks extends ProxyHooks {
   onBreakerChange?(upstream: Upstream, from: BreakerState, to: BreakerState): void;
   onClientRateLimited?(forward: string): void;
+  /** A client key's request rate, token rate or budget refused a request. */
+  onKeyLimited?(key: string): void;
   onRequestStart?(ctx: RequestContext): void;
   onResponseEnd?(ctx: RequestContext, status: number, bytes: number): void;
 }
@@ -186,8 +189,16 @@ export class Runtime {
         log: deps.log,
         ...(keyed
           ? {
-            admit: (ctx: RequestContext, group: Group, body: Uint8Array<ArrayBuffer> | null) =>
-              admitClientKey(ctx, group.name, body, deps.clock),
+            admit: (ctx: RequestContext, group: Group, body: Uint8Array<ArrayBuffer> | null) => {
+              try {
+                return admitClientKey(ctx, group.name, body, deps.clock);
+              } catch (error) {
+                if (error instanceof RateLimitedError && ctx.clientKey) {
+                  hooks.onKeyLimited?.(ctx.clientKey.name);
+                }
+                throw error;
+              }
+            },
           }
           : {}),
       }),

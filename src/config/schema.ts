@@ -367,7 +367,13 @@ const clientKeySchema = z.strictObject({
   key: z.string().superRefine((key, ctx) => {
     // Anything starting with the prefix is meant as a digest: a typo must not turn it into a
     // plain key that nobody can present.
-    if (key.startsWith("sha256:") && !DIGEST_RE.test(key)) {
+    if (key !== key.trim()) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          "has leading or trailing whitespace: a presented key is trimmed, so it could never match",
+      });
+    } else if (key.startsWith("sha256:") && !DIGEST_RE.test(key)) {
       ctx.addIssue({
         code: "custom",
         message: 'a digest must be "sha256:" and 64 hex digits (see llmproxy --hash-key)',

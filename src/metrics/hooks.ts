@@ -164,6 +164,9 @@ export function observabilityHooks(
     onClientRateLimited(forward) {
       metrics.rateLimitRejections.labels("forward", forward).inc();
     },
+    onKeyLimited(key) {
+      metrics.rateLimitRejections.labels("key", key).inc();
+    },
     onBreakerChange(upstream, from, to) {
       metrics.breakerState.labels(upstream.name).set(BREAKER_STATE_VALUE[to]);
       metrics.breakerTransitions.labels(upstream.name, from, to).inc();
@@ -232,6 +235,7 @@ export function observabilityHooks(
       for (const key of gone.keys ?? []) {
         if (kept.keys.has(key)) continue;
         metrics.keyRequests.removeWhere("key", key);
+        metrics.rateLimitRejections.remove("key", key);
         metrics.keyTokens.removeWhere("key", key);
       }
       for (const forward of gone.forwards) {

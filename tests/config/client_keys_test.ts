@@ -70,12 +70,15 @@ Deno.test("clientKeys: bad digests, duplicate names and keys, unknown groups are
   - name: c
     key: "sk-team-b-0123456789"
     groups: [g1, nope]
+  - name: d
+    key: " spaced "
 `);
   assert.deepEqual(lines, [
     'c.yaml:15:10 clientKeys.0.key: client key "a": a digest must be "sha256:" and 64 hex digits (see llmproxy --hash-key)',
     'c.yaml:16:11 clientKeys.1.name: client key "a": duplicate client key name "a" (also at index 0)',
     'c.yaml:19:10 clientKeys.2.key: client key "c": same key as client key "a"',
     'c.yaml:20:18 clientKeys.2.groups.1: client key "c": unknown group "nope" (groups: g1)',
+    'c.yaml:22:10 clientKeys.3.key: client key "d": has leading or trailing whitespace: a presented key is trimmed, so it could never match',
   ]);
 });
 

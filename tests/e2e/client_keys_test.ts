@@ -159,6 +159,8 @@ Deno.test("e2e client keys: a key limited to 5 req/s gets 429 rate_limited with 
     assert.equal(refused.status, 429);
     assert.equal(refused.code, "rate_limited");
     assert.equal(refused.headers.get("retry-after"), "1");
+    const metrics = await (await fetch(`${proxy.adminUrl()}/metrics`)).text();
+    assert.match(metrics, /llmproxy_ratelimit_rejections_total\{scope="key",name="team_a"\} 1/);
   });
 });
 
