@@ -82,6 +82,7 @@ Deno.test("e2e client keys: 401 missing_api_key and invalid_api_key in the OpenA
     const wrong = await post(proxy.url(), { authorization: `Bearer ${KEY_A}x` });
     assert.equal(wrong.status, 401);
     assert.equal(wrong.json.error?.code, "invalid_api_key");
+    assert.ok(!JSON.stringify(wrong.json).includes(KEY_A), "the error does not echo the key");
     assert.ok(wrong.headers.get("x-request-id"));
     assert.equal(mock.requests.length, 0, "nothing reached the upstream");
   });
