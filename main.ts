@@ -14,6 +14,7 @@ import { batchedStderr, createLogger } from "./src/log.ts";
 import { configSecrets } from "./src/config/secrets.ts";
 import { type RunningApp, startApp } from "./src/app.ts";
 import { systemClock } from "./src/deps.ts";
+import { formatDigest, keyFromInput } from "./src/keys/digest.ts";
 
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
@@ -47,6 +48,18 @@ async function main(args: readonly string[]): Promise<number> {
   }
   if (options.version) {
     console.log(`llmproxy ${denoJson.version} (deno ${Deno.version.deno})`);
+    return 0;
+  }
+  if (options.hashKey) {
+    // The key is read, never echoed: only its digest goes to stdout.
+    const read = keyFromInput(
+      new TextDecoder().decode(await new Response(Deno.stdin.readable).bytes()),
+    );
+    if ("error" in read) {
+      console.error(`llmproxy: --hash-key: ${read.error}`);
+      return 1;
+    }
+    console.log(formatDigest(read.key));
     return 0;
   }
 

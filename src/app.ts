@@ -25,6 +25,9 @@ import type { HttpClientConfig } from "./config/schema.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
 import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import type { Group } from "./upstream/group.ts";
+import { BudgetLedger } from "./keys/budget.ts";
+import { BudgetSync } from "./keys/budget_sync.ts";
+import { BudgetFile } from "./state/budget_file.ts";
 
 /** Options of {@linkcode startApp}. */
 export interface AppOptions {
@@ -90,6 +93,10 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   );
   // One timer for every request's deadlines, on the same clock as the policies.
   const deadlines = new Deadlines(clock);
+  // Client keys' budget usage: one ledger for the process (reloads keep it), in the state file
+  // when there is one. `state.path` is read at start-up only.
+  const budgets = new BudgetLedger();
+  const budgetSync = openBudgetSync(loaded.config.state.path, budgets, clock, log);
   const deps = {
     clock,
     random: options.random ?? Math.random,
@@ -105,6 +112,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         ...(options.fetch ? { fetch: options.fetch } : {}),
       }),
     hooks,
+    budgets,
   };
   const initial = new Runtime(loaded.config, deps);
   announce(initial);
@@ -162,6 +170,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   } catch (error) {
     removeSignals();
     initial.close();
+    budgetSync?.close();
     throw error;
   }
 
@@ -209,6 +218,8 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
         await within(drained, 5_000);
       }
       await admin?.shutdown();
+      // After the drain: the usage of the last answers is in.
+      budgetSync?.close();
       reloader.close();
       guards.forwards.close();
       guards.admin.close();
@@ -229,6 +240,34 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     stop,
     finished,
   });
+}
+
+/** Opens the budget store at `path` (none without one); a file that cannot be used stops the start. */
+function openBudgetSync(
+  path: string | undefined,
+  budgets: BudgetLedger,
+  clock: Clock,
+  log: Logger,
+): BudgetSync | undefined {
+  if (!path) return undefined;
+  let file: BudgetFile;
+  try {
+    file = new BudgetFile(path);
+  } catch (error) {
+    throw new Error(`cannot open state.path "${path}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  try {
+    const sync = new BudgetSync(budgets, file, { clock, log });
+    log.info(`client key budgets are kept in ${path}`);
+    return sync;
+  } catch (error) {
+    file.close();
+    throw new Error(`cannot read state.path "${path}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
 }
 
 /** Connections admitted per listener; the admin has its own few, so a flood never locks it out. */

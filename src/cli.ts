@@ -14,6 +14,8 @@ export interface CliOptions {
   logLevel: LogLevel;
   version: boolean;
   help: boolean;
+  /** Read one client key on stdin, print its `sha256:` digest and exit. */
+  hashKey: boolean;
 }
 
 /** The outcome of parsing: options, or a usage error (exit code 2). */
@@ -27,13 +29,14 @@ Options:
       --check            validate the config, print "config OK" or the errors, and exit (0/1)
       --json             log JSON lines instead of text
       --log-level LEVEL  ${LOG_LEVELS.join(" | ")} (default: info)
+      --hash-key         read one client key on stdin, print sha256:<hex> for clientKeys[].key
       --version          print the version and exit
   -h, --help             print this help and exit
 
 Signals: SIGINT/SIGTERM drain in-flight requests and exit; SIGHUP reloads the config.`;
 
 const VALUE_FLAGS = new Set(["-c", "--config", "--log-level"]);
-const BOOLEAN_FLAGS = new Set(["--check", "--json", "--version", "-h", "--help"]);
+const BOOLEAN_FLAGS = new Set(["--check", "--json", "--version", "-h", "--help", "--hash-key"]);
 
 /** Parses `args` (without the program name). */
 export function parseArgs(args: readonly string[]): CliParse {
@@ -43,6 +46,7 @@ export function parseArgs(args: readonly string[]): CliParse {
     logLevel: "info",
     version: false,
     help: false,
+    hashKey: false,
   };
   for (let i = 0; i < args.length; i++) {
     let flag = args[i]!;
@@ -80,6 +84,9 @@ export function parseArgs(args: readonly string[]): CliParse {
         break;
       case "--version":
         options.version = true;
+        break;
+      case "--hash-key":
+        options.hashKey = true;
         break;
       case "-h":
       case "--help":

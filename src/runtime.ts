@@ -22,6 +22,10 @@ import { Group } from "./upstream/group.ts";
 import type { Transport } from "./transport/transport.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
+import { ClientKeys } from "./keys/client_keys.ts";
+import { BudgetLedger } from "./keys/budget.ts";
+import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
+import { RateLimitedError } from "./pipeline/errors.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
@@ -37,12 +41,16 @@ export interface RuntimeDeps {
   hooks?: RuntimeHooks;
   /** Waits before a retry (tests inject one that moves a fake clock). @default delay */
   wait?: ProxyStageOptions["wait"];
+  /** Client keys' budget usage, shared by every graph of the process. @default a new one */
+  budgets?: BudgetLedger;
 }
 
 /** Observability hooks (metrics, access log). */
 export interface RuntimeHooks extends ProxyHooks {
   onBreakerChange?(upstream: Upstream, from: BreakerState, to: BreakerState): void;
   onClientRateLimited?(forward: string): void;
+  /** A client key's request rate, token rate or budget refused a request. */
+  onKeyLimited?(key: string): void;
   onRequestStart?(ctx: RequestContext): void;
   onResponseEnd?(ctx: RequestContext, status: number, bytes: number): void;
 }
@@ -63,6 +71,8 @@ export class Runtime {
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly groups: ReadonlyMap<string, Group>;
   readonly forwards: ReadonlyMap<string, ForwardRuntime>;
+  /** The client keys (`clientKeys`), with their limits' state. */
+  readonly keys: ClientKeys;
   /** Aborted once the drain deadline passed: ends every attempt and retry wait still open. */
   readonly #shutdown = new AbortController();
   /** Requests being handled, until their response body ends. */
@@ -116,6 +126,11 @@ export class Runtime {
       );
     }
     this.groups = groups;
+    this.keys = new ClientKeys(
+      config.clientKeys,
+      deps.budgets ?? new BudgetLedger(),
+      previous?.keys,
+    );
 
     const resolver = new ClientIpResolver(config.httpServer.trustedProxies);
     const forwards = new Map<string, ForwardRuntime>();
@@ -148,6 +163,8 @@ export class Runtime {
       f.routing.map((rule) => ({ path: rule.path, target: groups.get(rule.targetGroup)! })),
       groups.get(f.defaultGroup)!,
     );
+    // Keys are required by default as soon as any exist: adding a key closes the relay.
+    const keyed = (f.clientAuth ?? (this.keys.size > 0 ? "required" : "none")) === "required";
     const pipeline: Handler = compose([
       requestIdStage(() => ids.requestId()),
       clientStage({
@@ -156,6 +173,7 @@ export class Runtime {
         clock: deps.clock,
         onReject: () => hooks.onClientRateLimited?.(f.name),
       }),
+      ...(keyed ? [clientKeyStage(this.keys)] : []),
       // After the rate limit, so a flood of refused requests is limited like any other.
       validateRequestStage(),
       proxyStage({
@@ -169,8 +187,31 @@ export class Runtime {
         ...(deps.wait ? { wait: deps.wait } : {}),
         hooks,
         log: deps.log,
+        ...(keyed
+          ? {
+            admit: (ctx: RequestContext, group: Group, body: Uint8Array<ArrayBuffer> | null) => {
+              try {
+                return admitClientKey(ctx, group.name, body, deps.clock);
+              } catch (error) {
+                if (error instanceof RateLimitedError && ctx.clientKey) {
+                  hooks.onKeyLimited?.(ctx.clientKey.name);
+                }
+                throw error;
+              }
+            },
+          }
+          : {}),
       }),
     ]);
+    const end = (ctx: RequestContext, status: number, bytes: number) => {
+      this.#done();
+      // Usage is known now (JSON body read, or the stream's last event seen).
+      const usage = ctx.trace.tokens;
+      if (ctx.clientKey && usage) {
+        ctx.clientKey.charge(usage, deps.clock.now(), deps.clock.wallNow());
+      }
+      hooks.onResponseEnd?.(ctx, status, bytes);
+    };
     return {
       config: f,
       handle: async (request, peerIp, scheme = "http") => {
@@ -192,14 +233,8 @@ export class Runtime {
         hooks.onRequestStart?.(ctx);
         const response = await pipeline(ctx);
         if (ctx.trace.pendingBody) {
-          ctx.onBodyEnd = (bytes) => {
-            this.#done();
-            hooks.onResponseEnd?.(ctx, response.status, bytes);
-          };
-        } else {
-          this.#done();
-          hooks.onResponseEnd?.(ctx, response.status, ctx.trace.bodyBytes ?? 0);
-        }
+          ctx.onBodyEnd = (bytes) => end(ctx, response.status, bytes);
+        } else end(ctx, response.status, ctx.trace.bodyBytes ?? 0);
         return response;
       },
     };

@@ -11,6 +11,7 @@ const DEFAULTS: CliOptions = {
   logLevel: "info",
   version: false,
   help: false,
+  hashKey: false,
 };
 
 function options(...args: string[]): CliOptions {
@@ -68,6 +69,7 @@ Deno.test("parseArgs: every flag together, in any order", () => {
     logLevel: "debug",
     version: true,
     help: true,
+    hashKey: false,
   };
   assert.deepEqual(
     options("--check", "-c", "c.yaml", "--json", "--log-level", "debug", "--version", "-h"),
@@ -134,6 +136,7 @@ Deno.test("USAGE documents every flag", () => {
       "--json",
       "--log-level LEVEL",
       "--version",
+      "--hash-key",
       "-h, --help",
     ]
   ) {
@@ -164,7 +167,7 @@ async function runMainWith(permissions: string[], ...args: string[]): Promise<Ru
     args: ["run", ...permissions, decodeURIComponent(MAIN.pathname), ...args],
     cwd: decodeURIComponent(ROOT.pathname),
     // Empty credentials, whatever the environment running the tests holds.
-    env: { OPENAI_API_KEY: "", ADMIN_TOKEN: "", NO_COLOR: "1" },
+    env: { OPENAI_API_KEY: "", ADMIN_TOKEN: "", LLMPROXY_KEY: "", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -192,6 +195,50 @@ upstreamGroups:
   - name: g1
     upstreams: [{name: u1}]
 `;
+
+Deno.test("parseArgs: --hash-key", () => {
+  assert.deepEqual(options("--hash-key"), { ...DEFAULTS, hashKey: true });
+  assert.equal(error("--hash-key=x"), "--hash-key takes no value");
+});
+
+/** Runs `main.ts --hash-key` with `input` on stdin. */
+async function hashKey(input: string): Promise<Run> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", decodeURIComponent(MAIN.pathname), "--hash-key"],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(input));
+  await writer.close();
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("main --hash-key: prints sha256:<hex> of the key on stdin, its line end not included", async () => {
+  // printf 'abc' | sha256sum
+  const abc = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+  for (const input of ["abc", "abc\n", "abc\r\n"]) {
+    const run = await hashKey(input);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, abc, JSON.stringify(input));
+  }
+  const spaced = await hashKey("abc \n");
+  assert.notEqual(spaced.stdout, abc, "only the line end is dropped, nothing else");
+  for (const input of ["", "\n", "a\nb\n"]) {
+    const run = await hashKey(input);
+    assert.equal(run.code, 1, JSON.stringify(input));
+    assert.equal(run.stdout, "");
+    assert.match(run.stderr, /^llmproxy: --hash-key: /);
+  }
+});
 
 Deno.test("main --help: exit 0, usage on stdout", async () => {
   const run = await runMain("--help");
@@ -242,7 +289,9 @@ Deno.test("main --check on the embedded default: exit 0, config OK, warnings on 
   assert.equal(
     run.stderr,
     'warning: upstream "openai_primary" has an empty bearer credential: its provider will likely refuse requests (401)\n' +
-      'warning: upstream "openai_api" has an empty bearer credential: its provider will likely refuse requests (401)\n',
+      'warning: upstream "openai_api" has an empty bearer credential: its provider will likely refuse requests (401)\n' +
+      'warning: client key "default" is empty: nobody can present it (set its variable, e.g. LLMPROXY_KEY)\n' +
+      'warning: no client key can be presented: forwards "to_mixgroup" answer 401 to every request\n',
   );
 });
 

@@ -200,6 +200,7 @@ const NAMED_COLLECTIONS: Readonly<Record<string, string>> = {
   upstreams: "upstream",
   upstreamGroups: "group",
   forwards: "forward",
+  clientKeys: "client key",
 };
 
 /** `upstream "name": ` when `path` lies inside a named item, so messages say which one. */
@@ -322,6 +323,28 @@ function collectWarnings(config: Config): string[] {
         `upstream "${u.name}" has an empty ${u.auth.type} credential: its provider will likely refuse requests (401)`,
       );
     }
+  }
+  for (const k of config.clientKeys) {
+    if (k.key === "") {
+      warnings.push(
+        `client key "${k.name}" is empty: nobody can present it (set its variable, e.g. LLMPROXY_KEY)`,
+      );
+    }
+  }
+  const requiring = config.httpServer.forwards.filter((f) =>
+    (f.clientAuth ?? (config.clientKeys.length > 0 ? "required" : "none")) === "required"
+  );
+  if (requiring.length > 0 && config.clientKeys.every((k) => k.key === "")) {
+    warnings.push(
+      `no client key can be presented: forwards ${
+        requiring.map((f) => `"${f.name}"`).join(", ")
+      } answer 401 to every request`,
+    );
+  }
+  if (!config.state.path && config.clientKeys.some((k) => k.budget)) {
+    warnings.push(
+      "client key budgets are kept in memory only: a restart forgets their usage (set state.path)",
+    );
   }
   return warnings;
 }

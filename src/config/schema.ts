@@ -15,6 +15,7 @@ import { effectivePathMode } from "./path_mode.ts";
 export { effectivePathMode };
 import { type DurationUnit, parseDurationMs, parseSizeBytes } from "./units.ts";
 import { parsePathPattern, PatternError } from "../routing/path_pattern.ts";
+import { configuredDigest } from "../keys/digest.ts";
 
 /** A duration; a bare number is read in `bareUnit`. The output is milliseconds. */
 function duration(bareUnit: DurationUnit, bounds: { minMs?: number; maxMs?: number } = {}) {
@@ -128,6 +129,9 @@ const forwardSchema = z.strictObject({
     "Path rules, most specific first; unmatched requests go to defaultGroup.",
   ),
   tls: listenerTlsSchema.optional(),
+  clientAuth: z.enum(["required", "none"]).optional().describe(
+    "required: every request must present a client key; none: keys are not read. Default: required when clientKeys exist, else none.",
+  ),
 });
 
 const adminSchema = z.strictObject({
@@ -355,10 +359,59 @@ const groupSchema = z.strictObject({
   httpClient: httpClientSchema.prefault({}),
 });
 
+/** `sha256:` and 64 hex digits: a client key given by its SHA-256 digest. */
+const DIGEST_RE = /^sha256:[0-9a-fA-F]{64}$/;
+
+const clientKeySchema = z.strictObject({
+  name: name.describe("Unique name: the key's id in logs, metrics and /keys (never the key)."),
+  key: z.string().superRefine((key, ctx) => {
+    // Anything starting with the prefix is meant as a digest: a typo must not turn it into a
+    // plain key that nobody can present.
+    if (key !== key.trim()) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          "has leading or trailing whitespace: a presented key is trimmed, so it could never match",
+      });
+    } else if (key.startsWith("sha256:") && !DIGEST_RE.test(key)) {
+      ctx.addIssue({
+        code: "custom",
+        message: 'a digest must be "sha256:" and 64 hex digits (see llmproxy --hash-key)',
+      });
+    }
+  }).describe(
+    'The key itself (use "${VAR}"), or "sha256:<64 hex>", its SHA-256 digest; empty = a key nobody can present.',
+  ),
+  groups: z.array(z.string()).optional().describe("Groups it may reach; omitted = all."),
+  models: z.array(z.string().min(1)).optional().describe(
+    'Models it may ask for: exact names or globs with "*"; omitted = all.',
+  ),
+  ratelimit: rateLimitSchema.optional().describe("Requests: token bucket; omitted = no limit."),
+  tokens: z.strictObject({
+    perMinute: z.int().min(1).describe("Prompt + completion tokens per minute."),
+  }).optional().describe("Token rate, charged when an answer's usage is known."),
+  budget: z.strictObject({
+    tokens: z.int().min(1).describe("Prompt + completion tokens per period."),
+    period: duration("s", { minMs: 60_000 }).describe(
+      'Length of a budget period (e.g. "1d", "30d"); periods are aligned to the Unix epoch (UTC).',
+    ),
+  }).optional().describe("Token budget per period; omitted = none."),
+});
+
+const stateSchema = z.strictObject({
+  path: z.string().min(1).optional().describe(
+    "Embedded store file (SQLite) that keeps budget usage across restarts; omitted = memory only.",
+  ),
+});
+
 const rootSchema = z.strictObject({
   httpServer: httpServerSchema,
   upstreams: z.array(upstreamSchema).min(1),
   upstreamGroups: z.array(groupSchema).min(1),
+  clientKeys: z.array(clientKeySchema).default([]).describe(
+    "Client keys: who may call the forwards, what they may use and how much.",
+  ),
+  state: stateSchema.prefault({}),
 });
 
 /** The config schema with its cross-reference rules. */
@@ -369,6 +422,7 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
   checkUnique(config.upstreams, ["upstreams"], "upstream", issue);
   checkUnique(config.upstreamGroups, ["upstreamGroups"], "group", issue);
   checkUnique(config.httpServer.forwards, ["httpServer", "forwards"], "forward", issue);
+  checkUnique(config.clientKeys, ["clientKeys"], "client key", issue);
 
   const ports = new Map<string, string>();
   const claimPort = (p: number, path: PropertyKey[]) => {
@@ -410,6 +464,20 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
       if (earlier !== undefined) {
         issue([...at, "routing", j, "path"], `duplicates the pattern of routing.${earlier}`);
       } else seen.set(key, j);
+    });
+  });
+
+  const digests = new Map<string, string>();
+  config.clientKeys.forEach((k, i) => {
+    // Two entries with one key: which name (limits, budget) would a request get?
+    const digest = configuredDigest(k.key);
+    const owner = digest === undefined ? undefined : digests.get(digest);
+    if (owner !== undefined) issue(["clientKeys", i, "key"], `same key as client key "${owner}"`);
+    else if (digest !== undefined) digests.set(digest, k.name);
+    k.groups?.forEach((group, j) => {
+      if (!groups.has(group)) {
+        issue(["clientKeys", i, "groups", j], `unknown group "${group}" (groups: ${groupList})`);
+      }
     });
   });
 
@@ -500,3 +568,4 @@ export type ListenerTlsConfig = NonNullable<ForwardConfig["tls"]>;
 export type RateLimitConfig = z.output<typeof rateLimitSchema>;
 export type BreakerConfig = UpstreamConfig["breaker"];
 export type Strategy = z.output<typeof strategySchema>;
+export type ClientKeyConfig = Config["clientKeys"][number];

@@ -33,6 +33,8 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
     // A credential can also be sent as a header op (e.g. `x-api-key`, `api-key` for Azure).
     for (const op of u.headers) if (isSensitiveHeader(op.key)) add(op.value);
   }
+  // A digest is what the file may show; the key itself is a credential.
+  for (const k of config.clientKeys) if (!k.key.startsWith("sha256:")) add(k.key);
   for (const g of config.upstreamGroups) {
     add(g.httpClient.tls?.key);
     const proxy = g.httpClient.proxy;

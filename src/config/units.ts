@@ -1,6 +1,6 @@
 /**
  * Parsing of the human-friendly units the config accepts: durations ("250ms", "30s", "5m",
- * "1h", or a bare number in the field's documented unit) and sizes ("512KiB", "32MiB",
+ * "1h", "30d", or a bare number in the field's documented unit) and sizes ("512KiB", "32MiB",
  * "1GB", or a bare number of bytes).
  *
  * @module
@@ -11,6 +11,8 @@ const DURATION_UNITS_MS: Readonly<Record<string, number>> = {
   s: 1_000,
   m: 60_000,
   h: 3_600_000,
+  // Budget periods ("30d" in the contract).
+  d: 86_400_000,
 };
 
 const SIZE_UNITS: Readonly<Record<string, number>> = {
@@ -23,7 +25,7 @@ const SIZE_UNITS: Readonly<Record<string, number>> = {
   gib: 1_073_741_824,
 };
 
-const DURATION_RE = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/;
+const DURATION_RE = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/;
 const SIZE_RE = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$/i;
 const BARE_NUMBER_RE = /^\s*\d+(?:\.\d+)?\s*$/;
 

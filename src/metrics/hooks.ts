@@ -17,11 +17,12 @@ import {
   type UpstreamErrorKind,
 } from "./proxy_metrics.ts";
 
-/** The names a config gives to what metrics label: forwards, groups, upstreams. */
+/** The names a config gives to what metrics label: forwards, groups, upstreams, client keys. */
 export interface ConfigNames {
   readonly forwards: Iterable<string>;
   readonly groups: Iterable<string>;
   readonly upstreams: Iterable<string>;
+  readonly keys?: Iterable<string>;
 }
 
 /** The names of `config`'s forwards, groups and upstreams. */
@@ -30,6 +31,7 @@ export function configNames(config: Config): ConfigNames {
     forwards: config.httpServer.forwards.map((f) => f.name),
     groups: config.upstreamGroups.map((g) => g.name),
     upstreams: config.upstreams.map((u) => u.name),
+    keys: config.clientKeys.map((k) => k.name),
   };
 }
 
@@ -162,6 +164,9 @@ export function observabilityHooks(
     onClientRateLimited(forward) {
       metrics.rateLimitRejections.labels("forward", forward).inc();
     },
+    onKeyLimited(key) {
+      metrics.rateLimitRejections.labels("key", key).inc();
+    },
     onBreakerChange(upstream, from, to) {
       metrics.breakerState.labels(upstream.name).set(BREAKER_STATE_VALUE[to]);
       metrics.breakerTransitions.labels(upstream.name, from, to).inc();
@@ -174,10 +179,20 @@ export function observabilityHooks(
       metrics.inflight.labels(ctx.forward).dec();
       httpRequests.labels(ctx.forward, methodLabel(ctx.request.method), String(status)).inc();
       metrics.httpRequestDuration.labels(ctx.forward).observe(durationMs / 1000);
+      const key = ctx.trace.key;
+      if (key !== undefined) {
+        metrics.keyRequests.labels(key, String(status)).inc();
+        const usage = ctx.trace.tokens;
+        if (usage && usage.prompt > 0) metrics.keyTokens.labels(key, "prompt").inc(usage.prompt);
+        if (usage && usage.completion > 0) {
+          metrics.keyTokens.labels(key, "completion").inc(usage.completion);
+        }
+      }
       if (!access.enabled("info")) return;
       access.info("request", {
         requestId: ctx.requestId,
         forward: ctx.forward,
+        key: ctx.trace.key,
         method: ctx.request.method,
         path: ctx.path,
         group: ctx.trace.group,
@@ -209,11 +224,19 @@ export function observabilityHooks(
         forwards: new Set<string>(),
         groups: new Set<string>(),
         upstreams: new Set<string>(),
+        keys: new Set<string>(),
       };
       for (const names of live) {
         for (const f of names.forwards) kept.forwards.add(f);
         for (const g of names.groups) kept.groups.add(g);
         for (const u of names.upstreams) kept.upstreams.add(u);
+        for (const k of names.keys ?? []) kept.keys.add(k);
+      }
+      for (const key of gone.keys ?? []) {
+        if (kept.keys.has(key)) continue;
+        metrics.keyRequests.removeWhere("key", key);
+        metrics.rateLimitRejections.remove("key", key);
+        metrics.keyTokens.removeWhere("key", key);
       }
       for (const forward of gone.forwards) {
         if (kept.forwards.has(forward) || forward === ADMIN_LISTENER) continue;

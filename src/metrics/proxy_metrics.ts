@@ -2,8 +2,8 @@
  * The proxy's metric families. Created once in `app.ts` and passed to the components
  * that report through their hooks; nothing here is a module-level singleton.
  *
- * Every label has a bounded value set: `forward`, `group` and `upstream` come from
- * config, `method` goes through {@linkcode methodLabel}, `status` is a numeric HTTP
+ * Every label has a bounded value set: `forward`, `group`, `upstream` and `key` (a client
+ * key's name, never the key) come from config, `method` goes through {@linkcode methodLabel}, `status` is a numeric HTTP
  * code, and `kind`, `type`, `from`/`to`, `result` and `scope` are small enums.
  *
  * @module
@@ -158,6 +158,18 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "llmproxy_tokens_total",
       "Tokens reported in upstream usage, by type: prompt or completion.",
       ["group", "upstream", "type"],
+    ),
+    /** Requests presented with a client key, by the key's name and the response status. */
+    keyRequests: registry.counter(
+      "llmproxy_key_requests_total",
+      "Requests presented with a known client key, by key name and response status code.",
+      ["key", "status"],
+    ),
+    /** Tokens charged to client keys; `type` is `prompt` or `completion`. */
+    keyTokens: registry.counter(
+      "llmproxy_key_tokens_total",
+      "Tokens charged to client keys from upstream usage, by key name and type: prompt or completion.",
+      ["key", "type"],
     ),
     /** Config reload attempts; `result` is `success` or `failure`. */
     configReloads: registry.counter(

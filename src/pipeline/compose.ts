@@ -6,6 +6,8 @@
  * @module
  */
 import { toErrorResponse } from "./errors.ts";
+import type { ClientKey } from "../keys/client_key.ts";
+import type { ClientHeaders } from "../upstream/headers.ts";
 
 /** What travels with a request through the stages. */
 export interface RequestContext {
@@ -28,6 +30,18 @@ export interface RequestContext {
   requestId: string;
   /** Set by the client-IP stage: the peer, or a trusted proxy's X-Forwarded-For entry. */
   clientIp: string;
+  /** Set by the client-key stage: the key the request presented. */
+  clientKey?: ClientKey;
+  /**
+   * The headers to send upstream when a stage removed some (the client key's); else the
+   * request's own.
+   */
+  upstreamHeaders?: ClientHeaders;
+  /**
+   * Set when the proxy asked a chat stream for usage the client did not ask for: the answer's
+   * usage chunk is removed before the client sees it.
+   */
+  hideUsageChunk?: boolean;
   /** Facts for the access log, filled in as stages run. */
   readonly trace: RequestTrace;
   /**
@@ -44,6 +58,8 @@ export interface RequestContext {
 
 /** What the access log reports about a request. */
 export interface RequestTrace {
+  /** The client key's name (never the key). */
+  key?: string;
   group?: string;
   upstream?: string;
   attempts: number;

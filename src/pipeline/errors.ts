@@ -35,11 +35,18 @@ export class BadRequestError extends ProxyError {
   override readonly type = "invalid_request_error";
 }
 
-/** 401: inbound authentication failed (admin token). */
+/** 401: inbound authentication failed (admin token, client key). */
 export class UnauthorizedError extends ProxyError {
   override name = "UnauthorizedError";
   override readonly status = 401;
   override readonly type = "authentication_error";
+}
+
+/** 403: the client key may not use what the request asks for (group, model). */
+export class ForbiddenError extends ProxyError {
+  override name = "ForbiddenError";
+  override readonly status = 403;
+  override readonly type = "permission_error";
 }
 
 /** 404: no route for this request. */
@@ -81,7 +88,7 @@ export class ClientClosedError extends ProxyError {
   override readonly type = "client_closed_request";
 }
 
-/** 429: a rate limit (per client IP, or every upstream's) is exhausted. */
+/** 429: a rate limit (per client IP, per client key, or every upstream's) or a budget is exhausted. */
 export class RateLimitedError extends ProxyError {
   override name = "RateLimitedError";
   override readonly status = 429;

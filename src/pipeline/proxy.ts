@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Stage } from "./compose.ts";
+import type { RequestContext, Stage } from "./compose.ts";
 import { ClientClosedError, NoUpstreamError, type ProxyError, RateLimitedError } from "./errors.ts";
 import type { Router } from "../routing/router.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
@@ -53,6 +53,16 @@ export interface ProxyStageOptions {
   hooks?: ProxyHooks;
   /** Gets the raw errors behind what clients are told. @default silentLogger */
   log?: Logger;
+  /**
+   * Decides, once the request is routed and its body read, whether it may go on (client keys:
+   * group, model, limits), and returns the body to send; throws a ProxyError to refuse.
+   * @default admits everything as it is
+   */
+  admit?: (
+    ctx: RequestContext,
+    group: Group,
+    body: Uint8Array<ArrayBuffer> | null,
+  ) => Uint8Array<ArrayBuffer> | null;
 }
 
 /** Creates the proxy stage. */
@@ -74,17 +84,19 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   return async function proxy(ctx) {
     const group = router.resolve(ctx.path);
     ctx.trace.group = group.name;
+    const read = await readBody(
+      ctx.request,
+      options.maxBodySize,
+      options.bodyTimeoutMs,
+      options.deadlines,
+    );
+    const body = options.admit ? options.admit(ctx, group, read) : read;
     const request: OutgoingRequest = {
       method: ctx.request.method,
       path: ctx.path,
       query: ctx.query,
-      headers: ctx.request.headers,
-      body: await readBody(
-        ctx.request,
-        options.maxBodySize,
-        options.bodyTimeoutMs,
-        options.deadlines,
-      ),
+      headers: ctx.upstreamHeaders ?? ctx.request.headers,
+      body,
       peerIp: ctx.peerIp,
       // The listener's scheme. Never read from `request.url`: for an absolute-form target
       // (`GET https://x/ HTTP/1.1`) it is whatever scheme the client wrote.

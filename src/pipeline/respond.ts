@@ -19,6 +19,7 @@ import { responseHeaders } from "../upstream/headers.ts";
 import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import { MAX_JSON_BYTES, usageFromJsonBytes, usageSniffer } from "../stream/usage.ts";
 import { failureCause, failureDetail } from "../transport/failure.ts";
+import { withoutUsageChunk } from "../stream/include_usage.ts";
 
 /** Largest non-streamed body read whole before answering (see {@linkcode respond}). */
 const WHOLE_BODY_MAX = MAX_JSON_BYTES;
@@ -56,12 +57,18 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
   if (length !== null && Number(length) <= WHOLE_BODY_MAX) {
     return respondWhole(ctx, attempt, headers);
   }
-  const source = upstream.reader();
+  let source = upstream.reader();
   if (!source) return answer(attempt, upstream, null, headers);
   ctx.trace.pendingBody = true;
   const sniffer = usageSniffer(contentType);
+  let onChunk = sniffer && ((chunk: Uint8Array) => sniffer.chunk(chunk));
+  if (ctx.hideUsageChunk && sse && onChunk) {
+    // The sniffer sees the upstream's bytes, the client the ones without the usage chunk.
+    source = withoutUsageChunk(source, onChunk);
+    onChunk = undefined;
+  }
   const body = observeBody(source, {
-    onChunk: sniffer && ((chunk) => sniffer.chunk(chunk)),
+    onChunk,
     idleTimeoutMs: group.timeouts.streamIdleMs,
     // `request` is the attempt's total: it started firstByteMs before the headers came.
     deadlineAt: streamed ? undefined : env.now() - result.firstByteMs + group.timeouts.requestMs,

@@ -1,6 +1,6 @@
 /**
- * The admin handler: liveness, readiness, Prometheus metrics, upstream state, the effective
- * (redacted) config and reload. With `admin.token` set, the state, config and reload endpoints
+ * The admin handler: liveness, readiness, Prometheus metrics, upstream and client-key state, the
+ * effective (redacted) config and reload. With `admin.token` set, the state, config and reload endpoints
  * need `Authorization: Bearer <token>`, compared in constant time.
  *
  * @module
@@ -26,7 +26,7 @@ export interface AdminOptions {
 }
 
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
-const PROTECTED = new Set(["/upstreams", "/config", "/reload"]);
+const PROTECTED = new Set(["/upstreams", "/keys", "/config", "/reload"]);
 
 /** Creates the admin request handler. */
 export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
@@ -54,6 +54,13 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
         });
       case "GET /upstreams":
         return json(upstreamState(options.runtime(), options.clock));
+      case "GET /keys": {
+        const now = options.clock.now();
+        const wallNow = options.clock.wallNow();
+        // Names and usage only: a key (or its digest) is never part of the answer.
+        const keys = [...options.runtime().keys.all()].map((k) => k.snapshot(now, wallNow));
+        return json({ keys });
+      }
       case "GET /config":
         return json(options.redactedConfig());
       case "POST /reload": {

@@ -9,6 +9,7 @@ import type { AttemptOutcome } from "../resilience/retry.ts";
 import { parseRetryAfter } from "../resilience/retry.ts";
 import type { Group, GroupMember } from "./group.ts";
 import type { BreakerVerdict } from "./upstream.ts";
+import type { ClientHeaders } from "./headers.ts";
 import {
   NotSentError,
   type UpstreamReply,
@@ -55,7 +56,7 @@ export interface OutgoingRequest {
   readonly method: string;
   readonly path: string;
   readonly query: string;
-  readonly headers: Headers;
+  readonly headers: ClientHeaders;
   readonly body: Uint8Array<ArrayBuffer> | null;
   readonly peerIp: string;
   readonly proto: string;

@@ -35,6 +35,15 @@ export type AuthConfig =
   | { readonly type: "bearer"; readonly token: string }
   | { readonly type: "basic"; readonly username: string; readonly password: string };
 
+/**
+ * The client's request headers as the outgoing ones are built from them: a `Headers`, or a view
+ * of one without some names (the client key's, see `pipeline/client_key.ts`).
+ */
+export interface ClientHeaders {
+  get(name: string): string | null;
+  forEach(callback: (value: string, name: string) => void): void;
+}
+
 /** Per-request facts the outgoing headers depend on. */
 export interface ForwardingFacts {
   /** The socket peer's address (appended to X-Forwarded-For). */
@@ -70,7 +79,7 @@ export class RequestHeaderPlan {
    * lower-case names: one pass over the client's headers instead of a copied `Headers` edited
    * twenty times (each edit is a linear search with validation), on every request.
    */
-  build(clientHeaders: Headers, facts: ForwardingFacts): Record<string, string> {
+  build(clientHeaders: ClientHeaders, facts: ForwardingFacts): Record<string, string> {
     const out: Record<string, string> = Object.create(null);
     let connection: string | undefined;
     // forEach, not for-of: Deno's Headers iterator costs about three times as much per request.

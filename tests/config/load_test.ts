@@ -84,15 +84,18 @@ upstreamGroups:
 // ---------------------------------------------------------------------------------------------
 // Valid configs
 
-Deno.test("the embedded config.default.yaml parses with an empty env, with two warnings", async () => {
+Deno.test("the embedded config.default.yaml parses with an empty env, with four warnings", async () => {
   const text = await Deno.readTextFile(new URL("config.default.yaml", ROOT));
   const loaded = parseConfig(text, "<embedded config.default.yaml>", envOf());
   assert.equal(loaded.source, "<embedded config.default.yaml>");
   assert.deepEqual(loaded.warnings, [
     'upstream "openai_primary" has an empty bearer credential: its provider will likely refuse requests (401)',
     'upstream "openai_api" has an empty bearer credential: its provider will likely refuse requests (401)',
+    'client key "default" is empty: nobody can present it (set its variable, e.g. LLMPROXY_KEY)',
+    'no client key can be presented: forwards "to_mixgroup" answer 401 to every request',
   ]);
   assert.deepEqual([...loaded.interpolatedValues], []);
+  assert.deepEqual(loaded.config.clientKeys, [{ name: "default", key: "" }]);
   const { config } = loaded;
   assert.deepEqual(config.httpServer.forwards.map((f) => f.name), ["to_mixgroup"]);
   assert.deepEqual(config.upstreams.map((u) => u.name), ["openai_primary", "openai_api"]);
@@ -114,10 +117,18 @@ Deno.test("the embedded default with credentials set: no warnings, values record
   const loaded = parseConfig(
     text,
     "x",
-    envOf({ OPENAI_API_KEY: "sk-test-0123456789", ADMIN_TOKEN: "admintoken" }),
+    envOf({
+      OPENAI_API_KEY: "sk-test-0123456789",
+      ADMIN_TOKEN: "admintoken",
+      LLMPROXY_KEY: "sk-client-0123456789",
+    }),
   );
   assert.deepEqual(loaded.warnings, []);
-  assert.deepEqual([...loaded.interpolatedValues].sort(), ["admintoken", "sk-test-0123456789"]);
+  assert.deepEqual([...loaded.interpolatedValues].sort(), [
+    "admintoken",
+    "sk-client-0123456789",
+    "sk-test-0123456789",
+  ]);
   const auth = loaded.config.upstreams[0]!.auth;
   assert.deepEqual(auth, { type: "bearer", token: "sk-test-0123456789" });
 });
@@ -329,7 +340,7 @@ Deno.test("unknown key at the root lists the allowed keys", () => {
   assert.deepEqual(errorLines(text), [
     `${
       pos(text, "extras")
-    } extras: unknown key "extras" (allowed: httpServer, upstreams, upstreamGroups)`,
+    } extras: unknown key "extras" (allowed: httpServer, upstreams, upstreamGroups, clientKeys, state)`,
   ]);
 });
 

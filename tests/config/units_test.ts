@@ -37,6 +37,11 @@ Deno.test("parseDurationMs: a bare number is read in the field's unit", () => {
   assert.equal(parseDurationMs("0.25", "s"), 250);
 });
 
+Deno.test("parseDurationMs: days, for budget periods", () => {
+  assert.equal(parseDurationMs("30d", "s"), 30 * 86_400_000);
+  assert.equal(parseDurationMs("1d", "ms"), 86_400_000);
+});
+
 Deno.test("parseDurationMs: garbage is undefined", () => {
   for (
     const value of [
@@ -46,7 +51,7 @@ Deno.test("parseDurationMs: garbage is undefined", () => {
       "s",
       "ms",
       "30x",
-      "1d",
+      "1w",
       "30S",
       "30 seconds",
       "1e3",

@@ -20,6 +20,8 @@ const FAMILIES: Record<string, string> = {
   llmproxy_circuit_breaker_state: "gauge",
   llmproxy_circuit_breaker_transitions_total: "counter",
   llmproxy_tokens_total: "counter",
+  llmproxy_key_requests_total: "counter",
+  llmproxy_key_tokens_total: "counter",
   llmproxy_config_reloads_total: "counter",
   llmproxy_connections_open: "gauge",
   llmproxy_connections_closed_total: "counter",
@@ -58,6 +60,8 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.breakerTransitions.labels("primary", "open", "half-open").inc();
   m.tokens.labels("openai", "primary", "prompt").inc(120);
   m.tokens.labels("openai", "primary", "completion").inc(30);
+  m.keyRequests.labels("team_a", "200").inc();
+  m.keyTokens.labels("team_a", "prompt").inc(10);
   m.configReloads.labels("success").inc();
   m.connectionsOpen.labels("chat").set(3);
   m.connectionsClosed.labels("chat", "idle_timeout").inc();

@@ -1,0 +1,143 @@
+/**
+ * One client key at run time: what it may use (groups, models) and how much (requests per
+ * second, tokens per minute, a token budget per period), with the state of its limits.
+ * Authorising throws the contract's errors; charging happens when an answer's usage is known.
+ *
+ * @module
+ */
+import type { ClientKeyConfig } from "../config/schema.ts";
+import { TokenBucket } from "../resilience/token_bucket.ts";
+import { ForbiddenError, RateLimitedError } from "../pipeline/errors.ts";
+import { type BudgetLedger, periodStart } from "./budget.ts";
+import { globMatcher } from "./glob.ts";
+import { TokenRate } from "./token_rate.ts";
+import { MinuteWindow } from "./minute_window.ts";
+import type { TokenUsage } from "../stream/usage.ts";
+
+/** What `/keys` shows of a key. */
+export interface ClientKeySnapshot {
+  name: string;
+  requests: number;
+  tokensThisMinute: number;
+  budget: { used: number; remaining: number; resetsAt: string } | null;
+}
+
+/** A configured client key with its limits' state. */
+export class ClientKey {
+  readonly config: ClientKeyConfig;
+  readonly #groups: ReadonlySet<string> | undefined;
+  readonly #model: ((model: string) => boolean) | undefined;
+  readonly #requests: TokenBucket | undefined;
+  readonly #tokens: TokenRate | undefined;
+  readonly #ledger: BudgetLedger;
+  /** Requests identified as this key (admitted or not), for `/keys`. */
+  #seen = 0;
+  /** Tokens charged in the last minute, for `/keys` (with or without a tokens limit). */
+  readonly #minute = new MinuteWindow();
+
+  constructor(config: ClientKeyConfig, ledger: BudgetLedger) {
+    this.config = config;
+    this.#groups = config.groups ? new Set(config.groups) : undefined;
+    this.#model = config.models ? globMatcher(config.models) : undefined;
+    this.#requests = config.ratelimit ? new TokenBucket(config.ratelimit) : undefined;
+    this.#tokens = config.tokens ? new TokenRate(config.tokens.perMinute) : undefined;
+    this.#ledger = ledger;
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** Whether the key restricts models (then the request body's `model` is needed). */
+  get restrictsModels(): boolean {
+    return this.#model !== undefined;
+  }
+
+  /** Counts a request presented with this key. */
+  seen(): void {
+    this.#seen++;
+  }
+
+  /**
+   * Admits a request to `group` for `model` (undefined: the request names none) at `now`
+   * (monotonic ms) and `wallNow`, or throws: 403 for what the key may not use, 429 for a
+   * limit or the budget. A refused request takes nothing from the request limit.
+   */
+  admit(group: string, model: string | undefined, now: number, wallNow: number): void {
+    if (this.#groups && !this.#groups.has(group)) {
+      throw new ForbiddenError(`client key "${this.name}" may not use group "${group}"`, {
+        code: "group_not_allowed",
+      });
+    }
+    if (this.#model && model !== undefined && !this.#model(model)) {
+      // The model is the client's own text: quoted as JSON, never interpreted.
+      throw new ForbiddenError(
+        `client key "${this.name}" may not use model ${JSON.stringify(model.slice(0, 200))}`,
+        { code: "model_not_allowed" },
+      );
+    }
+    const budget = this.config.budget;
+    if (budget && this.#ledger.used(this.name, budget.period, wallNow) >= budget.tokens) {
+      const resetsAt = periodStart(budget.period, wallNow) + budget.period;
+      throw limited(
+        `client key "${this.name}" has used its budget of ${budget.tokens} tokens; it resets at ${
+          new Date(resetsAt).toISOString()
+        }`,
+        "budget_exceeded",
+        resetsAt - wallNow,
+      );
+    }
+    const tokensWait = this.#tokens?.msUntilAdmitted(now) ?? 0;
+    if (tokensWait > 0) {
+      throw limited(
+        `client key "${this.name}" is over its ${this.config.tokens!.perMinute} tokens per minute`,
+        "rate_limited",
+        tokensWait,
+      );
+    }
+    if (this.#requests && !this.#requests.tryTake(now)) {
+      throw limited(
+        `client key "${this.name}" is over its rate limit of ${
+          this.config.ratelimit!.perSecond
+        } requests per second`,
+        "rate_limited",
+        this.#requests.msUntil(now),
+      );
+    }
+  }
+
+  /** Charges the usage of an answer that ended at `now` / `wallNow`. */
+  charge(usage: TokenUsage, now: number, wallNow: number): void {
+    const total = usage.prompt + usage.completion;
+    if (!(total > 0)) return;
+    this.#tokens?.charge(now, total);
+    this.#minute.add(now, total);
+    const budget = this.config.budget;
+    if (budget) this.#ledger.charge(this.name, budget.period, wallNow, total);
+  }
+
+  /** The key's state for `/keys`. */
+  snapshot(now: number, wallNow: number): ClientKeySnapshot {
+    const budget = this.config.budget;
+    const used = budget ? this.#ledger.used(this.name, budget.period, wallNow) : 0;
+    return {
+      name: this.name,
+      requests: this.#seen,
+      tokensThisMinute: this.#minute.sum(now),
+      budget: budget
+        ? {
+          used,
+          remaining: Math.max(0, budget.tokens - used),
+          resetsAt: new Date(periodStart(budget.period, wallNow) + budget.period).toISOString(),
+        }
+        : null,
+    };
+  }
+}
+
+function limited(message: string, code: string, waitMs: number): RateLimitedError {
+  return new RateLimitedError(message, {
+    code,
+    headers: { "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) },
+  });
+}

@@ -1,0 +1,108 @@
+/**
+ * The client-key stage: who is calling. A forward with `clientAuth: required` answers 401 to a
+ * request without a known key, and removes the key's headers before anything goes upstream.
+ * What the key may use and how much (group, model, limits, budget) is decided by
+ * {@linkcode admitClientKey} once the proxy stage has routed the request and read its body:
+ * the model comes from the body, and a chat stream is made to report its usage.
+ *
+ * @module
+ */
+import type { RequestContext, Stage } from "./compose.ts";
+import { UnauthorizedError } from "./errors.ts";
+import { type ClientKeys, KEY_HEADERS, presentedKey } from "../keys/client_keys.ts";
+import type { Clock } from "../deps.ts";
+import type { ClientHeaders } from "../upstream/headers.ts";
+import { requestWithUsage } from "../stream/include_usage.ts";
+
+/** Creates the client-key stage for a forward that requires keys. */
+export function clientKeyStage(keys: ClientKeys): Stage {
+  // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
+  // deno-lint-ignore require-await
+  return async function clientKey(ctx, next) {
+    const headers = ctx.request.headers;
+    const presented = presentedKey(headers);
+    if (presented === "") {
+      throw new UnauthorizedError(
+        "no API key: send it as Authorization: Bearer <key>, x-api-key or api-key",
+        { code: "missing_api_key", headers: { "www-authenticate": 'Bearer realm="llmproxy"' } },
+      );
+    }
+    // The key itself never enters a message, a log line or the context: only its name does.
+    const key = keys.lookup(presented);
+    if (!key) {
+      throw new UnauthorizedError("the API key is not valid", {
+        code: "invalid_api_key",
+        headers: { "www-authenticate": 'Bearer realm="llmproxy"' },
+      });
+    }
+    key.seen();
+    ctx.clientKey = key;
+    ctx.trace.key = key.name;
+    ctx.upstreamHeaders = withoutKeyHeaders(headers);
+    return next();
+  };
+}
+
+/**
+ * Admits a request identified by a client key to `group` (the proxy stage calls it after
+ * routing, with the body read), or throws 403/429. Without a key (a `clientAuth: none`
+ * forward) everything is admitted.
+ */
+export function admitClientKey(
+  ctx: RequestContext,
+  group: string,
+  body: Uint8Array<ArrayBuffer> | null,
+  clock: Pick<Clock, "now" | "wallNow">,
+): Uint8Array<ArrayBuffer> | null {
+  const key = ctx.clientKey;
+  if (!key) return body;
+  const model = key.restrictsModels ? modelOf(body) : undefined;
+  key.admit(group, model, clock.now(), clock.wallNow());
+  // Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
+  // and the answer's usage chunk is taken out again on the way back (see respond.ts).
+  const withUsage = requestWithUsage(ctx.path, body);
+  if (!withUsage) return body;
+  ctx.hideUsageChunk = true;
+  return withUsage;
+}
+
+const KEY_HEADER_SET: ReadonlySet<string> = new Set(KEY_HEADERS);
+
+/**
+ * The request's headers without the ones a client key travels in: a view, not a copy (the
+ * request's own headers are immutable in Deno's server, and a copy costs microseconds).
+ */
+function withoutKeyHeaders(headers: Headers): ClientHeaders {
+  return {
+    get: (name) => KEY_HEADER_SET.has(name.toLowerCase()) ? null : headers.get(name),
+    // Headers hands names to forEach lower-cased.
+    forEach: (callback) =>
+      headers.forEach((value, name) => {
+        if (!KEY_HEADER_SET.has(name)) callback(value, name);
+      }),
+  };
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * The `model` a JSON body names, or undefined (no body, not JSON, no string `model`): a
+ * request that names no model is not refused for one.
+ */
+export function modelOf(body: Uint8Array | null): string | undefined {
+  // `{` first (after whitespace): other bodies (uploads, forms) are not parsed at all.
+  if (!body || body.byteLength === 0) return undefined;
+  let i = 0;
+  while (
+    i < body.byteLength &&
+    (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)
+  ) i++;
+  if (body[i] !== 0x7b) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(decoder.decode(body));
+    const model = (parsed as { model?: unknown }).model;
+    return typeof model === "string" ? model : undefined;
+  } catch {
+    return undefined;
+  }
+}
