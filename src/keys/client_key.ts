@@ -59,17 +59,27 @@ export class ClientKey {
   }
 
   /**
-   * Admits a request to `group` for `model` (undefined: the request names none) at `now`
-   * (monotonic ms) and `wallNow`, or throws: 403 for what the key may not use, 429 for a
-   * limit or the budget. A refused request takes nothing from the request limit.
+   * Admits a request to `group` for `model` at `now` (monotonic ms) and `wallNow`, or throws:
+   * 403 for what the key may not use, 429 for a limit or the budget. A refused request takes
+   * nothing from the request limit. `model` undefined: the request has no body, so it asks
+   * for none; null: its body names none this proxy can read.
    */
-  admit(group: string, model: string | undefined, now: number, wallNow: number): void {
+  admit(group: string, model: string | null | undefined, now: number, wallNow: number): void {
     if (this.#groups && !this.#groups.has(group)) {
       throw new ForbiddenError(`client key "${this.name}" may not use group "${group}"`, {
         code: "group_not_allowed",
       });
     }
-    if (this.#model && model !== undefined && !this.#model(model)) {
+    if (this.#model && model === null) {
+      // Fail closed: a body without a model this proxy can read (none, not JSON, a JSON only a
+      // laxer parser takes, such as Python's with NaN) may still name one upstream, or get the
+      // upstream's default model; a key limited to some models does not pass with it.
+      throw new ForbiddenError(
+        `client key "${this.name}" may only use the models it is allowed: the request must name one ("model" in a JSON body)`,
+        { code: "model_not_allowed" },
+      );
+    }
+    if (this.#model && typeof model === "string" && !this.#model(model)) {
       // The model is the client's own text: quoted as JSON, never interpreted.
       throw new ForbiddenError(
         `client key "${this.name}" may not use model ${JSON.stringify(model.slice(0, 200))}`,

@@ -56,7 +56,10 @@ export function admitClientKey(
 ): Uint8Array<ArrayBuffer> | null {
   const key = ctx.clientKey;
   if (!key) return body;
-  const model = key.restrictsModels ? modelOf(body) : undefined;
+  // null: a body whose model cannot be read (refused by a key limited to some models).
+  const model = key.restrictsModels && body !== null && body.byteLength > 0
+    ? modelOf(body) ?? null
+    : undefined;
   key.admit(group, model, clock.now(), clock.wallNow());
   // Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
   // and the answer's usage chunk is taken out again on the way back (see respond.ts).

@@ -116,6 +116,34 @@ Deno.test("e2e client keys: 403 group_not_allowed and model_not_allowed after ro
   });
 });
 
+Deno.test("e2e client keys: a key limited to some models fails closed on a body whose model cannot be read", async () => {
+  await withProxy(TEAM_A, async (proxy, mock) => {
+    const auth = { authorization: `Bearer ${KEY_A}` };
+    for (
+      const body of [
+        JSON.stringify({ messages: [] }), // no model: the upstream's default would answer
+        '{"model": "llama-3", "temperature": NaN}', // Python's json takes this; JSON.parse not
+        "\ufeff" + JSON.stringify({ model: "llama-3" }), // a byte-order mark first
+        JSON.stringify({ model: ["gpt-4o"] }),
+        "model=gpt-4o",
+      ]
+    ) {
+      const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...auth },
+        body,
+      });
+      assert.equal(response.status, 403, body);
+      assert.equal((await response.json()).error.code, "model_not_allowed");
+    }
+    assert.equal(mock.requests.length, 0, "nothing reached the upstream");
+    // Without a body nothing asks for a model: a GET passes.
+    const list = await fetch(`${proxy.url()}/v1/models`, { headers: auth });
+    assert.notEqual(list.status, 403);
+    await list.body?.cancel();
+  });
+});
+
 Deno.test("e2e client keys: every header form works and no key reaches the upstream or the log", async () => {
   await withProxy(TEAM_A, async (proxy, mock) => {
     for (
