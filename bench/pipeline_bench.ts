@@ -6,8 +6,8 @@
  * canned one) that passes through the observing stream.
  *
  * A forward on the benchmark's realistic config (two upstreams, round robin, breakers,
- * per-IP and per-upstream limits, metrics, the access log at info into a batched sink) handles
- * a chat request; the upstream is an in-process transport answering like nginx does (its head
+ * per-IP and per-upstream limits, a client key, metrics, the access log at info into a batched
+ * sink) handles a chat request; the upstream is an in-process transport answering like nginx does (its head
  * parsed into the HTTP/1.1 client's `RawHeaders`, a 647-byte chat completion). What this costs
  * per request is what the proxy adds to the server and the socket I/O, measured without the
  * preemption and loopback noise of a load test; `--cpu-prof` shows where it goes.
@@ -24,7 +24,7 @@ import { createProxyMetrics } from "../src/metrics/proxy_metrics.ts";
 import { observabilityHooks } from "../src/metrics/hooks.ts";
 import { RawHeaders } from "../src/transport/http1/raw_headers.ts";
 import type { Transport, UpstreamReply } from "../src/transport/transport.ts";
-import { projectConfig } from "./targets.ts";
+import { BENCH_CLIENT_KEY, projectConfig } from "./targets.ts";
 import { CHAT_STREAM } from "./canned_responses.ts";
 
 const COMPLETION = JSON.stringify({
@@ -132,6 +132,7 @@ async function once(): Promise<void> {
       host: "127.0.0.1:3000",
       "content-type": "application/json",
       "content-length": String(REQUEST_BODY.length),
+      authorization: `Bearer ${BENCH_CLIENT_KEY}`,
     },
     body: REQUEST_BODY,
   });

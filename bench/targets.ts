@@ -1,13 +1,15 @@
 /**
  * Starts the processes under test: the mock upstream, the reference and buffering proxies,
  * and the project with a realistic config (two upstreams in a roundrobin group, breaker and
- * per-upstream limit, per-IP limit, admin metrics, access log at info to a file) and no
+ * per-upstream limit, per-IP limit, a client key with request and token limits, admin metrics,
+ * access log at info to a file) and no
  * tuning: every pool and client setting at its default, as a user gets it.
  *
  * @module
  */
 import { STREAM_CHUNKS } from "./canned_responses.ts";
 import { freePort, type Proc, spawn, waitForPort } from "./procs.ts";
+import { formatDigest } from "../src/keys/digest.ts";
 
 /** The client path of the load scenarios. */
 export const CHAT_PATH = "/v1/chat/completions";
@@ -113,11 +115,23 @@ export async function startMinimalProxy(
 const HIGH_LIMIT = "{ perSecond: 1000000, burst: 1000000 }";
 
 /**
+ * The client key the load presents to the project: keys are on in the realistic config (the
+ * default config requires one), so each request is identified, limited and charged.
+ */
+export const BENCH_CLIENT_KEY = "sk-bench-client-key-0123456789abcdef";
+
+/**
  * The project's config for the benchmark; both upstreams are the same server under two names.
  * The group's `httpClient` (pool size, keep-alive, TLS) is left at its defaults on purpose:
  * the figures are what a user gets without tuning.
  */
-export function projectConfig(port: number, adminPort: number, upstream: string): string {
+export function projectConfig(
+  port: number,
+  adminPort: number,
+  upstream: string,
+  /** The client key's `sha256:` digest (the key is {@linkcode BENCH_CLIENT_KEY}). */
+  keyDigest = formatDigest(BENCH_CLIENT_KEY),
+): string {
   const upstreamBlock = (name: string) => `
   - name: ${name}
     url: "${upstream}"
@@ -139,6 +153,11 @@ upstreamGroups:
   - name: pool
     upstreams: [{ name: up_a }, { name: up_b }]
     balance: { strategy: roundrobin }
+clientKeys:
+  - name: bench
+    key: "${keyDigest}"
+    ratelimit: ${HIGH_LIMIT}
+    tokens: { perMinute: 1000000000000 }
 `;
 }
 
@@ -147,7 +166,10 @@ export async function startProject(upstream: Upstream, o: StartOptions): Promise
   const port = freePort();
   const adminPort = freePort();
   const configFile = fileOf(o, "project", ".yaml");
-  await Deno.writeTextFile(configFile, projectConfig(port, adminPort, upstream.origin));
+  await Deno.writeTextFile(
+    configFile,
+    projectConfig(port, adminPort, upstream.origin),
+  );
   const args = [
     "--allow-net",
     "--allow-read",
@@ -160,5 +182,13 @@ export async function startProject(upstream: Upstream, o: StartOptions): Promise
     "info",
   ];
   const target = await start("project", args, port, { ...o, env: trustEnv(upstream) });
-  return { ...target, adminOrigin: `http://127.0.0.1:${adminPort}`, request: upstream.request };
+  return {
+    ...target,
+    adminOrigin: `http://127.0.0.1:${adminPort}`,
+    request: (key) => {
+      const request = upstream.request(key);
+      const authorization = `Bearer ${BENCH_CLIENT_KEY}`;
+      return { ...request, headers: { ...request.headers, authorization } };
+    },
+  };
 }
