@@ -8,7 +8,10 @@
  *   Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
  * - `--duration S`: seconds per run (default 10).
  * - `--runs N`: runs per target and scenario (default 3).
- * - `--scenarios a,b,c,d`: a JSON, b SSE, c chunk timing, d memory (default all).
+ * - `--scenarios a,b,c,d,f,g,h,i`: a JSON, b SSE, c chunk timing, d memory; f–i latency
+ *   overhead against the mock directly: f JSON at 1/16/64 connections, g SSE time to first
+ *   event, h a ~400 KB request, i event gaps of 64 streams (default all; see
+ *   `latency_scenarios.ts`).
  * - `--soak S`: also soak the project for S seconds (scenario e; e.g. `--soak 600`).
  * - `--pin`: `taskset` the load generator and mock to CPU 0 and the proxies to CPU 1.
  * - `--load wrk|builtin`: the load generator (default wrk when installed).
@@ -20,6 +23,7 @@
  */
 import type { LoadTool } from "./loadgen.ts";
 import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
+import { LATENCY_SCENARIOS, latencyScenarios } from "./latency_scenarios.ts";
 import { markdown, type Results } from "./report.ts";
 import * as sc from "./scenarios.ts";
 import { startMinimalProxy, startMock, startProject, type Target } from "./targets.ts";
@@ -41,7 +45,7 @@ function parseCli(args: readonly string[]): Cli {
     smoke,
     durationS: smoke ? 2 : 10,
     runs: smoke ? 1 : 3,
-    scenarios: new Set(["a", "b", "c", "d"]),
+    scenarios: new Set(["a", "b", "c", "d", ...LATENCY_SCENARIOS]),
     soakS: 0,
     pin: false,
     streams: smoke ? 100 : 1000,
@@ -207,6 +211,20 @@ async function main(): Promise<number> {
         streams,
         streamRuns: await sc.slowStreams(session, targets, streams),
       };
+    }
+    const latencyKeys = new Set(LATENCY_SCENARIOS.filter((k) => cli.scenarios.has(k)));
+    if (latencyKeys.size > 0) {
+      log(`scenarios ${[...latencyKeys].join(",")} (latency overhead, direct vs through a proxy):`);
+      // Smoke: long enough to prove each case runs, not to resolve a p99.
+      const timing = cli.smoke
+        ? { durationS: 0.5, warmupS: 0.2, dir }
+        : { durationS: cli.durationS, warmupS: 1, dir };
+      results.latency = await latencyScenarios(
+        session,
+        { direct: mock, ...targets },
+        latencyKeys,
+        timing,
+      );
     }
     if (cli.soakS > 0) {
       log(`scenario e (soak, ${cli.soakS} s):`);
