@@ -22,12 +22,19 @@ export interface TimedResponse {
 
 const CR = 13;
 const LF = 10;
-const D = 0x64; // "d": a block starting with it is a `data:` block (SSE fields: data, event, id, retry, ":")
+const D = 0x64; // "d"
 const latin1 = new TextDecoder("latin1");
+/** The header lines the reader needs, in a lower-cased head. */
+const HEADERS = {
+  contentType: /\r\ncontent-type: *([^\r]*)/,
+  contentLength: /\r\ncontent-length: *([^\r]*)/,
+  transferEncoding: /\r\ntransfer-encoding: *([^\r]*)/,
+  connection: /\r\nconnection: *([^\r]*)/,
+};
 
 /** One connection's reader. Not reentrant: read a response only after writing its request. */
 export class ResponseReader {
-  #conn: Deno.Conn;
+  #conn: Pick<Deno.Conn, "read">;
   #buf = new Uint8Array(16 * 1024);
   /** First unconsumed byte. */
   #start = 0;
@@ -36,7 +43,7 @@ export class ResponseReader {
   /** When the last read returned. */
   #at = 0;
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: Pick<Deno.Conn, "read">) {
     this.#conn = conn;
   }
 
@@ -48,11 +55,11 @@ export class ResponseReader {
     this.#start = headEnd + 4;
     const status = Number(/^http\/1\.[01] (\d{3})/.exec(head)?.[1]);
     if (!Number.isInteger(status)) throw new Error(`malformed response head: ${head.slice(0, 80)}`);
-    const header = (name: string) => new RegExp(`\r\n${name}: *([^\r]*)`).exec(head)?.[1];
-    const events = new EventScanner(header("content-type")?.startsWith("text/event-stream"));
+    const header = (name: keyof typeof HEADERS) => HEADERS[name].exec(head)?.[1];
+    const events = new EventScanner(header("contentType")?.startsWith("text/event-stream"));
     let keepAlive = header("connection") !== "close";
-    const length = header("content-length");
-    if (header("transfer-encoding")?.includes("chunked")) {
+    const length = header("contentLength");
+    if (header("transferEncoding")?.includes("chunked")) {
       await this.#readChunked(events);
     } else if (length !== undefined) {
       await this.#readBytes(Number(length), events);
@@ -131,13 +138,16 @@ export class ResponseReader {
   }
 }
 
-/** Finds the ends of SSE blocks (a blank line) in body bytes; records `data:` blocks' times. */
+/**
+ * Finds the ends of SSE events (a blank line) in body bytes and records when each one with a
+ * `data` line arrived. A line starting with "d" is a data line: the other fields are `event`,
+ * `id`, `retry` and comments (":").
+ */
 class EventScanner {
   readonly times: number[] = [];
   #on: boolean;
-  #atBlockStart = true;
-  #isData = false;
-  #prev = 0;
+  #atLineStart = true;
+  #hasData = false;
 
   constructor(on = false) {
     this.#on = on;
@@ -148,16 +158,15 @@ class EventScanner {
     for (let i = from; i < to; i++) {
       const b = bytes[i]!;
       if (b === CR) continue; // CRLF line ends read as LF
-      if (this.#atBlockStart && b !== LF) {
-        this.#isData = b === D;
-        this.#atBlockStart = false;
+      if (b !== LF) {
+        if (this.#atLineStart && b === D) this.#hasData = true;
+        this.#atLineStart = false;
+      } else if (this.#atLineStart) { // an empty line: the event ends
+        if (this.#hasData) this.times.push(at);
+        this.#hasData = false;
+      } else {
+        this.#atLineStart = true;
       }
-      if (b === LF && this.#prev === LF) {
-        if (this.#isData) this.times.push(at);
-        this.#isData = false;
-        this.#atBlockStart = true;
-      }
-      this.#prev = b;
     }
   }
 }

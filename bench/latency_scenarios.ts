@@ -13,6 +13,7 @@
  * @module
  */
 import { runCommand } from "./loadgen.ts";
+import { otherLoad } from "./other_load.ts";
 import type { LatencyReport } from "./overhead.ts";
 import type { Session } from "./scenarios.ts";
 import { median } from "./stats.ts";
@@ -34,6 +35,12 @@ export interface LatencySummary {
   overheadP99Us?: number;
 }
 
+/** One run of the client against one target. */
+export interface LatencyRun extends LatencyReport {
+  /** CPU used meanwhile by processes outside the benchmark, cores (see `other_load.ts`). */
+  otherCores: number;
+}
+
 /** One case (a scenario at one concurrency). */
 export interface LatencyCaseResult {
   scenario: string;
@@ -42,7 +49,7 @@ export interface LatencyCaseResult {
   connections: number;
   /** The issue's bar: the project's overhead p99 must not exceed this, µs. */
   barP99Us?: number;
-  runs: Record<LatencyTarget, LatencyReport[]>;
+  runs: Record<LatencyTarget, LatencyRun[]>;
   summary: Record<LatencyTarget, LatencySummary>;
 }
 
@@ -52,8 +59,8 @@ export type LatencyResults = Record<string, LatencyCaseResult>;
 /** The scenario letters this module runs. */
 export const LATENCY_SCENARIOS: readonly string[] = ["f", "g", "h", "i"];
 
-/** Per-run timing; `--smoke` passes short ones. */
-export interface LatencyTiming {
+/** Per-run timing (`--smoke` passes short ones) and the session's scratch directory. */
+export interface LatencyOptions {
   durationS: number;
   /** Seconds of load before the measured period on every run (the JIT, the pools). */
   warmupS: number;
@@ -136,7 +143,7 @@ const OVERHEAD_TS = new URL("./overhead.ts", import.meta.url).pathname;
 /** Request timeout of the client, and the slack before a stuck client is killed, s. */
 const TIMEOUT_S = 10;
 
-async function runClient(s: Session, t: LatencyTiming, target: Target, c: Case) {
+async function runClient(s: Session, t: LatencyOptions, target: Target, c: Case) {
   const pin = s.loadCpu === undefined ? [] : ["taskset", "-c", String(s.loadCpu)];
   const body = "text" in c.body ? ["--body", c.body.text] : ["--body-file", c.body.file];
   const text = await runCommand([
@@ -158,23 +165,28 @@ export async function latencyScenarios(
   s: Session,
   targets: Record<LatencyTarget, Target>,
   keys: ReadonlySet<string>,
-  t: LatencyTiming,
+  t: LatencyOptions,
 ): Promise<LatencyResults> {
   const largeFile = `${t.dir}/large_context.json`;
   if (keys.has("h")) await Deno.writeTextFile(largeFile, largeContextBody(400_000));
   const out: LatencyResults = {};
   for (const [key, c] of cases(keys, largeFile)) {
-    const runs: Record<LatencyTarget, LatencyReport[]> = { direct: [], reference: [], project: [] };
+    const runs: Record<LatencyTarget, LatencyRun[]> = { direct: [], reference: [], project: [] };
+    const pids = TARGETS.map((name) => targets[name].proc.pid);
     for (let i = 0; i < s.runs; i++) {
       for (const name of TARGETS) {
-        const r = await runClient(s, t, targets[name], c);
+        const others = await otherLoad(pids, s.clockTicks);
+        const r = { ...await runClient(s, t, targets[name], c), otherCores: await others.stop() };
         runs[name].push(r);
         const q = r[c.metric];
         const errors = r.errors + r.non2xx;
         s.log(
           `  ${key} run ${i + 1} ${name}: p50 ${ms(q.p50Us)} ms, p99 ${ms(q.p99Us)} ms ` +
             `(${q.count} samples, ${r.rps.toFixed(0)} responses/s)` +
-            `${errors > 0 ? `, ${errors} errors (${r.firstError ?? "non-2xx"})` : ""}`,
+            `${errors > 0 ? `, ${errors} errors (${r.firstError ?? "non-2xx"})` : ""}` +
+            `${
+              r.otherCores >= 0.1 ? `; other processes used ${r.otherCores.toFixed(2)} CPUs` : ""
+            }`,
         );
       }
     }
@@ -193,7 +205,7 @@ export async function latencyScenarios(
 }
 
 function summarise(
-  runs: Record<LatencyTarget, LatencyReport[]>,
+  runs: Record<LatencyTarget, LatencyRun[]>,
   metric: Metric,
 ): Record<LatencyTarget, LatencySummary> {
   const values = (t: LatencyTarget, q: "p50Us" | "p99Us") => runs[t].map((r) => r[metric][q]);
@@ -213,7 +225,10 @@ function summarise(
   return { direct: one("direct"), reference: one("reference"), project: one("project") };
 }
 
-const ms = (us: number) => (us / 1000).toFixed(3);
+/** µs → "1.234" ms; "–" when there was no sample (the client's JSON turns NaN into null). */
+const ms = (
+  us: number | null,
+) => (us === null || !Number.isFinite(us) ? "–" : (us / 1000).toFixed(3));
 
 /** Words of varied length, so the prompt looks like text rather than one repeated token. */
 const WORDS = ("the proxy forwards each request to an upstream model and streams the answer " +

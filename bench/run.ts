@@ -4,7 +4,8 @@
  * mock upstream, and writes `bench/results/<timestamp>.json` and `bench/results/latest.md`.
  *
  * Options:
- * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak (CI; < 1 min).
+ * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak, 0.5 s latency
+ *   runs (CI; < 1 min).
  *   Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
  * - `--duration S`: seconds per run (default 10).
  * - `--runs N`: runs per target and scenario (default 3).
