@@ -4,6 +4,8 @@
  * @module
  */
 import type { LoadReport } from "./load.ts";
+import { latencyMarkdown } from "./latency_report.ts";
+import type { LatencyResults } from "./latency_scenarios.ts";
 import type { ProbeResult } from "./sse_probe.ts";
 import { median, type Spread, spread } from "./stats.ts";
 
@@ -69,6 +71,8 @@ export interface Results {
     streams: { count: number; chunks: number; delayMs: number };
     streamRuns: Record<TargetName, RunResult[]>;
   };
+  /** Scenarios f–i: latency overhead against the mock directly (bench/latency_scenarios.ts). */
+  latency?: LatencyResults;
   /** Scenario e (project only). */
   soak?: { durationS: number; samples: { s: number; rssMiB: number }[]; slopeMiBPerMin: number };
   /** Sanity checks on the harness itself. */
@@ -267,6 +271,7 @@ export function markdown(r: Results): string {
       "",
     );
   }
+  lines.push(...latencyMarkdown(r.latency));
   if (r.soak) {
     const s = r.soak;
     // Samples swing by several MiB (GC): the thirds' medians say more than the slope alone.

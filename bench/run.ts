@@ -10,11 +10,15 @@
  * reference in front of the same upstream. Scenarios c, d and e use the mock.
  *
  * Options:
- * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak, no peers (CI;
- *   about a minute). Results go to `<timestamp>-smoke.json` and `latest-smoke.md`.
+ * - `--smoke`: ~2 s runs, 1 repetition, 100 slow streams at 100 ms, no soak, no peers, 0.5 s
+ *   latency runs (CI; about a minute). Results go to `<timestamp>-smoke.json` and
+ *   `latest-smoke.md`.
  * - `--duration S`: seconds per run (default 10).
  * - `--runs N`: runs per target and scenario (default 3).
- * - `--scenarios a,b,c,d`: a JSON, b SSE, c chunk timing, d memory (default all).
+ * - `--scenarios a,b,c,d,f,g,h,i`: a JSON, b SSE, c chunk timing, d memory; f–i latency
+ *   overhead against the mock directly: f JSON at 1/16/64 connections, g SSE time to first
+ *   event, h a ~400 KB request, i event gaps of 64 streams (default all; see
+ *   `latency_scenarios.ts`).
  * - `--upstreams mock,nginx,tls`: upstream kinds for a and b (default all; `nginx` and `tls`
  *   need nginx, `apt-get install -y nginx-light`, and `tls` openssl; missing ones are skipped
  *   with a note).
@@ -32,6 +36,7 @@
 import type { LoadTool } from "./loadgen.ts";
 import { peerNames, type Peers, preparePeers, startPeers } from "./peers.ts";
 import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
+import { LATENCY_SCENARIOS, latencyScenarios } from "./latency_scenarios.ts";
 import { markdown, ratios, type Results, type UpstreamResults } from "./report.ts";
 import * as sc from "./scenarios.ts";
 import {
@@ -69,7 +74,7 @@ function parseCli(args: readonly string[]): Cli {
     smoke,
     durationS: smoke ? 2 : 10,
     runs: smoke ? 1 : 3,
-    scenarios: new Set(["a", "b", "c", "d"]),
+    scenarios: new Set(["a", "b", "c", "d", ...LATENCY_SCENARIOS]),
     upstreams: [...UPSTREAM_KINDS],
     peers: false,
     soakS: 0,
@@ -280,6 +285,20 @@ async function main(): Promise<number> {
         streams,
         streamRuns: await sc.slowStreams(session, targets, streams),
       };
+    }
+    const latencyKeys = new Set(LATENCY_SCENARIOS.filter((k) => cli.scenarios.has(k)));
+    if (latencyKeys.size > 0) {
+      log(`scenarios ${[...latencyKeys].join(",")} (latency overhead, direct vs through a proxy):`);
+      // Smoke: long enough to prove each case runs, not to resolve a p99.
+      const timing = cli.smoke
+        ? { durationS: 0.5, warmupS: 0.2, dir }
+        : { durationS: cli.durationS, warmupS: 1, dir };
+      results.latency = await latencyScenarios(
+        session,
+        { direct: mock, ...targets },
+        latencyKeys,
+        timing,
+      );
     }
     if (cli.soakS > 0) {
       log(`scenario e (soak, ${cli.soakS} s):`);
