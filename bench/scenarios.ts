@@ -145,7 +145,13 @@ export async function sseCheck(
 ): Promise<Record<string, ProbeResult>> {
   const out: Record<string, ProbeResult> = {};
   for (const [name, target] of Object.entries(targets)) {
-    const r = await probeSse({ url: target.origin + CHAT_PATH, chunks, delayMs, samples: 3 });
+    const r = await probeSse({
+      url: target.origin + CHAT_PATH,
+      chunks,
+      delayMs,
+      samples: 3,
+      headers: target.request?.("b").headers,
+    });
     s.log(
       `  c ${name}: first event ${r.ttfbMs.toFixed(1)} ms, spread ${
         r.spreadMs.toFixed(0)
@@ -188,6 +194,8 @@ export async function slowStreams(
           LOAD_TS,
           ...["--url", target.origin + CHAT_PATH, "--connections", String(o.count)],
           ...["--duration", String(limitS), "--timeout", String(limitS), "--body", body],
+          ...Object.entries(target.request?.("b").headers ?? {})
+            .flatMap(([name, value]) => ["--header", `${name}: ${value}`]),
           "--once",
           "--expect-done",
         ], limitS + 10);
@@ -226,6 +234,7 @@ export async function soak(
       tool: s.tool,
       url: project.origin + CHAT_PATH,
       body: BODIES.a!,
+      headers: project.request?.("a").headers,
       connections: s.connections,
       durationS,
       cpu: s.loadCpu,

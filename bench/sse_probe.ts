@@ -14,6 +14,8 @@ export interface ProbeOptions {
   delayMs: number;
   /** Sequential requests; the verdict uses the medians. */
   samples: number;
+  /** Extra request headers (the project's client key). */
+  headers?: Record<string, string>;
 }
 
 /** The check's result for one target. */
@@ -70,7 +72,7 @@ async function one(o: ProbeOptions, limitMs: number) {
   const t0 = performance.now();
   const res = await fetch(o.url, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...o.headers },
     body: JSON.stringify({
       model: "bench-model",
       messages: [{ role: "user", content: "hi" }],
