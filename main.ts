@@ -97,7 +97,11 @@ async function main(args: readonly string[]): Promise<number> {
   const secrets = configSecrets(loaded);
   // The one clock: log batching, and everything in the app (its timestamps are wall time).
   const clock = systemClock;
-  const sink = batchedStderr({ clock });
+  const sink = batchedStderr({
+    clock,
+    onDropped: (count) =>
+      log.warn(`${count} log lines dropped: stderr was not read fast enough`, { count }),
+  });
   const log = createLogger({
     level: options.logLevel,
     json: options.json,
@@ -146,7 +150,7 @@ async function main(args: readonly string[]): Promise<number> {
   });
   sink.startBatching(); // start-up lines are out; the access log is batched from here
   const code = await app.finished;
-  sink.flush();
+  await sink.drain();
   return code;
 }
 

@@ -53,7 +53,10 @@ const encoder = new TextEncoder();
 /** A line sink that batches writes; `flush()` writes what is pending at once. */
 export interface BatchedWriter {
   write(line: string): void;
+  /** Writes everything pending now, synchronously (exit paths). */
   flush(): void;
+  /** Waits for the write in flight, then writes everything pending (a graceful stop). */
+  drain(): Promise<void>;
   /** From now on lines are batched; until then each is written at once. */
   startBatching(): void;
 }
@@ -64,6 +67,18 @@ export interface BatchedStderrOptions {
   flushMs?: number;
   /** Writes bytes, returning how many it wrote. @default Deno.stderr.writeSync */
   writeSync?: (bytes: Uint8Array) => number;
+  /**
+   * Writes a batch without blocking the event loop. @default Deno.stderr.write, unless only
+   * `writeSync` is given: then batches are written with it.
+   */
+  write?: (bytes: Uint8Array) => Promise<number>;
+  /**
+   * Most characters held while a write is in flight (a slow log reader); past it lines are
+   * dropped and counted rather than held without bound. @default 8 Mi
+   */
+  maxPendingChars?: number;
+  /** Told how many lines were dropped, once the writes caught up again. */
+  onDropped?: (count: number) => void;
   /** Schedules the flush timer. @default systemClock */
   clock?: Pick<Clock, "after">;
 }
@@ -73,46 +88,95 @@ const REUSED_BUFFER_BYTES = 3 * 65_536 + 3 * 4_096;
 
 /**
  * Batches lines to stderr: one write per `flushMs` (or per 64 KiB) instead of one per line,
- * so an access log at info level does not cost a system call per request. The timer is unref'd;
- * call `flush()` before exiting. Lines written before `startBatching()` (start-up) go out at
- * once, and arm no timer: a proxy that has served nothing holds none (the runtime's first
- * timer costs about 3 MiB of resident memory).
+ * so an access log at info level does not cost a system call per request. Batches are written
+ * asynchronously, one at a time, so a slow reader of stderr (a full pipe, a busy journal) never
+ * stalls the proxy's event loop: a synchronous write of a batch was measured at 37 µs typically
+ * but 0.8–3.4 ms at times, in every request's path. Lines that come meanwhile wait for the
+ * next batch, in order; past `maxPendingChars` they are dropped and counted. The timer is
+ * unref'd; call `drain()` (or `flush()` where nothing can be awaited) before exiting. Lines
+ * written before `startBatching()` (start-up) go out at once, synchronously, and arm no timer: a
+ * proxy that has served nothing holds none (the runtime's first timer costs about 3 MiB of
+ * resident memory).
  */
 export function batchedStderr(options: BatchedStderrOptions = {}): BatchedWriter {
   const {
     flushMs = 20,
     writeSync = (bytes: Uint8Array) => Deno.stderr.writeSync(bytes),
+    maxPendingChars = 8 * 1024 * 1024,
+    onDropped,
     clock = systemClock,
   } = options;
+  const write = options.write ??
+    (options.writeSync ? undefined : (bytes: Uint8Array) => Deno.stderr.write(bytes));
   let pending: string[] = [];
   let size = 0;
   let batching = false;
   let timer: Timer | undefined;
+  /** An asynchronous write is in flight (it reads from `buffer`). */
+  let writing: Promise<void> | undefined;
+  let dropped = 0;
   // Batches are encoded into one reused buffer (UTF-8 takes at most 3 bytes per UTF-16 unit):
-  // no new buffer per flush for the collector to reclaim. A larger batch gets its own.
+  // no new buffer per flush for the collector to reclaim. A larger batch gets its own, and so
+  // does one written while the buffer is still being written from.
   let buffer: Uint8Array | undefined;
-  const flush = () => {
+  const takeBatch = (): Uint8Array | undefined => {
     timer?.cancel();
     timer = undefined;
-    if (pending.length === 0) return;
+    if (pending.length === 0) return undefined;
     const text = pending.join("");
     pending = [];
     size = 0;
-    let bytes: Uint8Array;
-    if (text.length * 3 <= REUSED_BUFFER_BYTES) {
-      buffer ??= new Uint8Array(REUSED_BUFFER_BYTES);
-      bytes = buffer.subarray(0, encoder.encodeInto(text, buffer).written);
-    } else bytes = encoder.encode(text);
-    while (bytes.byteLength > 0) bytes = bytes.subarray(writeSync(bytes));
+    if (writing || text.length * 3 > REUSED_BUFFER_BYTES) return encoder.encode(text);
+    buffer ??= new Uint8Array(REUSED_BUFFER_BYTES);
+    return buffer.subarray(0, encoder.encodeInto(text, buffer).written);
+  };
+  const flush = () => {
+    let bytes = takeBatch();
+    while (bytes && bytes.byteLength > 0) bytes = bytes.subarray(writeSync(bytes));
+  };
+  const flushAsync = () => {
+    if (!write) return flush();
+    if (writing) {
+      // The write in flight starts the next batch when it ends.
+      timer?.cancel();
+      timer = undefined;
+      return;
+    }
+    let bytes = takeBatch();
+    if (!bytes) return;
+    writing = (async () => {
+      try {
+        while (bytes.byteLength > 0) bytes = bytes.subarray(await write(bytes));
+      } catch {
+        // stderr is gone: there is nowhere to say so.
+      }
+    })().finally(() => {
+      writing = undefined;
+      if (dropped > 0) {
+        const count = dropped;
+        dropped = 0;
+        onDropped?.(count);
+      }
+      if (pending.length > 0) flushAsync();
+    });
   };
   return {
     write(line) {
+      if (writing && size + line.length > maxPendingChars) {
+        dropped++;
+        return;
+      }
       pending.push(line);
       size += line.length;
-      if (!batching || size >= 65_536) flush();
-      else if (timer === undefined) timer = clock.after(flushMs, flush, { unref: true });
+      if (!batching) flush();
+      else if (size >= 65_536) flushAsync();
+      else if (timer === undefined) timer = clock.after(flushMs, flushAsync, { unref: true });
     },
     flush,
+    async drain() {
+      while (writing) await writing;
+      flush();
+    },
     startBatching() {
       batching = true;
     },

@@ -252,3 +252,92 @@ Deno.test("batchedStderr(): batches encoded into a reused buffer stay exact (sho
   sink.write(huge);
   assert.equal(joined(), huge);
 });
+
+/** An asynchronous writer the test completes by hand, recording what it was given. */
+function manualWriter() {
+  const written: string[] = [];
+  const waiting: (() => void)[] = [];
+  return {
+    written,
+    /** Completes the oldest write in flight. */
+    finishOne: async () => {
+      waiting.shift()?.();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    },
+    get inFlight() {
+      return waiting.length;
+    },
+    write: (bytes: Uint8Array) =>
+      new Promise<number>((resolve) => {
+        // Copied now: the sink may reuse its buffer only after the write completes.
+        const text = new TextDecoder().decode(bytes);
+        waiting.push(() => {
+          written.push(text);
+          resolve(bytes.byteLength);
+        });
+      }),
+  };
+}
+
+Deno.test("batchedStderr(): batches go out asynchronously, one at a time, in order", async () => {
+  const writer = manualWriter();
+  const clock = new FakeClock();
+  const sink = batchedStderr({ write: writer.write, writeSync: () => 0, clock, flushMs: 5 });
+  sink.startBatching();
+  sink.write("a\n");
+  clock.advance(5);
+  assert.equal(writer.inFlight, 1);
+  sink.write("b\n");
+  sink.write("c\n");
+  clock.advance(5);
+  assert.equal(writer.inFlight, 1, "the next batch waits for the write in flight");
+  await writer.finishOne();
+  assert.equal(writer.inFlight, 1, "it starts when that write ends");
+  await writer.finishOne();
+  assert.deepEqual(writer.written, ["a\n", "b\nc\n"]);
+});
+
+Deno.test("batchedStderr(): past maxPendingChars behind a slow write, lines are dropped and counted", async () => {
+  const writer = manualWriter();
+  const clock = new FakeClock();
+  const drops: number[] = [];
+  const sink = batchedStderr({
+    write: writer.write,
+    writeSync: () => 0,
+    clock,
+    flushMs: 5,
+    maxPendingChars: 11,
+    onDropped: (count) => drops.push(count),
+  });
+  sink.startBatching();
+  sink.write("first\n");
+  clock.advance(5);
+  for (const line of ["12345\n", "6789\n", "dropped\n", "dropped\n"]) sink.write(line);
+  await writer.finishOne();
+  assert.deepEqual(drops, [2]);
+  await writer.finishOne();
+  assert.deepEqual(writer.written, ["first\n", "12345\n6789\n"]);
+});
+
+Deno.test("batchedStderr(): flush() during a write does not touch the bytes in flight; drain() waits", async () => {
+  const writer = manualWriter();
+  const synced: string[] = [];
+  const sink = batchedStderr({
+    write: writer.write,
+    writeSync: (bytes) => {
+      synced.push(new TextDecoder().decode(bytes));
+      return bytes.byteLength;
+    },
+    clock: new FakeClock(),
+  });
+  sink.startBatching();
+  sink.write("x".repeat(70_000) + "\n"); // a full batch: written at once, asynchronously
+  assert.equal(writer.inFlight, 1);
+  sink.write("later\n");
+  sink.flush();
+  assert.deepEqual(synced, ["later\n"]);
+  const drained = sink.drain();
+  await writer.finishOne();
+  await drained;
+  assert.equal(writer.written[0], "x".repeat(70_000) + "\n");
+});
