@@ -361,13 +361,19 @@ async function measureUpstream(
   return out;
 }
 
-/** A short load on each target so the JIT and connection pools are warm before measuring. */
+/**
+ * A load on each target before measuring, so it is measured as it runs in production: warm.
+ * The project's first seconds under load are measurably dearer than its later ones (about 20 %
+ * in a first 5 s run, then steady: JIT tiers, the heap's young generation growing to the
+ * allocation rate, pools filling); the reference settles sooner. 5 s per scenario (less in
+ * smoke runs: at most a run's duration).
+ */
 async function warmUp(
   s: sc.Session,
   targets: Record<string, Target>,
   keys: readonly string[],
 ): Promise<void> {
-  const quiet = { ...s, durationS: 1, runs: 1, log: () => {} };
+  const quiet = { ...s, durationS: Math.min(5, s.durationS), runs: 1, log: () => {} };
   for (const key of keys) await sc.throughput(quiet, targets, key);
 }
 

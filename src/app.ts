@@ -27,7 +27,7 @@ import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import type { Group } from "./upstream/group.ts";
 import { BudgetLedger } from "./keys/budget.ts";
 import { BudgetSync } from "./keys/budget_sync.ts";
-import { BudgetFile } from "./state/budget_file.ts";
+import type { BudgetFile } from "./state/budget_file.ts";
 
 /** Options of {@linkcode startApp}. */
 export interface AppOptions {
@@ -73,7 +73,7 @@ export interface RunningApp {
 }
 
 /** Builds the runtime for `loaded`, binds every listener and starts serving. */
-export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<RunningApp> {
+export async function startApp(loaded: LoadedConfig, options: AppOptions): Promise<RunningApp> {
   const { log } = options;
   const clock = options.clock ?? systemClock;
   const env = options.env ?? ((name: string) => Deno.env.get(name));
@@ -96,7 +96,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
   // Client keys' budget usage: one ledger for the process (reloads keep it), in the state file
   // when there is one. `state.path` is read at start-up only.
   const budgets = new BudgetLedger();
-  const budgetSync = openBudgetSync(loaded.config.state.path, budgets, clock, log);
+  const budgetSync = await openBudgetSync(loaded.config.state.path, budgets, clock, log);
   const deps = {
     clock,
     random: options.random ?? Math.random,
@@ -231,7 +231,7 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
 
   const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
 
-  return Promise.resolve({
+  return {
     forwards: listeners.byForward,
     admin,
     registry,
@@ -239,17 +239,22 @@ export function startApp(loaded: LoadedConfig, options: AppOptions): Promise<Run
     reload,
     stop,
     finished,
-  });
+  };
 }
 
-/** Opens the budget store at `path` (none without one); a file that cannot be used stops the start. */
-function openBudgetSync(
+/**
+ * Opens the budget store at `path` (none without one); a file that cannot be used stops the
+ * start. The store's module (`node:sqlite`) is loaded only then: any `node:` module brings
+ * Deno's Node compatibility layer into the process, which makes every timer a Node `Timeout`.
+ */
+async function openBudgetSync(
   path: string | undefined,
   budgets: BudgetLedger,
   clock: Clock,
   log: Logger,
-): BudgetSync | undefined {
+): Promise<BudgetSync | undefined> {
   if (!path) return undefined;
+  const { BudgetFile } = await import("./state/budget_file.ts");
   let file: BudgetFile;
   try {
     file = new BudgetFile(path);

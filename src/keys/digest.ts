@@ -5,17 +5,18 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "./sha256.ts";
 
 /** The prefix of a key written as its digest. */
 export const DIGEST_PREFIX = "sha256:";
 
 /**
- * The lower-case hex SHA-256 digest of `key`'s UTF-8 bytes. Synchronous (node:crypto): one
- * hash per request costs about a microsecond, far less than an await on `crypto.subtle`.
+ * The lower-case hex SHA-256 digest of `key`'s UTF-8 bytes. Synchronous: one hash per request
+ * costs about a microsecond, far less than an await on `crypto.subtle` (see `sha256.ts` for
+ * why not `node:crypto`).
  */
 export function keyDigest(key: string): string {
-  return createHash("sha256").update(key).digest("hex");
+  return sha256Hex(key);
 }
 
 /**
