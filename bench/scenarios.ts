@@ -9,7 +9,7 @@ import { type LoadTool, runCommand, runLoad } from "./loadgen.ts";
 import type { LoadReport } from "./load.ts";
 import { procInfo, rssSampler } from "./procs.ts";
 import type { Results, RunResult, TargetName } from "./report.ts";
-import { type ProbeResult, probeSse } from "./sse_probe.ts";
+import { PROBE_CLIENT, type ProbeResult, probeSse } from "./sse_probe.ts";
 import { slope } from "./stats.ts";
 import { CHAT_PATH, type Target, type Upstream } from "./targets.ts";
 
@@ -73,6 +73,7 @@ export async function preflight(target: Target, key: string): Promise<string | u
   const request = target.request?.(key) ?? { path: CHAT_PATH };
   try {
     const res = await fetch(target.origin + request.path, {
+      client: PROBE_CLIENT,
       method: "POST",
       headers: { "content-type": "application/json", ...request.headers },
       body: BODIES[key]!,

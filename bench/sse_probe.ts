@@ -7,6 +7,13 @@
  */
 import { median } from "./stats.ts";
 
+/**
+ * The harness's own requests (checks, the SSE probe) keep no connection open: an idle one
+ * held by this process would count against the proxy's `maxConnections` while scenario d
+ * opens its streams.
+ */
+export const PROBE_CLIENT: Deno.HttpClient = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+
 /** Options of {@linkcode probeSse}. */
 export interface ProbeOptions {
   url: string;
@@ -71,6 +78,7 @@ export async function probeSse(o: ProbeOptions): Promise<ProbeResult> {
 async function one(o: ProbeOptions, limitMs: number) {
   const t0 = performance.now();
   const res = await fetch(o.url, {
+    client: PROBE_CLIENT,
     method: "POST",
     headers: { "content-type": "application/json", ...o.headers },
     body: JSON.stringify({
