@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { runCommand } from "./loadgen.ts";
+import { headerArgs, runCommand } from "./loadgen.ts";
 import { otherLoad } from "./other_load.ts";
 import type { LatencyReport } from "./overhead.ts";
 import type { Session } from "./scenarios.ts";
@@ -147,8 +147,7 @@ async function runClient(s: Session, t: LatencyOptions, target: Target, c: Case)
   const pin = s.loadCpu === undefined ? [] : ["taskset", "-c", String(s.loadCpu)];
   const body = "text" in c.body ? ["--body", c.body.text] : ["--body-file", c.body.file];
   // What the target asks every request to carry (the project: its client key).
-  const headers = Object.entries(target.request?.("a").headers ?? {})
-    .flatMap(([name, value]) => ["--header", `${name}: ${value}`]);
+  const headers = headerArgs(target.request?.("a").headers);
   const text = await runCommand([
     ...pin,
     Deno.execPath(),

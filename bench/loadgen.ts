@@ -62,7 +62,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       o.body,
       "--timeout",
       "10",
-      ...Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["--header", `${k}: ${v}`]),
+      ...headerArgs(o.headers),
     ];
   const env: Record<string, string> = {
     BENCH_BODY: o.body,
@@ -71,6 +71,13 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
   if (o.caFile) env.DENO_CERT = o.caFile; // wrk does not verify certificates
   const text = await runCommand([...pin, ...cmd], o.durationS + GRACE_S, env);
   return o.tool === "wrk" ? parseWrk(text) : JSON.parse(text.trim().split("\n").pop()!);
+}
+
+/** `--header "Name: value"` arguments for the built-in generators (load.ts, overhead.ts). */
+export function headerArgs(headers: Record<string, string> | undefined): string[] {
+  return Object.entries(headers ?? {}).flatMap((
+    [name, value],
+  ) => ["--header", `${name}: ${value}`]);
 }
 
 /** Runs `cmd` to completion (killed after `limitS` seconds or on shutdown); returns stdout. */

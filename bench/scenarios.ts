@@ -5,7 +5,7 @@
  * @module
  */
 import { STREAM_CHUNKS } from "./canned_responses.ts";
-import { type LoadTool, runCommand, runLoad } from "./loadgen.ts";
+import { headerArgs, type LoadTool, runCommand, runLoad } from "./loadgen.ts";
 import type { LoadReport } from "./load.ts";
 import { procInfo, rssSampler } from "./procs.ts";
 import type { Results, RunResult, TargetName } from "./report.ts";
@@ -195,8 +195,7 @@ export async function slowStreams(
           LOAD_TS,
           ...["--url", target.origin + CHAT_PATH, "--connections", String(o.count)],
           ...["--duration", String(limitS), "--timeout", String(limitS), "--body", body],
-          ...Object.entries(target.request?.("b").headers ?? {})
-            .flatMap(([name, value]) => ["--header", `${name}: ${value}`]),
+          ...headerArgs(target.request?.("b").headers),
           "--once",
           "--expect-done",
         ], limitS + 10);
