@@ -44,7 +44,7 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
   const streamed = STREAM_TYPES.some((type) => contentType.startsWith(type));
   const sse = contentType.startsWith("text/event-stream");
   if (sse) ctx.responseHeaders.push(["x-accel-buffering", "no"]);
-  const headers = responseHeaders(upstream.headers, ctx.responseHeaders);
+  let headers = responseHeaders(upstream.headers, ctx.responseHeaders);
 
   if (!upstream.hasBody || NULL_BODY_STATUS.has(upstream.status)) {
     // Content these answers cannot have is cancelled, never read: a misbehaving upstream's body
@@ -63,9 +63,11 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
   const sniffer = usageSniffer(contentType);
   let onChunk = sniffer && ((chunk: Uint8Array) => sniffer.chunk(chunk));
   if (ctx.hideUsageChunk && sse && onChunk) {
-    // The sniffer sees the upstream's bytes, the client the ones without the usage chunk.
+    // The sniffer sees the upstream's bytes, the client the ones without the usage chunk:
+    // fewer than a declared Content-Length, which therefore does not go to the client.
     source = withoutUsageChunk(source, onChunk);
     onChunk = undefined;
+    headers = headers.filter(([name]) => name !== "content-length");
   }
   const body = observeBody(source, {
     onChunk,

@@ -424,3 +424,33 @@ Deno.test("e2e client keys: every stream is counted; a client that did not ask f
     assert.equal(keysAnswer.keys[0].tokensThisMinute, 30, "both streams were charged");
   });
 });
+
+Deno.test("e2e client keys: a usage chunk taken out of a stream of declared length leaves a complete answer", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"`;
+  await withProxy(keys, async (proxy, mock) => {
+    const chunk = (content: string) =>
+      `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"${content}"}}],"usage":null}\n\n`;
+    const usage =
+      'data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n';
+    // A literal body: the mock sends it with a Content-Length, as a canned or cached stream has.
+    mock.script({
+      headers: { "content-type": "text/event-stream" },
+      body: chunk("a") + chunk("b") + usage + "data: [DONE]\n\n",
+    });
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY_A}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", messages: [], stream: true }),
+    });
+    assert.equal(response.status, 200);
+    const text = await response.text();
+    const declared = response.headers.get("content-length");
+    if (declared !== null) {
+      assert.equal(Number(declared), new TextEncoder().encode(text).byteLength);
+    }
+    assert.ok(text.endsWith("data: [DONE]\n\n"), text);
+    assert.ok(!text.includes('"usage"'), text);
+    assert.equal(text.match(/^data: /gm)?.length, 3);
+  });
+});
