@@ -48,33 +48,16 @@ const COMPLETION = JSON.stringify({
   system_fingerprint: "fp_0ba0d124f1",
 });
 const BODY = new TextEncoder().encode(COMPLETION);
-const HEAD = [
-  "Server",
-  "nginx/1.22.1",
-  "Date",
-  "Tue, 01 Dec 2026 04:44:55 GMT",
-  "Content-Type",
-  "application/json",
-  "Content-Length",
-  String(BODY.byteLength),
-  "Connection",
-  "keep-alive",
-];
+/** nginx's response head for a body of `type` and `length`, as the HTTP/1.1 client parses it. */
+function nginxHead(type: string, length: number): string[] {
+  return [
+    ...["Server", "nginx/1.22.1", "Date", "Tue, 01 Dec 2026 04:44:55 GMT"],
+    ...["Content-Type", type, "Content-Length", String(length), "Connection", "keep-alive"],
+  ];
+}
 
 const SSE = Deno.args.includes("--sse");
 const STREAM = new TextEncoder().encode(CHAT_STREAM);
-const SSE_HEAD = [
-  "Server",
-  "nginx/1.22.1",
-  "Date",
-  "Tue, 01 Dec 2026 04:44:55 GMT",
-  "Content-Type",
-  "text/event-stream",
-  "Content-Length",
-  String(STREAM.byteLength),
-  "Connection",
-  "keep-alive",
-];
 
 /** The whole body in one read, then its end: what the HTTP/1.1 client's reader gives. */
 function oneChunkReader(bytes: Uint8Array) {
@@ -97,7 +80,11 @@ const transport: Transport = {
     return Promise.resolve({
       status: 200,
       statusText: "OK",
-      headers: new RawHeaders(SSE ? SSE_HEAD : HEAD),
+      headers: new RawHeaders(
+        SSE
+          ? nginxHead("text/event-stream", STREAM.byteLength)
+          : nginxHead("application/json", BODY.byteLength),
+      ),
       hasBody: true,
       body: null,
       reader: () => oneChunkReader(SSE ? STREAM : BODY),
@@ -125,17 +112,22 @@ const runtime = new Runtime(loaded.config, {
 const forward = runtime.forwards.get("bench")!;
 const REQUEST_BODY = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}';
 
-async function once(): Promise<void> {
-  const request = new Request("http://127.0.0.1:3000/v1/chat/completions", {
+/** The chat request a client sends, with `headers` added. */
+function chatRequest(headers: Record<string, string> = {}): Request {
+  return new Request("http://127.0.0.1:3000/v1/chat/completions", {
     method: "POST",
     headers: {
       host: "127.0.0.1:3000",
       "content-type": "application/json",
       "content-length": String(REQUEST_BODY.length),
-      authorization: `Bearer ${BENCH_CLIENT_KEY}`,
+      ...headers,
     },
     body: REQUEST_BODY,
   });
+}
+
+async function once(): Promise<void> {
+  const request = chatRequest({ authorization: `Bearer ${BENCH_CLIENT_KEY}` });
   const response = await forward.handle(request, "127.0.0.1");
   if (response.status !== 200) throw new Error(`status ${response.status}`);
   // A stream is read to its end, as the server would; a whole body is already built.
@@ -145,16 +137,7 @@ async function once(): Promise<void> {
 
 /** The request and response objects alone: what any Deno proxy pays, for comparison. */
 async function baseline(): Promise<void> {
-  const request = new Request("http://127.0.0.1:3000/v1/chat/completions", {
-    method: "POST",
-    headers: {
-      host: "127.0.0.1:3000",
-      "content-type": "application/json",
-      "content-length": String(REQUEST_BODY.length),
-    },
-    body: REQUEST_BODY,
-  });
-  await request.bytes();
+  await chatRequest().bytes();
   const response = new Response(BODY.slice(), {
     status: 200,
     headers: { "content-type": "application/json", "content-length": String(BODY.byteLength) },
