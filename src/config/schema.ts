@@ -253,6 +253,9 @@ const upstreamFields = z.strictObject({
   headers: z.array(headerOpSchema).default([]).describe("Header operations, applied last."),
   breaker: breakerSchema.prefault({}).describe("Circuit breaker (always on)."),
   ratelimit: rateLimitSchema.optional().describe("Per-upstream limit; omitted = no limit."),
+  modelMap: z.record(z.string().min(1), z.string().min(1)).optional().describe(
+    'The body\'s `model` as this upstream knows it: {"gpt-4o": "Qwen/Qwen2.5-72B-Instruct"}; keys are exact names or globs with "*" (exact first, then the longest glob); the model is rewritten for this upstream only.',
+  ),
 });
 
 // Checked per upstream (not in the root refinement) so these errors show up together with
@@ -357,6 +360,17 @@ const groupSchema = z.strictObject({
   })).min(1),
   balance: z.strictObject({ strategy: strategySchema.default("roundrobin") }).prefault({}),
   httpClient: httpClientSchema.prefault({}),
+  models: z.array(z.string().min(1)).optional().describe(
+    'Models this group serves: exact names or globs with "*". A request whose JSON body names one comes here (exact name first, then the longest glob, then declared order) unless a routing path rule matched.',
+  ),
+  fallbacks: z.array(z.strictObject({
+    group: z.string().describe("The group tried next."),
+    model: z.string().min(1).optional().describe(
+      "The body's `model` for that group; omitted = the model the client asked for.",
+    ),
+  })).default([]).describe(
+    "Tried in order when this group ends without an answer for the client (no upstream available, retryable failures with no retry left) or an upstream answers 400 context_length_exceeded; never after the first byte.",
+  ),
 });
 
 /** `sha256:` and 64 hex digits: a client key given by its SHA-256 digest. */
@@ -477,6 +491,17 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
     k.groups?.forEach((group, j) => {
       if (!groups.has(group)) {
         issue(["clientKeys", i, "groups", j], `unknown group "${group}" (groups: ${groupList})`);
+      }
+    });
+  });
+
+  config.upstreamGroups.forEach((g, i) => {
+    g.fallbacks.forEach((fallback, j) => {
+      const at = ["upstreamGroups", i, "fallbacks", j];
+      if (!groups.has(fallback.group)) {
+        issue([...at, "group"], `unknown group "${fallback.group}" (groups: ${groupList})`);
+      } else if (fallback.group === g.name && fallback.model === undefined) {
+        issue([...at, "group"], "falls back to its own group with the same model: give a model");
       }
     });
   });

@@ -9,7 +9,7 @@ import type { ClientKeyConfig } from "../config/schema.ts";
 import { TokenBucket } from "../resilience/token_bucket.ts";
 import { ForbiddenError, RateLimitedError } from "../pipeline/errors.ts";
 import { type BudgetLedger, periodStart } from "./budget.ts";
-import { globMatcher } from "./glob.ts";
+import { globMatcher } from "../routing/glob.ts";
 import { TokenRate } from "./token_rate.ts";
 import { MinuteWindow } from "./minute_window.ts";
 import type { TokenUsage } from "../stream/usage.ts";
@@ -51,6 +51,15 @@ export class ClientKey {
   /** Whether the key restricts models (then the request body's `model` is needed). */
   get restrictsModels(): boolean {
     return this.#model !== undefined;
+  }
+
+  /**
+   * Whether the key may use `group` and, when given, `model` (what a fallback is checked
+   * against; takes nothing from any limit).
+   */
+  allows(group: string, model?: string): boolean {
+    if (this.#groups && !this.#groups.has(group)) return false;
+    return model === undefined || this.#model === undefined || this.#model(model);
   }
 
   /** Counts a request presented with this key. */

@@ -60,8 +60,16 @@ export interface RequestContext {
 export interface RequestTrace {
   /** The client key's name (never the key). */
   key?: string;
+  /** The group that answered (after any fallback). */
   group?: string;
   upstream?: string;
+  /** The model the answering group was asked for: the body's, or a fallback's. */
+  model?: string;
+  /**
+   * `model` as a bounded metric label: the exact name or glob of the config that matched it,
+   * a fallback's configured model, else "other". Unset when the request named no model.
+   */
+  modelLabel?: string;
   attempts: number;
   firstByteMs?: number;
   /** Token usage the upstream reported. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { globMatcher } from "../../src/keys/glob.ts";
+import { globMatcher } from "../../src/routing/glob.ts";
 
 Deno.test("globMatcher: exact names, * globs, everything else literal", () => {
   const match = globMatcher(["gpt-4o*", "llama-3.1", "*-mini"]);
