@@ -26,6 +26,8 @@ import { ClientKeys } from "./keys/client_keys.ts";
 import { BudgetLedger } from "./keys/budget.ts";
 import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
 import { RateLimitedError } from "./pipeline/errors.ts";
+import { ModelMatcher } from "./routing/model_match.ts";
+import type { RequestBody } from "./pipeline/json_body.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
@@ -70,6 +72,8 @@ export class Runtime {
   readonly config: Config;
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly groups: ReadonlyMap<string, Group>;
+  /** Groups by the models they serve (`upstreamGroups[].models`). */
+  readonly models: ModelMatcher<Group>;
   readonly forwards: ReadonlyMap<string, ForwardRuntime>;
   /** The client keys (`clientKeys`), with their limits' state. */
   readonly keys: ClientKeys;
@@ -126,6 +130,11 @@ export class Runtime {
       );
     }
     this.groups = groups;
+    this.models = new ModelMatcher(
+      config.upstreamGroups.flatMap((g) =>
+        (g.models ?? []).map((pattern) => ({ pattern, target: groups.get(g.name)! }))
+      ),
+    );
     this.keys = new ClientKeys(
       config.clientKeys,
       deps.budgets ?? new BudgetLedger(),
@@ -178,6 +187,8 @@ export class Runtime {
       validateRequestStage(),
       proxyStage({
         router,
+        models: this.models,
+        groups,
         maxBodySize: this.config.httpServer.maxBodySize,
         bodyTimeoutMs: this.config.httpServer.bodyTimeout,
         deadlines: deps.deadlines,
@@ -189,9 +200,9 @@ export class Runtime {
         log: deps.log,
         ...(keyed
           ? {
-            admit: (ctx: RequestContext, group: Group, body: Uint8Array<ArrayBuffer> | null) => {
+            admit: (ctx: RequestContext, group: Group, body: RequestBody) => {
               try {
-                return admitClientKey(ctx, group.name, body, deps.clock);
+                admitClientKey(ctx, group.name, body, deps.clock);
               } catch (error) {
                 if (error instanceof RateLimitedError && ctx.clientKey) {
                   hooks.onKeyLimited?.(ctx.clientKey.name);

@@ -32,6 +32,8 @@ import { InvalidPathError } from "../routing/request_target.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { Logger } from "../log.ts";
 import type { Clock } from "../deps.ts";
+import { peekBody } from "../upstream/replay.ts";
+import { BodyTimeoutError } from "../stream/observe.ts";
 
 /** What every attempt of one proxy stage shares. */
 export interface AttemptEnv {
@@ -118,6 +120,27 @@ export class Attempt {
       member.upstream.coolDownUntil(env.now() + result.retryAfterMs);
     }
     return result;
+  }
+
+  /**
+   * Reads the answer's body when it has at most `maxBytes`, to look at it before deciding (a
+   * 400 that may be a context-length error), bounded by the attempt's `request` deadline; the
+   * answer passed on later replays every byte. Undefined when the body is longer or broke.
+   */
+  async peek(maxBytes: number): Promise<Uint8Array | undefined> {
+    const result = this.result;
+    if (result.kind !== "response") return undefined;
+    const deadline = this.env.deadlines.after(
+      this.group.timeouts.requestMs - result.firstByteMs,
+      () => this.abort(new BodyTimeoutError("request")),
+    );
+    try {
+      const peeked = await peekBody(result.response, maxBytes);
+      this.#result = { ...result, response: peeked.reply };
+      return peeked.whole;
+    } finally {
+      deadline.cancel();
+    }
   }
 
   /** The client's disconnect or the runtime's shutdown (the attempt listens to both). */

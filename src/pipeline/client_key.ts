@@ -13,6 +13,7 @@ import { type ClientKeys, KEY_HEADERS, presentedKey } from "../keys/client_keys.
 import type { Clock } from "../deps.ts";
 import type { ClientHeaders } from "../upstream/headers.ts";
 import { requestWithUsage } from "../stream/include_usage.ts";
+import type { RequestBody } from "./json_body.ts";
 
 /** Creates the client-key stage for a forward that requires keys. */
 export function clientKeyStage(keys: ClientKeys): Stage {
@@ -46,27 +47,26 @@ export function clientKeyStage(keys: ClientKeys): Stage {
 /**
  * Admits a request identified by a client key to `group` (the proxy stage calls it after
  * routing, with the body read), or throws 403/429. Without a key (a `clientAuth: none`
- * forward) everything is admitted.
+ * forward) everything is admitted. A chat stream that did not ask for usage gets its body
+ * replaced by one that does.
  */
 export function admitClientKey(
   ctx: RequestContext,
   group: string,
-  body: Uint8Array<ArrayBuffer> | null,
+  body: RequestBody,
   clock: Pick<Clock, "now" | "wallNow">,
-): Uint8Array<ArrayBuffer> | null {
+): void {
   const key = ctx.clientKey;
-  if (!key) return body;
+  if (!key) return;
   // null: a body whose model cannot be read (refused by a key limited to some models).
-  const model = key.restrictsModels && body !== null && body.byteLength > 0
-    ? modelOf(body) ?? null
-    : undefined;
+  const model = key.restrictsModels && body.present ? body.model() ?? null : undefined;
   key.admit(group, model, clock.now(), clock.wallNow());
   // Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
   // and the answer's usage chunk is taken out again on the way back (see respond.ts).
   const withUsage = requestWithUsage(ctx.path, body);
-  if (!withUsage) return body;
+  if (!withUsage) return;
   ctx.hideUsageChunk = true;
-  return withUsage;
+  body.replace(withUsage);
 }
 
 const KEY_HEADER_SET: ReadonlySet<string> = new Set(KEY_HEADERS);
@@ -84,28 +84,4 @@ function withoutKeyHeaders(headers: Headers): ClientHeaders {
         if (!KEY_HEADER_SET.has(name)) callback(value, name);
       }),
   };
-}
-
-const decoder = new TextDecoder();
-
-/**
- * The `model` a JSON body names, or undefined (no body, not JSON, no string `model`): a
- * request that names no model is not refused for one.
- */
-export function modelOf(body: Uint8Array | null): string | undefined {
-  // `{` first (after whitespace): other bodies (uploads, forms) are not parsed at all.
-  if (!body || body.byteLength === 0) return undefined;
-  let i = 0;
-  while (
-    i < body.byteLength &&
-    (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)
-  ) i++;
-  if (body[i] !== 0x7b) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(decoder.decode(body));
-    const model = (parsed as { model?: unknown }).model;
-    return typeof model === "string" ? model : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -71,6 +71,8 @@ export interface RequestTrace {
    */
   modelLabel?: string;
   attempts: number;
+  /** How many times the request went on to a fallback group. */
+  fallbacks?: number;
   firstByteMs?: number;
   /** Token usage the upstream reported. */
   tokens?: { prompt: number; completion: number };

@@ -1,8 +1,9 @@
 /**
- * The terminal stage: route → read the body once → loop: candidates → select → attempt →
- * plan (`planRetry`) → respond, fail, or wait and go again. Policies decide; this orchestrates.
- * Nothing is retried after the first response byte went to the client: a response is only
- * returned once it is final.
+ * The terminal stage: route (path, then the body's model) → read the body once → per group of
+ * the route (the chosen one, then its fallbacks): candidates → select → attempt → plan
+ * (`planRetry`) → respond, fail, fall back, or wait and go again. Policies decide; this
+ * orchestrates. Nothing is retried and nothing falls back after the first response byte went
+ * to the client: a response is only returned once it is final.
  *
  * @module
  */
@@ -11,7 +12,7 @@ import { ClientClosedError, NoUpstreamError, type ProxyError, RateLimitedError }
 import type { Router } from "../routing/router.ts";
 import type { Group, GroupMember } from "../upstream/group.ts";
 import type { AttemptResult, OutgoingRequest } from "../upstream/attempt.ts";
-import { planRetry } from "../resilience/retry.ts";
+import { isRetryable, planRetry } from "../resilience/retry.ts";
 import type { BodyEnd } from "../stream/observe.ts";
 import type { Clock, Random } from "../deps.ts";
 import { readBody } from "./request_body.ts";
@@ -21,6 +22,9 @@ import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { delay } from "../delay.ts";
+import type { ModelMatcher } from "../routing/model_match.ts";
+import { RequestBody } from "./json_body.ts";
+import { CONTEXT_ERROR_MAX_BYTES, isContextLengthError } from "../upstream/context_length.ts";
 
 /** Narrow hooks through which the proxy reports what happened (metrics, logs). */
 export interface ProxyHooks {
@@ -32,11 +36,23 @@ export interface ProxyHooks {
   onBodyEnd?(group: Group, member: GroupMember, end: BodyEnd, usage?: TokenUsage): void;
   /** Every candidate was rate limited by its own per-upstream limit. */
   onUpstreamRateLimited?(group: Group): void;
+  /** The request leaves `from` without an answer for the client and goes to its fallback `to`. */
+  onFallback?(from: Group, to: Group): void;
+}
+
+/** One group of a request's route: the group, and the model it is asked for when not the body's. */
+interface RouteStep {
+  readonly group: Group;
+  readonly model?: string;
 }
 
 /** Options of {@linkcode proxyStage}. */
 export interface ProxyStageOptions {
   router: Router<Group>;
+  /** Groups by the models they serve (`upstreamGroups[].models`); empty when none has any. */
+  models: ModelMatcher<Group>;
+  /** Every group by name: where fallbacks lead. */
+  groups: ReadonlyMap<string, Group>;
   /** Largest request body, bytes. */
   maxBodySize: number;
   /** Longest time to receive the request body, ms (then 408). */
@@ -55,14 +71,10 @@ export interface ProxyStageOptions {
   log?: Logger;
   /**
    * Decides, once the request is routed and its body read, whether it may go on (client keys:
-   * group, model, limits), and returns the body to send; throws a ProxyError to refuse.
+   * group, model, limits), and may replace the body to send; throws a ProxyError to refuse.
    * @default admits everything as it is
    */
-  admit?: (
-    ctx: RequestContext,
-    group: Group,
-    body: Uint8Array<ArrayBuffer> | null,
-  ) => Uint8Array<ArrayBuffer> | null;
+  admit?: (ctx: RequestContext, group: Group, body: RequestBody) => void;
 }
 
 /** Creates the proxy stage. */
@@ -81,45 +93,115 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   const wait = options.wait ??
     ((ms: number, { signal }: { signal: AbortSignal }) => delay(ms, { signal, clock }));
 
-  return async function proxy(ctx) {
-    const group = router.resolve(ctx.path);
-    ctx.trace.group = group.name;
-    const read = await readBody(
-      ctx.request,
-      options.maxBodySize,
-      options.bodyTimeoutMs,
-      options.deadlines,
+  const { models } = options;
+  /** Each group's fallbacks, resolved once. */
+  const fallbacks = new Map<Group, readonly RouteStep[]>();
+  for (const group of options.groups.values()) {
+    fallbacks.set(
+      group,
+      group.config.fallbacks.map(({ group: name, model }) => {
+        const target = options.groups.get(name)!;
+        return model === undefined ? { group: target } : { group: target, model };
+      }),
     );
-    const body = options.admit ? options.admit(ctx, group, read) : read;
+  }
+
+  return async function proxy(ctx) {
+    const ruled = router.match(ctx.path);
+    const body = new RequestBody(
+      await readBody(ctx.request, options.maxBodySize, options.bodyTimeoutMs, options.deadlines),
+    );
+    // The body is parsed here only when some group is chosen by model.
+    const asked = models.empty ? undefined : body.model();
+    const matched = asked === undefined ? undefined : models.match(asked);
+    const group = ruled ?? matched?.target ?? router.fallback;
+    ctx.trace.group = group.name;
+    if (asked !== undefined) {
+      ctx.trace.model = asked;
+      ctx.trace.modelLabel = matched?.pattern ?? "other";
+    }
+    options.admit?.(ctx, group, body);
     const request: OutgoingRequest = {
       method: ctx.request.method,
       path: ctx.path,
       query: ctx.query,
       headers: ctx.upstreamHeaders ?? ctx.request.headers,
-      body,
+      body: body.bytes,
       peerIp: ctx.peerIp,
       // The listener's scheme. Never read from `request.url`: for an absolute-form target
       // (`GET https://x/ HTTP/1.1`) it is whatever scheme the client wrote.
       proto: ctx.scheme,
     };
+    const route = routeFrom(ctx, group);
+    const started = now();
+    for (let i = 0;; i++) {
+      const step = route[i]!;
+      const next = route[i + 1];
+      // Falling back is bounded by the first group's retry budget: one per request.
+      const mayFallBack = next === undefined
+        ? undefined
+        : (at: number) =>
+          at - started < group.retry.budgetMs && !ctx.request.signal.aborted &&
+          !options.shutdown.aborted;
+      const answer = await tryGroup(ctx, step, request, body, started, mayFallBack);
+      if (answer) return answer;
+      hooks.onFallback?.(step.group, next!.group);
+      ctx.trace.group = next!.group.name;
+      ctx.trace.fallbacks = (ctx.trace.fallbacks ?? 0) + 1;
+      if (next!.model !== undefined) {
+        ctx.trace.model = next!.model;
+        // Bounded: a name from the config.
+        ctx.trace.modelLabel = models.match(next!.model)?.pattern ?? next!.model;
+      }
+    }
+  };
 
+  /** The group chosen, then the fallbacks of its list the client key may use. */
+  function routeFrom(ctx: RequestContext, group: Group): readonly RouteStep[] {
+    const steps = fallbacks.get(group)!;
+    if (steps.length === 0) return [{ group }];
+    const key = ctx.clientKey;
+    return [
+      { group },
+      ...(key ? steps.filter((s) => key.allows(s.group.name, s.model)) : steps),
+    ];
+  }
+
+  /**
+   * The request on one group of its route: an answer for the client, or undefined when
+   * `mayFallBack` allows the next group to try (no candidate; retryable failures with no retry
+   * left; a 400 context-length error). Without `mayFallBack` (the route's last group) the
+   * group's last answer or error is final.
+   */
+  async function tryGroup(
+    ctx: RequestContext,
+    step: RouteStep,
+    request: OutgoingRequest,
+    body: RequestBody,
+    started: number,
+    mayFallBack: ((at: number) => boolean) | undefined,
+  ): Promise<Response | undefined> {
+    const { group } = step;
     const tried = new Set<GroupMember>();
     /** Members whose TLS handshake failed: never tried again by this request. */
     const barred = new Set<GroupMember>();
-    const started = now();
     let last: Attempt | undefined;
     for (let retryIndex = 0;; retryIndex++) {
       // One reading of the clock per step: each costs an op call (performance.now).
       const at = now();
       const candidates = group.candidates(at, tried, barred);
       if (candidates.length === 0) {
+        if (mayFallBack?.(at)) return undefined;
         if (last) return finalAnswer(group, last);
         throw noCandidateError(group, at, hooks);
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: at });
-      const prepared = prepare(member, request);
+      const prepared = prepare(member, withBodyFor(member, step, request, body));
       const attempt = Attempt.start(env, { group, member, client: ctx.request.signal });
-      if (!attempt) throw noCandidateError(group, at, hooks);
+      if (!attempt) {
+        if (mayFallBack?.(at)) return undefined;
+        throw noCandidateError(group, at, hooks);
+      }
       tried.add(member);
       ctx.trace.attempts++;
       ctx.trace.upstream = member.name;
@@ -143,8 +225,13 @@ export function proxyStage(options: ProxyStageOptions): Stage {
           return group.candidates(at, tried, barred).length > 0;
         },
       });
-      if (plan.action === "respond") return respond(ctx, attempt);
-      if (plan.action === "fail") {
+      if (plan.action !== "wait") {
+        if (mayFallBack && await fallsBack(attempt, mayFallBack(ended))) {
+          attempt.finish();
+          if (result.kind === "response") result.response.body?.cancel().catch(() => {});
+          return undefined;
+        }
+        if (plan.action === "respond") return await respond(ctx, attempt);
         attempt.finish();
         throw attempt.error();
       }
@@ -173,7 +260,22 @@ export function proxyStage(options: ProxyStageOptions): Stage {
         });
       }
     }
-  };
+  }
+
+  /**
+   * Whether the final result of a group sends the request on to its next fallback (`allowed`:
+   * time and client permitting): a retryable failure (connect, TLS, first-byte timeout, 429,
+   * 5xx), or a 400 whose JSON body says the prompt exceeds the model's context.
+   */
+  async function fallsBack(attempt: Attempt, allowed: boolean): Promise<boolean> {
+    if (!allowed) return false;
+    const result = attempt.result;
+    if (isRetryable(result.outcome)) return true;
+    if (result.kind !== "response" || result.response.status !== 400) return false;
+    if (!result.response.headers.get("content-type")?.includes("json")) return false;
+    const bytes = await attempt.peek(CONTEXT_ERROR_MAX_BYTES);
+    return bytes !== undefined && isContextLengthError(bytes);
+  }
 
   /** No retry left: the last upstream response as it is, or the error it ended with. */
   function finalAnswer(group: Group, attempt: Attempt): Response {
@@ -203,4 +305,22 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
     `Cannot select upstream for group "${group.name}": ${total} of ${total} upstreams unavailable`,
     { code: "no_upstream_available" },
   );
+}
+
+/**
+ * `request` with the body as `member`'s upstream should get it: the model the group is asked
+ * for (a fallback's, else the client's) under the name the upstream knows it by (`modelMap`).
+ * The body is only read for its model when there is something to rename.
+ */
+function withBodyFor(
+  member: GroupMember,
+  step: RouteStep,
+  request: OutgoingRequest,
+  body: RequestBody,
+): OutgoingRequest {
+  if (step.model === undefined && !member.upstream.mapsModels) return request;
+  const model = step.model ?? body.model();
+  if (model === undefined) return request;
+  const bytes = body.withModel(member.upstream.modelFor(model));
+  return bytes === request.body ? request : { ...request, body: bytes };
 }

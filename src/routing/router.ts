@@ -26,9 +26,19 @@ export class Router<T> {
 
   /** The target for `path`: the most specific matching rule's, else the fallback. */
   resolve(path: string): T {
+    return this.match(path) ?? this.#fallback;
+  }
+
+  /** The most specific matching rule's target, or undefined when no rule matches. */
+  match(path: string): T | undefined {
     for (const rule of this.#rules) {
       if (matchPath(rule.pattern, path)) return rule.target;
     }
+    return undefined;
+  }
+
+  /** Where requests no rule matches go (a forward's `defaultGroup`). */
+  get fallback(): T {
     return this.#fallback;
   }
 }

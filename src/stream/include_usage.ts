@@ -9,9 +9,9 @@
 import type { BodyReader } from "../transport/transport.ts";
 import { concatBytes } from "../bytes.ts";
 import { MAX_EVENT_CHARS } from "./usage.ts";
+import type { RequestBody } from "../pipeline/json_body.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /**
  * The body to send for a streamed chat request on `path` that did not ask for usage, with
@@ -21,34 +21,32 @@ const decoder = new TextDecoder();
  */
 export function requestWithUsage(
   path: string,
-  body: Uint8Array | null,
+  body: RequestBody,
 ): Uint8Array<ArrayBuffer> | undefined {
-  if (!body || !path.endsWith("/chat/completions")) return undefined;
-  const text = decoder.decode(body);
-  // Most chat requests are not streamed: a substring test spares them the parse.
-  if (!text.includes('"stream"')) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (!isObject(parsed) || parsed.stream !== true) return undefined;
+  const bytes = body.bytes;
+  if (!bytes || !path.endsWith("/chat/completions")) return undefined;
+  // Most chat requests are not streamed: a substring test spares them the parse (unless
+  // something else needed it already).
+  if (!body.text().includes('"stream"')) return undefined;
+  const parsed = body.json();
+  if (parsed === null || parsed.stream !== true) return undefined;
   const options = parsed.stream_options;
   if (options === undefined) {
     // After the opening brace: every other byte stays as the client sent it. `stream` is a
     // member, so a comma always follows.
-    const brace = body.indexOf(0x7b);
+    const brace = bytes.indexOf(0x7b);
     return concatBytes([
-      body.subarray(0, brace + 1),
+      bytes.subarray(0, brace + 1),
       encoder.encode('"stream_options":{"include_usage":true},'),
-      body.subarray(brace + 1),
+      bytes.subarray(brace + 1),
     ]);
   }
   if (options !== null && !isObject(options)) return undefined; // invalid: the upstream says so
   if (options?.include_usage === true) return undefined;
-  parsed.stream_options = { ...options, include_usage: true };
-  return encoder.encode(JSON.stringify(parsed));
+  // A copy: the parsed body stays what the client sent.
+  return encoder.encode(
+    JSON.stringify({ ...parsed, stream_options: { ...options, include_usage: true } }),
+  );
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

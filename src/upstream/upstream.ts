@@ -13,6 +13,7 @@ import {
 } from "../resilience/circuit_breaker.ts";
 import { TokenBucket } from "../resilience/token_bucket.ts";
 import { UpstreamUrl } from "./url.ts";
+import { ModelMatcher } from "../routing/model_match.ts";
 
 /** How an attempt ended, as far as the breaker is concerned. */
 export type BreakerVerdict = "success" | "failure" | "neutral";
@@ -29,6 +30,8 @@ export class Upstream {
   readonly url: UpstreamUrl;
   readonly breaker: CircuitBreaker;
   readonly limiter: TokenBucket | undefined;
+  /** `modelMap`: the names this upstream knows models by; undefined when it has none. */
+  readonly #modelMap: ModelMatcher<string> | undefined;
   /** Requests sent and failed (connect, timeout, 5xx, broken stream), for the admin API. */
   requests = 0;
   errors = 0;
@@ -51,6 +54,21 @@ export class Upstream {
       minRequests: b.minRequests,
     }, hooks);
     this.limiter = config.ratelimit ? new TokenBucket(config.ratelimit) : undefined;
+    this.#modelMap = config.modelMap
+      ? new ModelMatcher(
+        Object.entries(config.modelMap).map(([pattern, target]) => ({ pattern, target })),
+      )
+      : undefined;
+  }
+
+  /** Whether this upstream renames some models (then the request's model must be read). */
+  get mapsModels(): boolean {
+    return this.#modelMap !== undefined;
+  }
+
+  /** `model` as this upstream knows it (its `modelMap`), or `model` itself. */
+  modelFor(model: string): string {
+    return this.#modelMap?.match(model)?.target ?? model;
   }
 
   /** Whether a request could go here now: breaker passes, a token is left, no 429 back-off. */

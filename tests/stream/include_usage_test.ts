@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
-import { requestWithUsage, withoutUsageChunk } from "../../src/stream/include_usage.ts";
+import {
+  requestWithUsage as requestWithUsageOf,
+  withoutUsageChunk,
+} from "../../src/stream/include_usage.ts";
+import { RequestBody } from "../../src/pipeline/json_body.ts";
+
 import type { BodyReader } from "../../src/transport/transport.ts";
+
+const requestWithUsage = (path: string, body: Uint8Array<ArrayBuffer> | null) =>
+  requestWithUsageOf(path, new RequestBody(body));
 
 const enc = (text: string) => new TextEncoder().encode(text);
 const dec = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
