@@ -76,6 +76,13 @@ export interface MockUpstreamOptions {
   maxRecordedRequests?: number;
   /** Serve HTTPS with this certificate and key (PEM text); `url` is then `https://…`. */
   tls?: { cert: string; key: string };
+  /**
+   * The model's context, in characters of the body: a chat request with a longer body is
+   * answered as OpenAI answers a prompt too long for the model (400
+   * `context_length_exceeded`).
+   * @default {Infinity}
+   */
+  contextChars?: number;
 }
 
 /** A running mock upstream. */
@@ -267,6 +274,17 @@ export function startMockUpstream(options: MockUpstreamOptions = {}): Promise<Mo
       json = parsed;
     } catch (error) {
       return errorResponse(400, `Invalid JSON body: ${(error as Error).message}`);
+    }
+    if (isChat && record.body.length > (options.contextChars ?? Infinity)) {
+      return jsonResponse(400, {
+        error: {
+          message:
+            `This model's maximum context length is ${options.contextChars} characters. However, your messages resulted in ${record.body.length} characters. Please reduce the length of the messages.`,
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      });
     }
     return isChat ? chatCompletions(req, json, onEnd) : embeddings(json);
   }

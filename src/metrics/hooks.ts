@@ -146,6 +146,9 @@ export function observabilityHooks(
     onRetry(group) {
       metrics.retries.labels(group.name).inc();
     },
+    onFallback(from, to) {
+      metrics.fallbacks.labels(from.name, to.name).inc();
+    },
     onBodyEnd(group, member, end, usage) {
       if (usage) {
         if (usage.prompt > 0) tokens.labels(group.name, member.name, "prompt").inc(usage.prompt);
@@ -196,7 +199,10 @@ export function observabilityHooks(
         method: ctx.request.method,
         path: ctx.path,
         group: ctx.trace.group,
+        // The client's text, but never long: the log line stays one line of bounded size.
+        model: ctx.trace.model === undefined ? undefined : ctx.trace.model.slice(0, 200),
         upstream: ctx.trace.upstream,
+        fallbacks: ctx.trace.fallbacks,
         attempts: ctx.trace.attempts,
         status,
         durationMs: microsecondPrecision(durationMs),
@@ -253,6 +259,8 @@ export function observabilityHooks(
           family.removeWhere("group", group);
         }
         metrics.retries.removeWhere("group", group);
+        metrics.fallbacks.removeWhere("from", group);
+        metrics.fallbacks.removeWhere("to", group);
         metrics.rateLimitRejections.remove("upstream", group);
       }
       for (const upstream of gone.upstreams) {

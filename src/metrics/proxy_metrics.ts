@@ -132,6 +132,12 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "Upstream attempts retried after a failed attempt.",
       ["group"],
     ),
+    /** Requests that went on from a group to one of its fallbacks (group names). */
+    fallbacks: registry.counter(
+      "llmproxy_fallbacks_total",
+      "Requests that a group ended without an answer for the client, sent on to a fallback group.",
+      ["from", "to"],
+    ),
     /** Requests rejected by a rate limiter; `scope` says which limiter kind. */
     rateLimitRejections: registry.counter(
       "llmproxy_ratelimit_rejections_total",
