@@ -1290,3 +1290,45 @@ Deno.test("a header op may not set the headers that frame the message", () => {
   );
   assert.equal(parseConfig(host, FILE, envOf()).config.upstreams[0]!.headers[0]!.key, "Host");
 });
+
+Deno.test("model routing keys: models, fallbacks and modelMap load; bad references are errors", () => {
+  const good = edit(
+    edit(
+      BASE,
+      "      - name: u1\n",
+      `      - name: u1
+    models: ["gpt-4o", "o3*"]
+    fallbacks: [{group: g1, model: "gpt-4o-mini"}]
+`,
+    ),
+    '    url: "https://api.example.com/v1"\n',
+    `    url: "https://api.example.com/v1"
+    modelMap: {"gpt-4o": "Qwen/Qwen2.5-72B-Instruct"}
+`,
+  );
+  const config = parseConfig(good, FILE, envOf()).config;
+  assert.deepEqual(config.upstreamGroups[0]!.models, ["gpt-4o", "o3*"]);
+  assert.deepEqual(config.upstreamGroups[0]!.fallbacks, [{ group: "g1", model: "gpt-4o-mini" }]);
+  assert.deepEqual(config.upstreams[0]!.modelMap, { "gpt-4o": "Qwen/Qwen2.5-72B-Instruct" });
+  assert.deepEqual(parseConfig(BASE, FILE, envOf()).config.upstreamGroups[0]!.fallbacks, []);
+
+  const bad = edit(
+    BASE,
+    "      - name: u1\n",
+    `      - name: u1
+    models: [""]
+    fallbacks: [{group: nope}, {group: g1}]
+`,
+  );
+  assert.deepEqual(errorLines(bad), [
+    `${
+      pos(bad, '""')
+    } upstreamGroups.0.models.0: group "g1": Too small: expected string to have >=1 characters`,
+    `${
+      pos(bad, "nope")
+    } upstreamGroups.0.fallbacks.0.group: group "g1": unknown group "nope" (groups: g1)`,
+    `${
+      pos(bad, "g1}]")
+    } upstreamGroups.0.fallbacks.1.group: group "g1": falls back to its own group with the same model: give a model`,
+  ]);
+});
