@@ -3,7 +3,8 @@
  * `deno run -A bench/pipeline_bench.ts --loop 200000` runs that many requests, 50 at a time, and
  * prints the process CPU time per request (add `--cpu-prof` before the file for a profile);
  * with `--sse` the upstream answers with a stream of 20 events (in one read, as nginx sends a
- * canned one) that passes through the observing stream.
+ * canned one) that passes through the observing stream; `--no-model-routing` takes model
+ * routing (groups' `models`, a `modelMap`) out of the config.
  *
  * A forward on the benchmark's realistic config (two upstreams, round robin, breakers,
  * per-IP and per-upstream limits, a client key, metrics, the access log at info into a batched
@@ -99,7 +100,11 @@ const transport: Transport = {
 const sink = batchedStderr({ writeSync: (bytes) => bytes.byteLength });
 sink.startBatching();
 const log = createLogger({ level: "info", write: sink.write });
-const loaded = parseConfig(projectConfig(0, 0, "http://127.0.0.1:1"), "bench.yaml", () => "");
+const loaded = parseConfig(
+  projectConfig(0, 0, "http://127.0.0.1:1", undefined, !Deno.args.includes("--no-model-routing")),
+  "bench.yaml",
+  () => "",
+);
 const deadlines = new Deadlines(systemClock);
 const runtime = new Runtime(loaded.config, {
   clock: systemClock,

@@ -28,6 +28,8 @@
  * - `--pin`: `taskset` the load generator and upstreams to CPU 0 and the proxies to CPU 1.
  * - `--load wrk|builtin`: the load generator (default wrk when installed).
  * - `--streams N`: slow streams in scenario d (default 1000).
+ * - `--no-model-routing`: the project's config without model routing (groups' `models`, the
+ *   `modelMap`), to measure what routing by model costs.
  *
  * Exits 0 unless the harness itself breaks (including a chunk check that cannot fail).
  *
@@ -66,6 +68,7 @@ interface Cli {
   pin: boolean;
   load?: LoadTool;
   streams: number;
+  modelRouting: boolean;
 }
 
 function parseCli(args: readonly string[]): Cli {
@@ -80,6 +83,7 @@ function parseCli(args: readonly string[]): Cli {
     soakS: 0,
     pin: false,
     streams: smoke ? 100 : 1000,
+    modelRouting: true,
   };
   for (let i = 0; i < args.length; i++) {
     const flag = args[i];
@@ -99,6 +103,7 @@ function parseCli(args: readonly string[]): Cli {
     else if (flag === "--soak") cli.soakS = positive();
     else if (flag === "--streams") cli.streams = Math.round(positive());
     else if (flag === "--pin") cli.pin = true;
+    else if (flag === "--no-model-routing") cli.modelRouting = false;
     else if (flag === "--peers") cli.peers = true;
     else if (flag === "--upstreams") {
       const kinds = value().split(",");
@@ -199,7 +204,7 @@ async function main(): Promise<number> {
     }
     const targets = {
       reference: await startMinimalProxy("reference", mock, { dir, cpu: proxyCpu }),
-      project: await startProject(mock, { dir, cpu: proxyCpu }),
+      project: await startProject(mock, { dir, cpu: proxyCpu, modelRouting: cli.modelRouting }),
     };
     await sleep(500);
     const idleMiB = {
@@ -236,7 +241,11 @@ async function main(): Promise<number> {
           own.push(upstream);
           group = {
             reference: await startMinimalProxy("reference", upstream, { ...o, cpu: proxyCpu }),
-            project: await startProject(upstream, { ...o, cpu: proxyCpu }),
+            project: await startProject(upstream, {
+              ...o,
+              cpu: proxyCpu,
+              modelRouting: cli.modelRouting,
+            }),
           };
           own.push(...Object.values(group));
         }
