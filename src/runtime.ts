@@ -26,6 +26,7 @@ import { ClientKeys } from "./keys/client_keys.ts";
 import { BudgetLedger } from "./keys/budget.ts";
 import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
 import { RateLimitedError } from "./pipeline/errors.ts";
+import { ModelCatalog, modelsEndpointStage } from "./pipeline/models_endpoint.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
@@ -81,6 +82,8 @@ export class Runtime {
   #drained: PromiseWithResolvers<void> | undefined;
 
   readonly #limiters = new Map<string, { config: string; limiter: KeyedLimiter }>();
+  /** The models the forwards list on `GET /v1/models`; undefined when no group declares any. */
+  readonly #models: ModelCatalog | undefined;
 
   /**
    * Builds the graph for `config`. With `previous` (a reload), upstreams whose config did not
@@ -132,6 +135,8 @@ export class Runtime {
       previous?.keys,
     );
 
+    this.#models = ModelCatalog.fromGroups(config.upstreamGroups);
+
     const resolver = new ClientIpResolver(config.httpServer.trustedProxies);
     const forwards = new Map<string, ForwardRuntime>();
     for (const f of config.httpServer.forwards) {
@@ -176,6 +181,8 @@ export class Runtime {
       ...(keyed ? [clientKeyStage(this.keys)] : []),
       // After the rate limit, so a flood of refused requests is limited like any other.
       validateRequestStage(),
+      // After the key (a keyed forward lists nothing without one) and the canonical path.
+      ...(this.#models ? [modelsEndpointStage(this.#models)] : []),
       proxyStage({
         router,
         maxBodySize: this.config.httpServer.maxBodySize,
