@@ -24,6 +24,8 @@ import { createGroupTransport, describeProxy, type TransportChoice } from "./tra
 import type { HttpClientConfig } from "./config/schema.ts";
 import { AttemptAbort } from "./upstream/attempt.ts";
 import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
+import { dialectOf } from "./pipeline/dialect.ts";
+import { splitRequestUrl } from "./upstream/url.ts";
 import type { Group } from "./upstream/group.ts";
 import { BudgetLedger } from "./keys/budget.ts";
 import { BudgetSync } from "./keys/budget_sync.ts";
@@ -138,7 +140,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   // Requests always go to the graph serving now, so a reload swaps it under the listener.
   const listeners = new ForwardListeners((name, request, peerIp, scheme) => {
     const forward = reloader.runtime.forwards.get(name);
-    return forward ? forward.handle(request, peerIp, scheme) : gone(name);
+    return forward ? forward.handle(request, peerIp, scheme) : gone(name, request);
   }, { log, guard: guards.forwards });
   reloader = new Reloader(loaded, initial, {
     load: options.reload,
@@ -335,11 +337,12 @@ export function transportName(group: Group): string {
   return (["http1", "fetch"] as const).filter((k) => kinds.has(k)).join("+");
 }
 
-function gone(forward: string): Response {
+function gone(forward: string, request: Request): Response {
   return toErrorResponse(
     new NoUpstreamError(`forward "${forward}" was removed by a config reload`, {
       code: "forward_removed",
     }),
+    { dialect: dialectOf(splitRequestUrl(request.url).path) },
   );
 }
 

@@ -28,6 +28,7 @@ import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
 import { RateLimitedError } from "./pipeline/errors.ts";
 import { ModelMatcher } from "./routing/model_match.ts";
 import type { RequestBody } from "./pipeline/json_body.ts";
+import { ModelCatalog, modelsEndpointStage } from "./pipeline/models_endpoint.ts";
 
 /** What the runtime needs from the outside world. */
 export interface RuntimeDeps {
@@ -85,6 +86,8 @@ export class Runtime {
   #drained: PromiseWithResolvers<void> | undefined;
 
   readonly #limiters = new Map<string, { config: string; limiter: KeyedLimiter }>();
+  /** The models the forwards list on `GET /v1/models`; undefined when no group declares any. */
+  readonly #catalog: ModelCatalog | undefined;
 
   /**
    * Builds the graph for `config`. With `previous` (a reload), upstreams whose config did not
@@ -141,6 +144,8 @@ export class Runtime {
       previous?.keys,
     );
 
+    this.#catalog = ModelCatalog.fromGroups(config.upstreamGroups);
+
     const resolver = new ClientIpResolver(config.httpServer.trustedProxies);
     const forwards = new Map<string, ForwardRuntime>();
     for (const f of config.httpServer.forwards) {
@@ -185,6 +190,8 @@ export class Runtime {
       ...(keyed ? [clientKeyStage(this.keys)] : []),
       // After the rate limit, so a flood of refused requests is limited like any other.
       validateRequestStage(),
+      // After the key (a keyed forward lists nothing without one) and the canonical path.
+      ...(this.#catalog ? [modelsEndpointStage(this.#catalog)] : []),
       proxyStage({
         router,
         models: this.models,

@@ -6,6 +6,7 @@
  * @module
  */
 import { toErrorResponse } from "./errors.ts";
+import { dialectOf } from "./dialect.ts";
 import type { ClientKey } from "../keys/client_key.ts";
 import type { ClientHeaders } from "../upstream/headers.ts";
 
@@ -99,7 +100,11 @@ export function compose(stages: readonly Stage[]): Handler {
     try {
       return await dispatch(0);
     } catch (error) {
-      return toErrorResponse(error, ctx.requestId, ctx.responseHeaders);
+      return toErrorResponse(error, {
+        requestId: ctx.requestId,
+        headers: ctx.responseHeaders,
+        dialect: dialectOf(ctx.path),
+      });
     }
   };
 }

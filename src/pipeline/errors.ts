@@ -1,10 +1,12 @@
 /**
  * Proxy-side failures and the one renderer that turns them into HTTP: an OpenAI-style body
- * `{"error": {"message", "type", "code"}}` with the right status. Upstream responses never
- * pass through here; they are returned as they are.
+ * `{"error": {"message", "type", "code"}}` with the right status, or Anthropic's shape for a
+ * client of the Messages API (see `dialect.ts`). Upstream responses never pass through here;
+ * they are returned as they are.
  *
  * @module
  */
+import type { Dialect } from "./dialect.ts";
 
 /** A failure the proxy answers for itself. `status` is the HTTP status to send. */
 export class ProxyError extends Error {
@@ -119,23 +121,79 @@ export class GatewayTimeoutError extends ProxyError {
 const JSON_HEADERS = { "content-type": "application/json; charset=utf-8" } as const;
 
 /**
+ * Anthropic's `error.type` for a status (https://docs.claude.com/en/api/errors and the SDK's
+ * `ErrorType`). Our status codes stay ours: a proxy with no upstream left answers 503, not
+ * Anthropic's 529; only the type says what Anthropic would call it. Every status not listed
+ * falls back by class, as Anthropic documents ("other 4XX" are `invalid_request_error`):
+ * - 405, 408 (the client was too slow sending its body: its side, unlike `timeout_error`,
+ *   which is the server's) and 499 (nobody reads it) are `invalid_request_error`;
+ * - 502 (the upstream failed or broke) and 500 are `api_error`, "an unexpected error";
+ * - 503 (no upstream available now: breakers open, every one cooling down after a 429, a
+ *   shutdown) is `overloaded_error`, Anthropic's "temporarily overloaded, retry later";
+ * - 504 (the upstream did not answer in time) is `timeout_error`, the SDK's gateway timeout.
+ */
+const ANTHROPIC_TYPES: Readonly<Record<number, string>> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  503: "overloaded_error",
+  504: "timeout_error",
+};
+
+function anthropicType(status: number): string {
+  return ANTHROPIC_TYPES[status] ?? (status < 500 ? "invalid_request_error" : "api_error");
+}
+
+/**
+ * Anthropic's error document. Its `error` has no `code`: ours goes to `details.error_code`,
+ * where Anthropic puts its own machine-readable reasons (the TypeScript SDK exposes it as
+ * `APIError.errorCode`; other clients ignore fields they do not know). `request_id` is the
+ * `request-id` header's value, as in Anthropic's answers (null when there is none).
+ */
+function anthropicBody(
+  status: number,
+  message: string,
+  code: string,
+  requestId: string | undefined,
+): string {
+  return JSON.stringify({
+    type: "error",
+    error: { type: anthropicType(status), message, details: { error_code: code } },
+    request_id: requestId || null,
+  });
+}
+
+/** Options of {@linkcode toErrorResponse}. */
+export interface ErrorResponseOptions {
+  /** Sent as `X-Request-Id` (and `request-id` to Anthropic clients). */
+  requestId?: string;
+  /** Headers added unless the error sets them (the context's `responseHeaders`). */
+  headers?: readonly (readonly [string, string])[];
+  /** The client's API dialect (see `dialect.ts`). @default "openai" */
+  dialect?: Dialect;
+}
+
+/**
  * The only place an error becomes a response. Anything that is not a {@linkcode ProxyError}
  * is a bug: it gets a 500 with a generic message, so internals never leak to clients.
+ *
+ * OpenAI dialect: `{"error": {"message", "type", "code"}}`. Anthropic dialect:
+ * `{"type": "error", "error": {"type", "message", "details": {"error_code"}}, "request_id"}`
+ * and a `request-id` header equal to `X-Request-Id` (what Anthropic SDKs report as the
+ * error's request id). The status is the same in both.
  */
-export function toErrorResponse(
-  error: unknown,
-  requestId?: string,
-  extra: readonly (readonly [string, string])[] = [],
-): Response {
+export function toErrorResponse(error: unknown, options: ErrorResponseOptions = {}): Response {
+  const { requestId, headers: extra = [], dialect = "openai" } = options;
   const known = error instanceof ProxyError ? error : undefined;
   const status = known?.status ?? 500;
-  const body = {
-    error: {
-      message: known?.message ?? "internal proxy error",
-      type: known?.type ?? "proxy_error",
-      code: known?.code ?? "internal_error",
-    },
-  };
+  const message = known?.message ?? "internal proxy error";
+  const code = known?.code ?? "internal_error";
+  const body = dialect === "anthropic"
+    ? anthropicBody(status, message, code, requestId)
+    : JSON.stringify({ error: { message, type: known?.type ?? "proxy_error", code } });
   const headers = new Headers(JSON_HEADERS);
   if (known) {
     for (const [name, value] of Object.entries(known.headers)) {
@@ -143,12 +201,39 @@ export function toErrorResponse(
     }
   }
   for (const [name, value] of extra) if (!headers.has(name)) headers.set(name, value);
-  if (requestId) headers.set("x-request-id", requestId);
-  return new Response(JSON.stringify(body), { status, headers });
+  if (requestId) {
+    headers.set("x-request-id", requestId);
+    if (dialect === "anthropic") headers.set("request-id", requestId);
+  }
+  return new Response(body, { status, headers });
 }
 
-/** The error event that ends an SSE stream the upstream broke, so clients see a failure. */
-export function sseErrorEvent(message: string, code: string): Uint8Array {
-  const data = JSON.stringify({ error: { message, type: "upstream_error", code } });
+/** Options of {@linkcode sseErrorEvent}. */
+export interface SseErrorOptions {
+  /** The client's API dialect. @default "openai" */
+  dialect?: Dialect;
+  /**
+   * The status the failure would have had before the stream began: it picks the Anthropic
+   * error type (502 `api_error`, 503 `overloaded_error`). @default 502
+   */
+  status?: number;
+  /** The request id, for the Anthropic event's `request_id`. */
+  requestId?: string;
+}
+
+/**
+ * The error event that ends an SSE stream the upstream broke, so clients see a failure:
+ * `event: error` with `{"error": {"message", "type": "upstream_error", "code"}}`, or for
+ * Anthropic clients the document {@linkcode toErrorResponse} sends them (which the Anthropic
+ * SDKs' stream readers throw as an `APIError` of that type).
+ */
+export function sseErrorEvent(
+  message: string,
+  code: string,
+  options: SseErrorOptions = {},
+): Uint8Array {
+  const data = options.dialect === "anthropic"
+    ? anthropicBody(options.status ?? 502, message, code, options.requestId)
+    : JSON.stringify({ error: { message, type: "upstream_error", code } });
   return new TextEncoder().encode(`event: error\ndata: ${data}\n\n`);
 }

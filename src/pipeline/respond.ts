@@ -13,6 +13,7 @@ import {
   NoUpstreamError,
   sseErrorEvent,
 } from "./errors.ts";
+import { dialectOf } from "./dialect.ts";
 import type { Attempt } from "./attempt.ts";
 import type { UpstreamReply } from "../transport/transport.ts";
 import { responseHeaders } from "../upstream/headers.ts";
@@ -78,10 +79,12 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
     timers: env.deadlines,
     abort: (reason) => attempt.abort(reason),
     errorEvent: sse && canAppend(upstream.headers)
-      ? (message) =>
-        attempt.stoppedBy() === "shutdown"
-          ? sseErrorEvent("the proxy is shutting down", "shutting_down")
-          : sseErrorEvent(message, "upstream_stream_error")
+      ? (message) => {
+        const on = { dialect: dialectOf(ctx.path), requestId: ctx.requestId };
+        return attempt.stoppedBy() === "shutdown"
+          ? sseErrorEvent("the proxy is shutting down", "shutting_down", { ...on, status: 503 })
+          : sseErrorEvent(message, "upstream_stream_error", on);
+      }
       : undefined,
     onEnd: (end) => {
       // A break mid-body is the upstream's failure; a client leaving or a shutdown is

@@ -69,6 +69,28 @@ Deno.test("compose() renders a thrown ProxyError, with the request id", async ()
   });
 });
 
+Deno.test("compose() answers a Messages API request's error in Anthropic's shape, with request-id", async () => {
+  const handler = compose([
+    (ctx, next) => {
+      ctx.requestId = "req-2";
+      ctx.responseHeaders.push(["x-request-id", "req-2"]);
+      return next();
+    },
+    () => Promise.reject(new NotFoundError("no route", { code: "no_route" })),
+  ]);
+  const response = await handler(
+    testContext(new Request("http://proxy.test/anthropic/v1/messages?beta=true")),
+  );
+  assert.equal(response.status, 404);
+  assert.equal(response.headers.get("request-id"), "req-2");
+  assert.equal(response.headers.get("x-request-id"), "req-2");
+  assert.deepEqual(await response.json(), {
+    type: "error",
+    error: { type: "not_found_error", message: "no route", details: { error_code: "no_route" } },
+    request_id: "req-2",
+  });
+});
+
 Deno.test("compose() renders a rejected promise from a deeper stage", async () => {
   const handler = compose([
     (_ctx, next) => next(),
