@@ -12,7 +12,7 @@
  *
  * Per-request control headers (they travel through the proxy): `x-mock-status`,
  * `x-mock-retry-after`, `x-mock-retry-after-ms`, `x-mock-chunks`, `x-mock-delay-ms`,
- * `x-mock-hang-ms`, `x-mock-hang`, `x-mock-stall-after`, `x-mock-cut-after`,
+ * `x-mock-first-delay-ms`, `x-mock-hang-ms`, `x-mock-hang`, `x-mock-stall-after`, `x-mock-cut-after`,
  * `x-mock-body-size`, `x-mock-gzip`. See {@linkcode startMockUpstream}.
  *
  * Runnable: `deno run --allow-net tests/_helpers/mock_upstream.ts [--port N] [--hostname H]
@@ -201,6 +201,7 @@ export function startMockUpstream(options: MockUpstreamOptions = {}): Promise<Mo
       chunks,
       includeUsage,
       delayMs: intControl(req, "x-mock-delay-ms", json.mock_delay_ms) ?? 0,
+      firstDelayMs: intControl(req, "x-mock-first-delay-ms") ?? 0,
       stallAfter: intControl(req, "x-mock-stall-after"),
       cutAfter: intControl(req, "x-mock-cut-after"),
       closing: closing.signal,
@@ -442,6 +443,8 @@ interface SseOptions {
   includeUsage: boolean;
   /** Pause before each chunk after the first, in ms. */
   delayMs: number;
+  /** Pause before the first chunk (after the response head), in ms. */
+  firstDelayMs: number;
   /** Send this many chunks, then go silent until cancel or close. */
   stallAfter?: number;
   /** Send this many chunks, then error the stream (broken body for the client). */
@@ -496,8 +499,9 @@ function sseStream(o: SseOptions): ReadableStream<Uint8Array> {
         await sleep(Infinity, [cancelWait.signal]);
         return;
       }
-      if (o.delayMs > 0 && sent > 0 && phase === "content") {
-        await sleep(o.delayMs, [cancelWait.signal]);
+      const pause = sent > 0 ? o.delayMs : o.firstDelayMs;
+      if (pause > 0 && phase === "content") {
+        await sleep(pause, [cancelWait.signal]);
         if (ended) return;
       }
       if (phase === "content" && sent >= o.chunks) phase = o.includeUsage ? "usage" : "done";

@@ -62,6 +62,8 @@ export interface ObservabilityHooks extends RuntimeHooks {
 
 /** Listener label of the admin server's connections (forwards use their names). */
 const ADMIN_LISTENER = "admin";
+/** `model` label of tokens whose request named no model (see {@linkcode ProxyMetrics}). */
+const OTHER_MODEL = "other";
 
 /**
  * Builds the runtime hooks that record metrics and write the access log.
@@ -78,6 +80,8 @@ export function observabilityHooks(
   const upstreamFirstByte = metrics.upstreamFirstByte;
   const upstreamErrors = metrics.upstreamErrors;
   const tokens = metrics.tokens;
+  const timeToFirstToken = metrics.timeToFirstToken;
+  const interToken = metrics.interToken;
   const httpRequests = metrics.httpRequests;
   /**
    * Listeners whose forward the serving config names (and the admin's). Connections of a
@@ -85,6 +89,15 @@ export function observabilityHooks(
    * the series that {@linkcode ObservabilityHooks.forget} removed.
    */
   let listeners = new Set<string>();
+  /** The families labelled by group and upstream (whatever else): forgotten with either. */
+  const perUpstream = [
+    upstreamRequests,
+    upstreamFirstByte,
+    upstreamErrors,
+    tokens,
+    timeToFirstToken,
+    interToken,
+  ];
   const access = log.child({ log: "access" });
   const errorKind = (kind: string): UpstreamErrorKind =>
     kind === "connect" || kind === "proxy" || kind === "aborted" || kind === "tls"
@@ -149,17 +162,25 @@ export function observabilityHooks(
     onFallback(from, to) {
       metrics.fallbacks.labels(from.name, to.name).inc();
     },
-    onBodyEnd(group, member, end, usage) {
+    onBodyEnd(group, member, end, usage, model = OTHER_MODEL) {
       if (usage) {
-        if (usage.prompt > 0) tokens.labels(group.name, member.name, "prompt").inc(usage.prompt);
+        if (usage.prompt > 0) {
+          tokens.labels(group.name, member.name, model, "prompt").inc(usage.prompt);
+        }
         if (usage.completion > 0) {
-          tokens.labels(group.name, member.name, "completion").inc(usage.completion);
+          tokens.labels(group.name, member.name, model, "completion").inc(usage.completion);
         }
       }
       if (end.kind === "error") {
         const kind = end.timeout ? "timeout" : "stream";
         upstreamErrors.labels(group.name, member.name, kind).inc();
       }
+    },
+    onTokenStream(group, member) {
+      return {
+        firstToken: timeToFirstToken.labels(group.name, member.name),
+        interToken: interToken.labels(group.name, member.name),
+      };
     },
     onUpstreamRateLimited(group) {
       metrics.rateLimitRejections.labels("upstream", group.name).inc();
@@ -255,9 +276,7 @@ export function observabilityHooks(
       }
       for (const group of gone.groups) {
         if (kept.groups.has(group)) continue;
-        for (const family of [upstreamRequests, upstreamFirstByte, upstreamErrors, tokens]) {
-          family.removeWhere("group", group);
-        }
+        for (const family of perUpstream) family.removeWhere("group", group);
         metrics.retries.removeWhere("group", group);
         metrics.fallbacks.removeWhere("from", group);
         metrics.fallbacks.removeWhere("to", group);
@@ -265,9 +284,7 @@ export function observabilityHooks(
       }
       for (const upstream of gone.upstreams) {
         if (kept.upstreams.has(upstream)) continue;
-        for (const family of [upstreamRequests, upstreamFirstByte, upstreamErrors, tokens]) {
-          family.removeWhere("upstream", upstream);
-        }
+        for (const family of perUpstream) family.removeWhere("upstream", upstream);
         metrics.breakerState.removeWhere("upstream", upstream);
         metrics.breakerTransitions.removeWhere("upstream", upstream);
       }

@@ -4,7 +4,8 @@
  *
  * Every label has a bounded value set: `forward`, `group`, `upstream` and `key` (a client
  * key's name, never the key) come from config, `method` goes through {@linkcode methodLabel}, `status` is a numeric HTTP
- * code, and `kind`, `type`, `from`/`to`, `result` and `scope` are small enums.
+ * code, `model` is a name or glob from the config or `other`, and `kind`, `type`, `from`/`to`,
+ * `result` and `scope` are small enums.
  *
  * @module
  */
@@ -29,6 +30,52 @@ export const DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze([
   60,
   120,
   300,
+]);
+
+/**
+ * Upper bounds in seconds of `llmproxy_time_to_first_token_seconds`: 10 ms (a cached or
+ * local answer) to 60 s (a long prompt on a loaded or reasoning model).
+ */
+export const TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.2,
+  0.3,
+  0.5,
+  0.75,
+  1,
+  1.5,
+  2,
+  3,
+  5,
+  10,
+  20,
+  30,
+  60,
+]);
+
+/**
+ * Upper bounds in seconds of `llmproxy_inter_token_seconds`: 1 ms (events read together land
+ * in the first bucket) to 10 s (a stall), finest around the 10–100 ms of generated tokens.
+ */
+export const INTER_TOKEN_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.02,
+  0.03,
+  0.05,
+  0.075,
+  0.1,
+  0.2,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
 ]);
 
 /** Values of the `kind` label of `llmproxy_upstream_errors_total`. */
@@ -159,11 +206,33 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "Circuit breaker state transitions per upstream, by previous and new state.",
       ["upstream", "from", "to"],
     ),
-    /** Tokens reported by upstream usage; `type` is `prompt` or `completion`. */
+    /**
+     * Tokens reported by upstream usage; `type` is `prompt` or `completion`. `model` is the
+     * request's `RequestTrace.modelLabel`: the exact name or glob of the config that matched
+     * the request's model, a fallback's configured model, or `other` (also when the request
+     * named no model) — a value from the config, never the client's text, so it is bounded.
+     */
     tokens: registry.counter(
       "llmproxy_tokens_total",
-      "Tokens reported in upstream usage, by type: prompt or completion.",
-      ["group", "upstream", "type"],
+      "Tokens reported in upstream usage, by model (as configured, or other) and type: prompt or completion.",
+      ["group", "upstream", "model", "type"],
+    ),
+    /** Seconds from sending an attempt to the first SSE data event of its streamed answer. */
+    timeToFirstToken: registry.histogram(
+      "llmproxy_time_to_first_token_seconds",
+      "Time from sending an upstream request to the first SSE data event of its answer, in seconds.",
+      ["group", "upstream"],
+      TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS,
+    ),
+    /**
+     * Seconds between successive SSE data events of a streamed answer; events that arrived in
+     * one chunk count as gaps of 0 after the first (see `TokenTimer`).
+     */
+    interToken: registry.histogram(
+      "llmproxy_inter_token_seconds",
+      "Time between successive SSE data events of an upstream answer, in seconds (0 for events read together).",
+      ["group", "upstream"],
+      INTER_TOKEN_BUCKETS_SECONDS,
     ),
     /** Requests presented with a client key, by the key's name and the response status. */
     keyRequests: registry.counter(

@@ -20,6 +20,7 @@ import { respond } from "./respond.ts";
 import { Attempt, type AttemptEnv, prepare } from "./attempt.ts";
 import type { Deadlines } from "../deadlines.ts";
 import type { TokenUsage } from "../stream/usage.ts";
+import type { TokenTimingSink } from "../stream/token_timing.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { delay } from "../delay.ts";
 import type { ModelMatcher } from "../routing/model_match.ts";
@@ -32,8 +33,19 @@ export interface ProxyHooks {
   onAttempt?(group: Group, member: GroupMember, result: AttemptResult): void;
   /** A retry is about to be sent. */
   onRetry?(group: Group, result: AttemptResult, delayMs: number): void;
-  /** A proxied body ended (end, error, cancel), with the token usage it reported. */
-  onBodyEnd?(group: Group, member: GroupMember, end: BodyEnd, usage?: TokenUsage): void;
+  /**
+   * A proxied body ended (end, error, cancel), with the token usage it reported and the
+   * request's bounded model label (`RequestTrace.modelLabel`; undefined when it named none).
+   */
+  onBodyEnd?(
+    group: Group,
+    member: GroupMember,
+    end: BodyEnd,
+    usage?: TokenUsage,
+    model?: string,
+  ): void;
+  /** An SSE answer starts passing to the client: where its token timings go, if anywhere. */
+  onTokenStream?(group: Group, member: GroupMember): TokenTimingSink | undefined;
   /** Every candidate was rate limited by its own per-upstream limit. */
   onUpstreamRateLimited?(group: Group): void;
   /** The request leaves `from` without an answer for the client and goes to its fallback `to`. */

@@ -21,6 +21,7 @@ import { BodyTimeoutError, observeBody } from "../stream/observe.ts";
 import { MAX_JSON_BYTES, usageFromJsonBytes, usageSniffer } from "../stream/usage.ts";
 import { failureCause, failureDetail } from "../transport/failure.ts";
 import { withoutUsageChunk } from "../stream/include_usage.ts";
+import { TokenTimer } from "../stream/token_timing.ts";
 
 /** Largest non-streamed body read whole before answering (see {@linkcode respond}). */
 const WHOLE_BODY_MAX = MAX_JSON_BYTES;
@@ -62,7 +63,19 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
   if (!source) return answer(attempt, upstream, null, headers);
   ctx.trace.pendingBody = true;
   const sniffer = usageSniffer(contentType);
-  let onChunk = sniffer && ((chunk: Uint8Array) => sniffer.chunk(chunk));
+  let onChunk = sniffer && ((chunk: Uint8Array, _now?: number) => sniffer.chunk(chunk));
+  // Token timings of a successful answer whose events can be read (not compressed).
+  const timings = sse && upstream.status < 300 && identityEncoded(upstream.headers)
+    ? env.hooks.onTokenStream?.(group, member)
+    : undefined;
+  if (timings && sniffer) {
+    // Sent firstByteMs before now: the headers came just before the loop chose this answer.
+    const timer = new TokenTimer(timings, { now: env.now, sentAt: env.now() - result.firstByteMs });
+    onChunk = (chunk, now) => {
+      sniffer.chunk(chunk);
+      timer.chunk(chunk, now);
+    };
+  }
   if (ctx.hideUsageChunk && sse && onChunk) {
     // The sniffer sees the upstream's bytes, the client the ones without the usage chunk:
     // fewer than a declared Content-Length, which therefore does not go to the client.
@@ -96,7 +109,7 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
       else attempt.finish();
       const usage = end.kind === "end" ? sniffer?.result() : undefined;
       if (usage) ctx.trace.tokens = usage;
-      env.hooks.onBodyEnd?.(group, member, end, usage);
+      env.hooks.onBodyEnd?.(group, member, end, usage, ctx.trace.modelLabel);
       ctx.onBodyEnd?.(end.bytes);
     },
   });
@@ -119,7 +132,11 @@ export function respond(ctx: RequestContext, attempt: Attempt): Response | Promi
  * plain text after compressed bytes is garbage to the client's decoder.
  */
 function canAppend(headers: UpstreamReply["headers"]): boolean {
-  if (headers.has("content-length")) return false;
+  return !headers.has("content-length") && identityEncoded(headers);
+}
+
+/** Whether the body's bytes are its content: no `Content-Encoding`, or `identity`. */
+function identityEncoded(headers: UpstreamReply["headers"]): boolean {
   const encoding = headers.get("content-encoding")?.trim().toLowerCase();
   return !encoding || encoding === "identity";
 }
@@ -228,6 +245,7 @@ async function respondWhole(
     : undefined;
   if (usage) ctx.trace.tokens = usage;
   ctx.trace.bodyBytes = bytes.byteLength;
-  env.hooks.onBodyEnd?.(group, member, { kind: "end", bytes: bytes.byteLength }, usage);
+  const end = { kind: "end", bytes: bytes.byteLength } as const;
+  env.hooks.onBodyEnd?.(group, member, end, usage, ctx.trace.modelLabel);
   return response;
 }

@@ -31,8 +31,11 @@ export interface ObserveOptions {
   abort: (reason: unknown) => void;
   /** Called once when the body is over. */
   onEnd: (end: BodyEnd) => void;
-  /** Each chunk as it passes (token usage sniffing); must not hold on to it. */
-  onChunk?: ((chunk: Uint8Array) => void) | undefined;
+  /**
+   * Each chunk as it passes (token usage, token timings), with the time it arrived (`clock`,
+   * ms); must not hold on to it.
+   */
+  onChunk?: ((chunk: Uint8Array, now: number) => void) | undefined;
   /**
    * Builds the SSE error event that ends a broken body. Give it only when the client's body can
    * take more bytes: an SSE body without a declared `Content-Length` (the server would cut an
@@ -130,7 +133,7 @@ export function observeBody(
         }
         bytes += value.byteLength;
         lastChunkAt = clock.now();
-        options.onChunk?.(value);
+        options.onChunk?.(value, lastChunkAt);
         controller.enqueue(value);
       } catch (error) {
         const cause = timeout ?? error;

@@ -105,6 +105,9 @@ function value(m: Map<string, PromFamily>, name: string, labels: Record<string, 
   return sampleValue(m, name, labels) ?? 0;
 }
 
+/** Token series of group g, upstream u, for requests whose model no config names. */
+const G_U_OTHER = { group: "g", upstream: "u", model: "other" };
+
 async function drain(response: Response): Promise<string> {
   return await response.text();
 }
@@ -138,11 +141,11 @@ Deno.test("metrics: request, duration, in-flight, upstream and token metrics aft
       3,
     );
     assert.equal(
-      value(m, "llmproxy_tokens_total", { group: "g", upstream: "u", type: "prompt" }),
+      value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "prompt" }),
       30,
     );
     assert.equal(
-      value(m, "llmproxy_tokens_total", { group: "g", upstream: "u", type: "completion" }),
+      value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "completion" }),
       15,
     );
     assert.equal(value(m, "llmproxy_inflight_requests", { forward: "main" }), 0);
@@ -177,11 +180,11 @@ Deno.test("metrics: request, duration, in-flight, upstream and token metrics aft
     assert.ok(durationSum <= elapsed + 1, `${durationSum} vs ${elapsed}`);
     // The streamed stream's usage chunk: prompt 10, completion 4.
     assert.equal(
-      value(m, "llmproxy_tokens_total", { group: "g", upstream: "u", type: "prompt" }),
+      value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "prompt" }),
       40,
     );
     assert.equal(
-      value(m, "llmproxy_tokens_total", { group: "g", upstream: "u", type: "completion" }),
+      value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "completion" }),
       19,
     );
     // First byte is well before the end: every first-byte observation is under the stream time.
@@ -195,7 +198,7 @@ Deno.test("metrics: request, duration, in-flight, upstream and token metrics aft
     await drain(await post("/v1/chat/completions", chat(true)));
     m = await scrape();
     assert.equal(
-      value(m, "llmproxy_tokens_total", { group: "g", upstream: "u", type: "prompt" }),
+      value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "prompt" }),
       40,
     );
 
@@ -228,6 +231,65 @@ Deno.test("metrics: request, duration, in-flight, upstream and token metrics aft
 
     const rss = sampleValue(m, "process_resident_memory_bytes");
     assert.ok(rss !== undefined && rss > 1_000_000, `rss ${rss}`);
+  });
+});
+
+Deno.test("metrics: time to first token and inter-token gaps of a stream with delays; none for JSON", async () => {
+  await withProxy(async ({ scrape, post }) => {
+    const g = { group: "g", upstream: "u" };
+    const ttft = (m: Map<string, PromFamily>, sample: "count" | "sum") =>
+      value(m, `llmproxy_time_to_first_token_seconds_${sample}`, g);
+    const gaps = (m: Map<string, PromFamily>, sample: "count" | "sum") =>
+      value(m, `llmproxy_inter_token_seconds_${sample}`, g);
+
+    // JSON answers record no token timings, nor do compressed streams (their bytes are not
+    // events to the proxy).
+    await drain(await post("/v1/chat/completions"));
+    const gzipped = await post("/v1/chat/completions", chat(true), { "x-mock-gzip": "1" });
+    assert.equal(gzipped.headers.get("content-type"), "text/event-stream");
+    assert.match(await gzipped.text(), /data: \[DONE\]/);
+    let m = await scrape();
+    for (const name of ["llmproxy_time_to_first_token_seconds", "llmproxy_inter_token_seconds"]) {
+      assert.equal(sampleValue(m, `${name}_count`, g), undefined, `${name}: no series yet`);
+    }
+
+    // 100 ms before the first event, then 4 content events 50 ms apart, the usage event right
+    // after the last one, then [DONE]: 5 data events, so one first token and 4 gaps.
+    const start = performance.now();
+    const streamed = await post(
+      "/v1/chat/completions",
+      JSON.stringify({
+        model: "m",
+        messages: [],
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+      { "x-mock-chunks": "4", "x-mock-delay-ms": "50", "x-mock-first-delay-ms": "100" },
+    );
+    assert.equal(streamed.status, 200);
+    const events = await readEvents(streamed.body!, start);
+    const elapsed = (performance.now() - start) / 1000;
+    assert.equal(contentEvents(events).length, 5);
+    await delay(20);
+    m = await scrape();
+    assert.equal(ttft(m, "count"), 1);
+    assert.ok(ttft(m, "sum") >= 0.095, `first token after the 100 ms pause: ${ttft(m, "sum")}`);
+    assert.ok(ttft(m, "sum") <= elapsed, `${ttft(m, "sum")} vs ${elapsed}`);
+    assert.equal(gaps(m, "count"), 4, "one gap per data event after the first; [DONE] is none");
+    // The sum of the gaps is the time from the first data event to the last: 3 pauses of 50 ms.
+    assert.ok(gaps(m, "sum") >= 0.145, `gaps sum ${gaps(m, "sum")}`);
+    assert.ok(gaps(m, "sum") + ttft(m, "sum") <= elapsed, `${gaps(m, "sum")} vs ${elapsed}`);
+    assert.ok(
+      value(m, "llmproxy_inter_token_seconds_bucket", { ...g, le: "0.03" }) <= 1,
+      "at most the usage event follows its predecessor within 30 ms",
+    );
+    assert.equal(value(m, "llmproxy_inter_token_seconds_bucket", { ...g, le: "+Inf" }), 4);
+    // A request that no model routing matched counts its tokens under model="other".
+    assert.equal(value(m, "llmproxy_tokens_total", { ...G_U_OTHER, type: "prompt" }), 20);
+    assert.deepEqual(
+      m.get("llmproxy_tokens_total")!.samples.map((s) => s.labels.model),
+      ["other", "other"],
+    );
   });
 });
 
@@ -501,6 +563,8 @@ Deno.test("metrics: the exposition parses strictly after mixed traffic, with HEL
         "llmproxy_circuit_breaker_state",
         "llmproxy_circuit_breaker_transitions_total",
         "llmproxy_tokens_total",
+        "llmproxy_time_to_first_token_seconds",
+        "llmproxy_inter_token_seconds",
         "llmproxy_config_reloads_total",
         "process_resident_memory_bytes",
       ]

@@ -174,7 +174,8 @@ Deno.test("e2e streaming: token usage is counted from SSE written with Python's 
       const metrics = parsePrometheusText(
         await (await fetch(`${proxy.adminUrl()}/metrics`)).text(),
       );
-      return sampleValue(metrics, "llmproxy_tokens_total", { group: "g", upstream: "u0", type });
+      const labels = { group: "g", upstream: "u0", model: "other", type };
+      return sampleValue(metrics, "llmproxy_tokens_total", labels);
     };
     assert.equal(await tokens("prompt"), 21);
     assert.equal(await tokens("completion"), 8);

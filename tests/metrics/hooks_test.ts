@@ -7,7 +7,8 @@ import type { Runtime } from "../../src/runtime.ts";
 import type { Group, GroupMember } from "../../src/upstream/group.ts";
 import type { Upstream } from "../../src/upstream/upstream.ts";
 import type { AttemptResult } from "../../src/upstream/attempt.ts";
-import { parsePrometheusText } from "../_helpers/prom_parser.ts";
+import type { BodyEnd } from "../../src/stream/observe.ts";
+import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 
 function setup() {
   const registry = new Registry();
@@ -19,7 +20,10 @@ function setup() {
   const series = (name: string): string[] =>
     [...parsePrometheusText(registry.render()).values()].flatMap((f) => f.samples)
       .filter((s) => s.name === name).map((s) => JSON.stringify(s.labels)).sort();
-  return { hooks, series };
+  /** One sample's value, undefined when the series does not exist. */
+  const value = (name: string, labels: Record<string, string>) =>
+    sampleValue(parsePrometheusText(registry.render()), name, labels);
+  return { hooks, series, value };
 }
 
 const upstream = (name: string, state = "closed") =>
@@ -143,4 +147,67 @@ Deno.test("observabilityHooks() counts an upstream 429 and 5xx as kind=status, a
     `{"group":"g","upstream":"limited","kind":"status"}`,
   ]);
   assert.equal(series("llmproxy_upstream_requests_total").length, 3);
+});
+
+const member = (name: string) => ({ name, upstream: upstream(name) }) as unknown as GroupMember;
+const ended: BodyEnd = { kind: "end", bytes: 10 };
+
+Deno.test("observabilityHooks().onBodyEnd() labels tokens with the model label, else other", () => {
+  const { hooks, series, value } = setup();
+  hooks.onBodyEnd!({ name: "g" } as Group, member("u"), ended, { prompt: 3, completion: 2 }, "o3*");
+  hooks.onBodyEnd!({ name: "g" } as Group, member("u"), ended, { prompt: 4, completion: 0 });
+  hooks.onBodyEnd!({ name: "g" } as Group, member("u"), ended, { prompt: 1, completion: 1 }, "o3*");
+  assert.deepEqual(series("llmproxy_tokens_total"), [
+    `{"group":"g","upstream":"u","model":"o3*","type":"completion"}`,
+    `{"group":"g","upstream":"u","model":"o3*","type":"prompt"}`,
+    `{"group":"g","upstream":"u","model":"other","type":"prompt"}`,
+  ]);
+  const tokens = (model: string, type: string) =>
+    value("llmproxy_tokens_total", { group: "g", upstream: "u", model, type });
+  assert.equal(tokens("o3*", "prompt"), 4);
+  assert.equal(tokens("o3*", "completion"), 3);
+  assert.equal(tokens("other", "prompt"), 4);
+});
+
+Deno.test("observabilityHooks().onTokenStream() gives the group's and upstream's token histograms", () => {
+  const { hooks, series, value } = setup();
+  const sink = hooks.onTokenStream!({ name: "g" } as Group, member("u"))!;
+  sink.firstToken.observe(0.25);
+  sink.interToken.observe(0.02);
+  sink.interToken.observe(0);
+  const labels = { group: "g", upstream: "u" };
+  assert.equal(value("llmproxy_time_to_first_token_seconds_count", labels), 1);
+  assert.equal(value("llmproxy_time_to_first_token_seconds_sum", labels), 0.25);
+  assert.equal(value("llmproxy_inter_token_seconds_count", labels), 2);
+  assert.equal(value("llmproxy_inter_token_seconds_sum", labels), 0.02);
+  // The same series for the next stream of that pair.
+  hooks.onTokenStream!({ name: "g" } as Group, member("u"))!.interToken.observe(0.01);
+  assert.equal(value("llmproxy_inter_token_seconds_count", labels), 3);
+  assert.deepEqual(series("llmproxy_inter_token_seconds_count"), [`{"group":"g","upstream":"u"}`]);
+});
+
+Deno.test("observabilityHooks().forget() removes token series of a gone group or upstream, whatever the model", () => {
+  const { hooks, series } = setup();
+  const report = (g: string, u: string, model?: string) => {
+    hooks.onBodyEnd!({ name: g } as Group, member(u), ended, { prompt: 1, completion: 1 }, model);
+    const sink = hooks.onTokenStream!({ name: g } as Group, member(u))!;
+    sink.firstToken.observe(0.1);
+    sink.interToken.observe(0.01);
+  };
+  report("g", "u1", "gpt-4o");
+  report("g", "u1");
+  report("g", "u2", "gpt-4o");
+  report("h", "u1", "o3*");
+  hooks.forget({ forwards: [], groups: ["g", "h"], upstreams: ["u1", "u2"] }, [
+    { forwards: [], groups: ["g"], upstreams: ["u1"] },
+  ]);
+  assert.deepEqual(series("llmproxy_tokens_total"), [
+    `{"group":"g","upstream":"u1","model":"gpt-4o","type":"completion"}`,
+    `{"group":"g","upstream":"u1","model":"gpt-4o","type":"prompt"}`,
+    `{"group":"g","upstream":"u1","model":"other","type":"completion"}`,
+    `{"group":"g","upstream":"u1","model":"other","type":"prompt"}`,
+  ]);
+  for (const name of ["llmproxy_time_to_first_token_seconds", "llmproxy_inter_token_seconds"]) {
+    assert.deepEqual(series(`${name}_count`), [`{"group":"g","upstream":"u1"}`], name);
+  }
 });

@@ -4,7 +4,9 @@ import {
   BREAKER_STATE_VALUE,
   createProxyMetrics,
   DURATION_BUCKETS_SECONDS,
+  INTER_TOKEN_BUCKETS_SECONDS,
   methodLabel,
+  TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS,
 } from "../../src/metrics/proxy_metrics.ts";
 import { parsePrometheusText, sampleValue } from "../_helpers/prom_parser.ts";
 
@@ -16,10 +18,13 @@ const FAMILIES: Record<string, string> = {
   llmproxy_upstream_first_byte_seconds: "histogram",
   llmproxy_upstream_errors_total: "counter",
   llmproxy_retries_total: "counter",
+  llmproxy_fallbacks_total: "counter",
   llmproxy_ratelimit_rejections_total: "counter",
   llmproxy_circuit_breaker_state: "gauge",
   llmproxy_circuit_breaker_transitions_total: "counter",
   llmproxy_tokens_total: "counter",
+  llmproxy_time_to_first_token_seconds: "histogram",
+  llmproxy_inter_token_seconds: "histogram",
   llmproxy_key_requests_total: "counter",
   llmproxy_key_tokens_total: "counter",
   llmproxy_config_reloads_total: "counter",
@@ -55,11 +60,15 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.upstreamFirstByte.labels("openai", "primary").observe(0.12);
   m.upstreamErrors.labels("openai", "primary", "timeout").inc();
   m.retries.labels("openai").inc();
+  m.fallbacks.labels("openai", "local").inc();
   m.rateLimitRejections.labels("key", "team-a").inc();
   m.breakerState.labels("primary").set(BREAKER_STATE_VALUE.half_open);
   m.breakerTransitions.labels("primary", "open", "half-open").inc();
-  m.tokens.labels("openai", "primary", "prompt").inc(120);
-  m.tokens.labels("openai", "primary", "completion").inc(30);
+  m.tokens.labels("openai", "primary", "gpt-4o*", "prompt").inc(120);
+  m.tokens.labels("openai", "primary", "other", "completion").inc(30);
+  m.timeToFirstToken.labels("openai", "primary").observe(0.4);
+  m.interToken.labels("openai", "primary").observe(0);
+  m.interToken.labels("openai", "primary").observe(0.02);
   m.keyRequests.labels("team_a", "200").inc();
   m.keyTokens.labels("team_a", "prompt").inc(10);
   m.configReloads.labels("success").inc();
@@ -88,9 +97,20 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   assert.equal(s("llmproxy_http_request_duration_seconds_count", { forward: "chat" }), 2);
   assert.equal(s("llmproxy_circuit_breaker_state", { upstream: "primary" }), 2);
   assert.equal(
-    s("llmproxy_tokens_total", { group: "openai", upstream: "primary", type: "prompt" }),
+    s("llmproxy_tokens_total", {
+      group: "openai",
+      upstream: "primary",
+      model: "gpt-4o*",
+      type: "prompt",
+    }),
     120,
   );
+  const token = { group: "openai", upstream: "primary" };
+  assert.equal(s("llmproxy_time_to_first_token_seconds_bucket", { ...token, le: "0.3" }), 0);
+  assert.equal(s("llmproxy_time_to_first_token_seconds_bucket", { ...token, le: "0.5" }), 1);
+  assert.equal(s("llmproxy_inter_token_seconds_bucket", { ...token, le: "0.001" }), 1);
+  assert.equal(s("llmproxy_inter_token_seconds_bucket", { ...token, le: "0.02" }), 2);
+  assert.equal(s("llmproxy_inter_token_seconds_count", token), 2);
   assert.equal(s("process_resident_memory_bytes"), 2048);
   assert.equal(
     parsed.get("llmproxy_upstream_first_byte_seconds")?.samples.length,
@@ -126,4 +146,15 @@ Deno.test("methodLabel() keeps standard methods and maps everything else to OTHE
   for (const m of ["get", "CONNECT", "TRACE", "PROPFIND", "", "GET ", "__proto__"]) {
     assert.equal(methodLabel(m), "OTHER");
   }
+});
+
+Deno.test("token timing buckets span 10 ms to 60 s (first token) and 1 ms to 10 s (gaps)", () => {
+  for (const buckets of [TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS, INTER_TOKEN_BUCKETS_SECONDS]) {
+    assert.ok(Object.isFrozen(buckets));
+    assert.ok(buckets.every((b, i) => i === 0 || b > buckets[i - 1]!), "strictly increasing");
+  }
+  assert.equal(TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS[0], 0.01);
+  assert.equal(TIME_TO_FIRST_TOKEN_BUCKETS_SECONDS.at(-1), 60);
+  assert.equal(INTER_TOKEN_BUCKETS_SECONDS[0], 0.001);
+  assert.equal(INTER_TOKEN_BUCKETS_SECONDS.at(-1), 10);
 });
