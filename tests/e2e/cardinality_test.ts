@@ -111,3 +111,55 @@ upstreamGroups:
     await mock.close();
   }
 });
+
+Deno.test("cardinality: 10k requests with random model names keep the model label to the config's patterns and other", async () => {
+  const mock = await startMockUpstream({ maxRecordedRequests: 100 });
+  const proxy = await startTestProxy(`httpServer:
+  forwards: [{name: main, port: 0, address: 127.0.0.1, defaultGroup: rest}]
+  admin: {port: 0}
+upstreams:
+  - {name: u1, url: "${mock.url}/v1/chat/completions"}
+  - {name: u2, url: "${mock.url}/v1/chat/completions"}
+upstreamGroups:
+  - {name: chat, upstreams: [{name: u1}], models: ["gpt-4o", "gpt-*"]}
+  - {name: rest, upstreams: [{name: u2}]}
+`);
+  const scrape = async () => {
+    const response = await fetch(`${proxy.adminUrl()}/metrics`);
+    return parsePrometheusText(await response.text());
+  };
+  const send = async (model: string, stream: boolean) => {
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model, stream, messages: [{ role: "user", content: "hi" }] }),
+    });
+    await response.arrayBuffer();
+    return response.status;
+  };
+  try {
+    // Warm-up: every label value the random traffic can reach, streamed and not.
+    for (const model of ["gpt-4o", "gpt-x", "llama"]) {
+      for (const stream of [false, true]) assert.equal(await send(model, stream), 200);
+    }
+    const before = seriesOf(await scrape());
+    let next = 0;
+    const worker = async () => {
+      while (next < REQUESTS) {
+        const i = next++;
+        const model = i % 3 === 0 ? `gpt-${randomHex(6)}` : randomHex(4 + (i % 9));
+        assert.equal(await send(model, i % 2 === 0), 200);
+      }
+    };
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    const after = await scrape();
+    const added = [...seriesOf(after)].filter((s) => !before.has(s));
+    assert.deepEqual(added, [], `new series after ${REQUESTS} requests`);
+    const models = new Set(
+      after.get("llmproxy_tokens_total")!.samples.map((s) => s.labels.model),
+    );
+    assert.deepEqual([...models].sort(), ["gpt-*", "gpt-4o", "other"]);
+  } finally {
+    await proxy.stop();
+    await mock.close();
+  }
+});
