@@ -7,7 +7,7 @@
  */
 import defaultConfigText from "./config.default.yaml" with { type: "text" };
 import denoJson from "./deno.json" with { type: "json" };
-import { parseArgs, USAGE } from "./src/cli.ts";
+import { chooseConfig, parseArgs, USAGE } from "./src/cli.ts";
 import { ConfigError, type LoadedConfig } from "./src/config/errors.ts";
 import { childOutput, childRequest, loadConfig, loadInProcess } from "./src/config/isolated.ts";
 import { batchedStderr, createLogger } from "./src/log.ts";
@@ -65,8 +65,9 @@ async function main(args: readonly string[]): Promise<number> {
 
   // `--check` is one look at the file; a running proxy loads its config in a child process,
   // so that it never holds the parser and validator in memory.
-  const source = { path: options.config };
   const env = (name: string) => Deno.env.get(name);
+  const choice = chooseConfig(options.config, env, isFile);
+  const source = { path: choice.path };
   let isolated = false;
   const load = async (): Promise<LoadedConfig> => {
     if (options.check) return loadInProcess(source, env, PROGRAM);
@@ -116,6 +117,7 @@ async function main(args: readonly string[]): Promise<number> {
     for (const secret of configSecrets(next)) secrets.add(secret);
     return next;
   };
+  if (choice.note) log.info(choice.note);
   log.debug(
     isolated
       ? "config loaded in a child process (the parser and validator stay out of this one)"
@@ -132,7 +134,7 @@ async function main(args: readonly string[]): Promise<number> {
       log,
       clock,
       reload,
-      watchPath: options.config,
+      watchPath: choice.path,
       ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
     });
   } catch (error) {
@@ -152,6 +154,15 @@ async function main(args: readonly string[]): Promise<number> {
   const code = await app.finished;
   await sink.drain();
   return code;
+}
+
+/** Whether `path` names a file (through symlinks); false when it cannot be looked at. */
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 if (import.meta.main) {

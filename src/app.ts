@@ -19,6 +19,7 @@ import { ConnectionGuard, type ConnectionLimits } from "./server/connections.ts"
 import { defaultMaxConnections, openFilesLimit } from "./server/open_files.ts";
 import { ForwardListeners } from "./server/forward_listeners.ts";
 import { Reloader, type ReloadResult } from "./reloader.ts";
+import { watchConfig } from "./config_watch.ts";
 import { adminHandler } from "./server/admin.ts";
 import { createGroupTransport, describeProxy, type TransportChoice } from "./transport/select.ts";
 import type { HttpClientConfig } from "./config/schema.ts";
@@ -231,7 +232,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     return stopping;
   };
 
-  const watcher = options.watchPath ? watchConfig(options.watchPath, reload, log) : undefined;
+  const watcher = options.watchPath ? watchConfig(options.watchPath, { reload, log }) : undefined;
 
   return {
     forwards: listeners.byForward,
@@ -348,31 +349,4 @@ function gone(forward: string, request: Request): Response {
 
 function isLoopback(address: string): boolean {
   return address === "localhost" || address === "::1" || address.startsWith("127.");
-}
-
-/**
- * Reloads when the config file changes (debounced: editors write in several steps). `reload`
- * must not reject: nothing here could handle it.
- */
-function watchConfig(path: string, reload: () => unknown, log: Logger): Deno.FsWatcher | undefined {
-  let watcher: Deno.FsWatcher;
-  try {
-    watcher = Deno.watchFs(path);
-  } catch (error) {
-    log.warn(`cannot watch ${path} for changes; reload with SIGHUP instead`, { error });
-    return undefined;
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  (async () => {
-    for await (const event of watcher) {
-      if (event.kind !== "modify" && event.kind !== "create") continue;
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        log.info(`${path} changed: reloading`);
-        reload();
-      }, 300);
-    }
-    clearTimeout(timer);
-  })().catch(() => {});
-  return watcher;
 }

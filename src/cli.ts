@@ -25,7 +25,8 @@ export type CliParse = { ok: true; options: CliOptions } | { ok: false; error: s
 export const USAGE = `Usage: llmproxy [options]
 
 Options:
-  -c, --config PATH      config file (YAML); default: the embedded config.default.yaml
+  -c, --config PATH      config file (YAML); default: $LLMPROXY_CONFIG when that file exists,
+                         else the embedded config.default.yaml
       --check            validate the config, print "config OK" or the errors, and exit (0/1)
       --json             log JSON lines instead of text
       --log-level LEVEL  ${LOG_LEVELS.join(" | ")} (default: info)
@@ -34,6 +35,41 @@ Options:
   -h, --help             print this help and exit
 
 Signals: SIGINT/SIGTERM drain in-flight requests and exit; SIGHUP reloads the config.`;
+
+/**
+ * The environment variable naming the config file to use when `--config` is absent, if a file
+ * exists there; else the embedded default config. The container image sets it to
+ * `/config/config.yaml`, its documented mount point.
+ */
+export const CONFIG_ENV = "LLMPROXY_CONFIG";
+
+/** Where the config comes from, and why (for the start-up log). */
+export interface ConfigChoice {
+  /** The file to load; undefined = the embedded default config. */
+  readonly path: string | undefined;
+  /** Set when {@linkcode CONFIG_ENV} named a file that is not there. */
+  readonly note?: string;
+}
+
+/**
+ * Picks the config: `--config`, else the file {@linkcode CONFIG_ENV} names when `isFile` says it
+ * exists, else the embedded default. An explicit `--config` that is missing stays an error (the
+ * loader reports it); only the variable's file is optional.
+ */
+export function chooseConfig(
+  flag: string | undefined,
+  env: (name: string) => string | undefined,
+  isFile: (path: string) => boolean,
+): ConfigChoice {
+  if (flag !== undefined) return { path: flag };
+  const named = env(CONFIG_ENV);
+  if (!named) return { path: undefined };
+  if (isFile(named)) return { path: named };
+  return {
+    path: undefined,
+    note: `${CONFIG_ENV}=${named}: no file there; using the embedded config.default.yaml`,
+  };
+}
 
 const VALUE_FLAGS = new Set(["-c", "--config", "--log-level"]);
 const BOOLEAN_FLAGS = new Set(["--check", "--json", "--version", "-h", "--help", "--hash-key"]);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { withTempFile } from "./_helpers/temp_file.ts";
-import { type CliOptions, parseArgs, USAGE } from "../src/cli.ts";
+import { chooseConfig, type CliOptions, parseArgs, USAGE } from "../src/cli.ts";
 
 // ---------------------------------------------------------------------------------------------
 // parseArgs
@@ -146,6 +146,31 @@ Deno.test("USAGE documents every flag", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// chooseConfig
+
+Deno.test("chooseConfig: --config wins over LLMPROXY_CONFIG, even when its file is missing", () => {
+  const env = (name: string) => name === "LLMPROXY_CONFIG" ? "/config/config.yaml" : undefined;
+  assert.deepEqual(chooseConfig("my.yaml", env, () => false), { path: "my.yaml" });
+});
+
+Deno.test("chooseConfig: LLMPROXY_CONFIG names the file when it exists, else the embedded default with a note", () => {
+  const env = (name: string) => name === "LLMPROXY_CONFIG" ? "/config/config.yaml" : undefined;
+  assert.deepEqual(chooseConfig(undefined, env, (p) => p === "/config/config.yaml"), {
+    path: "/config/config.yaml",
+  });
+  assert.deepEqual(chooseConfig(undefined, env, () => false), {
+    path: undefined,
+    note:
+      "LLMPROXY_CONFIG=/config/config.yaml: no file there; using the embedded config.default.yaml",
+  });
+});
+
+Deno.test("chooseConfig: neither --config nor LLMPROXY_CONFIG (unset or empty) → the embedded default", () => {
+  assert.deepEqual(chooseConfig(undefined, () => undefined, () => true), { path: undefined });
+  assert.deepEqual(chooseConfig(undefined, () => "", () => true), { path: undefined });
+});
+
+// ---------------------------------------------------------------------------------------------
 // The program
 
 const ROOT = new URL("../", import.meta.url);
@@ -162,12 +187,28 @@ function runMain(...args: string[]): Promise<Run> {
 }
 
 /** Runs main.ts with the given permission flags. */
-async function runMainWith(permissions: string[], ...args: string[]): Promise<Run> {
+function runMainWith(permissions: string[], ...args: string[]): Promise<Run> {
+  return runMainEnv({}, permissions, ...args);
+}
+
+/** Runs main.ts with extra environment variables and the given permission flags. */
+async function runMainEnv(
+  env: Record<string, string>,
+  permissions: string[],
+  ...args: string[]
+): Promise<Run> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...permissions, decodeURIComponent(MAIN.pathname), ...args],
     cwd: decodeURIComponent(ROOT.pathname),
-    // Empty credentials, whatever the environment running the tests holds.
-    env: { OPENAI_API_KEY: "", ADMIN_TOKEN: "", LLMPROXY_KEY: "", NO_COLOR: "1" },
+    // Empty credentials and no LLMPROXY_CONFIG, whatever the environment running the tests holds.
+    env: {
+      OPENAI_API_KEY: "",
+      ADMIN_TOKEN: "",
+      LLMPROXY_KEY: "",
+      LLMPROXY_CONFIG: "",
+      NO_COLOR: "1",
+      ...env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -455,6 +496,26 @@ Deno.test("main with --allow-run but a --deny-read loads in-process: a child wou
   assert.doesNotMatch(run.log, /loader process failed/);
   assert.match(run.log, /forward "f1" listening on/);
   assert.equal(run.code, 0, run.log);
+});
+
+Deno.test("main --check with LLMPROXY_CONFIG: that file when it exists, else the embedded default", async () => {
+  const broken = "upstreams: [oops";
+  await withTempFile(broken, async (path) => {
+    const run = await runMainEnv(
+      { LLMPROXY_CONFIG: path },
+      ["--allow-read", "--allow-env"],
+      "--check",
+    );
+    assert.equal(run.code, 1, run.stderr);
+    assert.ok(run.stderr.startsWith(`${path}:`), run.stderr);
+  });
+  const missing = await runMainEnv(
+    { LLMPROXY_CONFIG: "/nonexistent/config.yaml" },
+    ["--allow-read", "--allow-env"],
+    "--check",
+  );
+  assert.equal(missing.code, 0, missing.stderr);
+  assert.equal(missing.stdout, "config OK\n");
 });
 
 Deno.test("main --check -c /nonexistent.yaml: exit 1, file not found", async () => {
