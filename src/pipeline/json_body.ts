@@ -86,6 +86,11 @@ export class RequestBody {
     return typeof model === "string" ? model : undefined;
   }
 
+  /** The model, when the body has been parsed already (never parses: for the access log). */
+  parsedModel(): string | undefined {
+    return this.#json === undefined ? undefined : this.model();
+  }
+
   /**
    * The bytes with `model` as the body's model: every top-level `model` string value replaced
    * (JSON keeps the last of duplicate members; every one is replaced, so no reader sees

@@ -133,6 +133,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       ctx.trace.modelLabel = matched?.pattern ?? "other";
     }
     options.admit?.(ctx, group, body);
+    // A body parsed for something else (a client key's models, a chat stream's usage) names
+    // its model in the access log too.
+    ctx.trace.model ??= body.parsedModel();
     const request: OutgoingRequest = {
       method: ctx.request.method,
       path: ctx.path,

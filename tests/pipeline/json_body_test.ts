@@ -90,3 +90,10 @@ Deno.test("withModel: large bodies keep every other byte (400 KB prompt)", () =>
   const out = dec(body(text).withModel("llama"));
   assert.equal(out, text.replace('"model":"gpt-4o"', '"model":"llama"'));
 });
+
+Deno.test("parsedModel: only what a parse already found", () => {
+  const b = body('{"model":"m"}');
+  assert.equal(b.parsedModel(), undefined);
+  b.model();
+  assert.equal(b.parsedModel(), "m");
+});
