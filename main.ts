@@ -15,6 +15,7 @@ import { configSecrets } from "./src/config/secrets.ts";
 import { type RunningApp, startApp } from "./src/app.ts";
 import { systemClock } from "./src/deps.ts";
 import { formatDigest, keyFromInput } from "./src/keys/digest.ts";
+import { inWorkerThread, runWorker } from "./src/workers/worker.ts";
 
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
@@ -133,6 +134,8 @@ async function main(args: readonly string[]): Promise<number> {
       clock,
       reload,
       watchPath: options.config,
+      workerModule: new URL(import.meta.url),
+      workerLog: { level: options.logLevel, json: options.json },
       ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
     });
   } catch (error) {
@@ -155,5 +158,7 @@ async function main(args: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  // With `workers` > 1 the serving workers start from this same module (see src/workers/).
+  if (inWorkerThread()) runWorker();
+  else Deno.exit(await main(Deno.args));
 }
