@@ -12,7 +12,12 @@ interface Job {
   takes: number;
 }
 
-self.onmessage = (event: MessageEvent<Job>) => {
+const scope = self as unknown as {
+  onmessage: (event: MessageEvent<Job>) => void;
+  postMessage(message: number): void;
+};
+
+scope.onmessage = (event) => {
   const { data, kind, takes } = event.data;
   const limits = new SharedLimits(data);
   const options = { perSecond: 1, burst: 1000 };
@@ -24,5 +29,5 @@ self.onmessage = (event: MessageEvent<Job>) => {
     const limiter = limits.keyed("f", options);
     for (let i = 0; i < takes; i++) if (limiter.take("10.0.0.1", 5).allowed) admitted++;
   }
-  self.postMessage(admitted);
+  scope.postMessage(admitted);
 };
