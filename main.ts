@@ -15,6 +15,7 @@ import { configSecrets } from "./src/config/secrets.ts";
 import { type RunningApp, startApp } from "./src/app.ts";
 import { systemClock } from "./src/deps.ts";
 import { formatDigest, keyFromInput } from "./src/keys/digest.ts";
+import { inWorkerThread, runWorker } from "./src/workers/worker.ts";
 
 /** What `--config` absent means: the default config compiled into the program. */
 export const EMBEDDED_CONFIG = "<embedded config.default.yaml>";
@@ -135,6 +136,8 @@ async function main(args: readonly string[]): Promise<number> {
       clock,
       reload,
       watchPath: choice.path,
+      workerModule: new URL(import.meta.url),
+      workerLog: { level: options.logLevel, json: options.json },
       ...(transport === "fetch" || transport === "http1" ? { transport } : {}),
     });
   } catch (error) {
@@ -166,5 +169,7 @@ function isFile(path: string): boolean {
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  // With `workers` > 1 the serving workers start from this same module (see src/workers/).
+  if (inWorkerThread()) runWorker();
+  else Deno.exit(await main(Deno.args));
 }

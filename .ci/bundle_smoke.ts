@@ -38,6 +38,7 @@ const child = new Deno.Command(Deno.execPath(), {
     "run",
     "--no-config",
     "--unstable-no-legacy-abort",
+    "--unstable-net", // reusePort, for workers > 1
     "--allow-net",
     "--allow-read",
     "--allow-env",

@@ -45,6 +45,8 @@ export interface Results {
     mode: "smoke" | "normal";
     loadTool: string;
     pinned: boolean;
+    /** The project's `workers` (serving threads). */
+    workers?: number;
     runs: number;
     durationS: number;
     connections: number;
@@ -196,7 +198,7 @@ export function markdown(r: Results): string {
     `Load: ${m.loadTool}, ${m.connections} connections, ${m.runs} × ${m.durationS} s runs per ` +
       `target, interleaved; ${
         m.pinned ? "pinned (load + mock on CPU 0, proxy on CPU 1)" : "unpinned"
-      }; ` +
+      }; project workers: ${m.workers ?? 1}; ` +
       `Deno ${m.deno}, ${m.cpus} CPUs. Figures are min / **median** / max over runs; ` +
       `latency and CPU are medians. CPU = proxy utime+stime per request. The reference is a ` +
       `minimal Deno proxy (\`Deno.serve\` + \`fetch\`); the project runs a realistic config ` +

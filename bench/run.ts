@@ -30,6 +30,8 @@
  * - `--streams N`: slow streams in scenario d (default 1000).
  * - `--no-model-routing`: the project's config without model routing (groups' `models`, the
  *   `modelMap`), to measure what routing by model costs.
+ * - `--workers N`: the project's config gets `workers: N` (serving threads on one port). Run it
+ *   with 1 and 2 to compare; with `--pin` every worker shares the proxies' one CPU.
  *
  * Exits 0 unless the harness itself breaks (including a chunk check that cannot fail).
  *
@@ -69,6 +71,7 @@ interface Cli {
   load?: LoadTool;
   streams: number;
   modelRouting: boolean;
+  workers: number;
 }
 
 function parseCli(args: readonly string[]): Cli {
@@ -84,6 +87,7 @@ function parseCli(args: readonly string[]): Cli {
     pin: false,
     streams: smoke ? 100 : 1000,
     modelRouting: true,
+    workers: 1,
   };
   for (let i = 0; i < args.length; i++) {
     const flag = args[i];
@@ -104,6 +108,7 @@ function parseCli(args: readonly string[]): Cli {
     else if (flag === "--streams") cli.streams = Math.round(positive());
     else if (flag === "--pin") cli.pin = true;
     else if (flag === "--no-model-routing") cli.modelRouting = false;
+    else if (flag === "--workers") cli.workers = Math.round(positive());
     else if (flag === "--peers") cli.peers = true;
     else if (flag === "--upstreams") {
       const kinds = value().split(",");
@@ -181,6 +186,7 @@ async function main(): Promise<number> {
       mode: cli.smoke ? "smoke" : "normal",
       loadTool: tool === "wrk" ? await wrkVersion() : "built-in generator (bench/load.ts)",
       pinned,
+      workers: cli.workers,
       runs: cli.runs,
       durationS: cli.durationS,
       connections: session.connections,
@@ -204,7 +210,12 @@ async function main(): Promise<number> {
     }
     const targets = {
       reference: await startMinimalProxy("reference", mock, { dir, cpu: proxyCpu }),
-      project: await startProject(mock, { dir, cpu: proxyCpu, modelRouting: cli.modelRouting }),
+      project: await startProject(mock, {
+        dir,
+        cpu: proxyCpu,
+        modelRouting: cli.modelRouting,
+        workers: cli.workers,
+      }),
     };
     await sleep(500);
     const idleMiB = {
@@ -245,6 +256,7 @@ async function main(): Promise<number> {
               ...o,
               cpu: proxyCpu,
               modelRouting: cli.modelRouting,
+              workers: cli.workers,
             }),
           };
           own.push(...Object.values(group));

@@ -28,7 +28,10 @@ import { NoUpstreamError, toErrorResponse } from "./pipeline/errors.ts";
 import { dialectOf } from "./pipeline/dialect.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 import type { Group } from "./upstream/group.ts";
-import { BudgetLedger } from "./keys/budget.ts";
+import { type BudgetBook, BudgetLedger } from "./keys/budget.ts";
+import type { LimitState } from "./state/limit_state.ts";
+import type { LogLevel } from "./log.ts";
+import { startWorkers, workerCount } from "./workers/supervisor.ts";
 import { BudgetSync } from "./keys/budget_sync.ts";
 import type { BudgetFile } from "./state/budget_file.ts";
 
@@ -53,6 +56,31 @@ export interface AppOptions {
   env?: (name: string) => string | undefined;
   /** Install SIGINT/SIGTERM handlers. @default true */
   handleSignals?: boolean;
+  /**
+   * With `workers` > 1: the module each worker starts from. main.ts passes its own URL, which
+   * exists in a bundle and a compiled binary too. @default src/workers/worker_entry.ts
+   */
+  workerModule?: URL;
+  /**
+   * With `workers` > 1: workers log to stderr themselves with these settings (the access log
+   * stays off the main thread); omitted = their records come to `log`.
+   */
+  workerLog?: { level: LogLevel; json: boolean };
+  /** Tests only: workers may be told to crash (see `RunningWorkers.crash`). */
+  allowWorkerCrash?: boolean;
+  /** Set by the worker pool: this app is one of several serving workers (`src/workers/`). */
+  worker?: WorkerRole;
+}
+
+/** What a serving worker gets from the main thread (see `src/workers/worker.ts`). */
+export interface WorkerRole {
+  readonly id: number;
+  /** The limits' state, shared by every worker. */
+  readonly limits: LimitState;
+  /** Budget usage, shared; the main thread writes it to `state.path`. */
+  readonly budgets: BudgetBook;
+  /** Workers in all: the process's connection bound is split among them. */
+  readonly of: number;
 }
 
 /** A running proxy. */
@@ -78,6 +106,9 @@ export interface RunningApp {
 /** Builds the runtime for `loaded`, binds every listener and starts serving. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions): Promise<RunningApp> {
   const { log } = options;
+  // Several workers: this thread supervises them and serves the admin API (src/workers/).
+  const workers = options.worker ? 1 : workerCount(loaded.config.workers);
+  if (workers > 1) return startWorkers(loaded, options, workers);
   const clock = options.clock ?? systemClock;
   const env = options.env ?? ((name: string) => Deno.env.get(name));
 
@@ -93,13 +124,17 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     hooks,
     log,
     clock,
+    options.worker?.of ?? 1,
   );
   // One timer for every request's deadlines, on the same clock as the policies.
   const deadlines = new Deadlines(clock);
   // Client keys' budget usage: one ledger for the process (reloads keep it), in the state file
   // when there is one. `state.path` is read at start-up only.
-  const budgets = new BudgetLedger();
-  const budgetSync = await openBudgetSync(loaded.config.state.path, budgets, clock, log);
+  // A worker's usage is shared, and the main thread writes it.
+  const budgets = options.worker?.budgets ?? new BudgetLedger();
+  const budgetSync = options.worker
+    ? undefined
+    : await openBudgetSync(loaded.config.state.path, budgets, clock, log);
   const deps = {
     clock,
     random: options.random ?? Math.random,
@@ -116,6 +151,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
       }),
     hooks,
     budgets,
+    ...(options.worker ? { limits: options.worker.limits } : {}),
   };
   const initial = new Runtime(loaded.config, deps);
   announce(initial);
@@ -131,7 +167,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
       });
     }
     const admin = next.config.httpServer.admin;
-    if (admin && !admin.token && !isLoopback(admin.address)) {
+    if (admin && !options.worker && !admin.token && !isLoopback(admin.address)) {
       log.warn(
         `admin listens on ${admin.address} without a token: anyone who can reach it sees upstream state and config; set httpServer.admin.token`,
       );
@@ -142,7 +178,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   const listeners = new ForwardListeners((name, request, peerIp, scheme) => {
     const forward = reloader.runtime.forwards.get(name);
     return forward ? forward.handle(request, peerIp, scheme) : gone(name, request);
-  }, { log, guard: guards.forwards });
+  }, { log, guard: guards.forwards, reusePort: options.worker !== undefined });
   reloader = new Reloader(loaded, initial, {
     load: options.reload,
     build: (next, previous) => new Runtime(next.config, deps, previous),
@@ -177,7 +213,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     throw error;
   }
 
-  const adminConfig = loaded.config.httpServer.admin;
+  // Workers serve the forwards only; the main thread has the admin listener.
+  const adminConfig = options.worker ? undefined : loaded.config.httpServer.admin;
   const admin = adminConfig
     ? listen(
       "admin",
@@ -250,9 +287,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
  * start. The store's module (`node:sqlite`) is loaded only then: any `node:` module brings
  * Deno's Node compatibility layer into the process, which makes every timer a Node `Timeout`.
  */
-async function openBudgetSync(
+export async function openBudgetSync(
   path: string | undefined,
-  budgets: BudgetLedger,
+  budgets: BudgetBook,
   clock: Clock,
   log: Logger,
 ): Promise<BudgetSync | undefined> {
@@ -279,7 +316,7 @@ async function openBudgetSync(
 }
 
 /** Connections admitted per listener; the admin has its own few, so a flood never locks it out. */
-const ADMIN_MAX_CONNECTIONS = 64;
+export const ADMIN_MAX_CONNECTIONS = 64;
 
 /**
  * The connection guards of the forwards (all together: they share the process's descriptors)
@@ -291,6 +328,8 @@ function connectionGuards(
   hooks: ObservabilityHooks,
   log: Logger,
   clock: Clock,
+  /** Workers sharing the process's descriptors: each admits its share of the forwards' bound. */
+  share = 1,
 ): { forwards: ConnectionGuard; admin: ConnectionGuard } {
   const fdLimit = openFilesLimit();
   const fallback = defaultMaxConnections(fdLimit);
@@ -312,7 +351,8 @@ function connectionGuards(
     return {
       headerTimeoutMs: config.headerTimeout,
       idleTimeoutMs: config.idleTimeout,
-      maxConnections: max ?? config.maxConnections ?? fallback,
+      maxConnections: max ??
+        Math.max(1, Math.floor((config.maxConnections ?? fallback) / share)),
     };
   };
   const options = {

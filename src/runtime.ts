@@ -15,7 +15,7 @@ import { type ProxyHooks, proxyStage, type ProxyStageOptions } from "./pipeline/
 import { validateRequestStage } from "./pipeline/validate_request.ts";
 import { Router } from "./routing/router.ts";
 import { ClientIpResolver } from "./server/client_ip.ts";
-import { KeyedLimiter } from "./resilience/token_bucket.ts";
+import { type ClientLimiter, type LimitState, memoryLimits } from "./state/limit_state.ts";
 import type { BreakerState } from "./resilience/circuit_breaker.ts";
 import { Upstream } from "./upstream/upstream.ts";
 import { Group } from "./upstream/group.ts";
@@ -23,7 +23,7 @@ import type { Transport } from "./transport/transport.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 import { ClientKeys } from "./keys/client_keys.ts";
-import { BudgetLedger } from "./keys/budget.ts";
+import { type BudgetBook, BudgetLedger } from "./keys/budget.ts";
 import { admitClientKey, clientKeyStage } from "./pipeline/client_key.ts";
 import { RateLimitedError } from "./pipeline/errors.ts";
 import { ModelMatcher } from "./routing/model_match.ts";
@@ -45,7 +45,12 @@ export interface RuntimeDeps {
   /** Waits before a retry (tests inject one that moves a fake clock). @default delay */
   wait?: ProxyStageOptions["wait"];
   /** Client keys' budget usage, shared by every graph of the process. @default a new one */
-  budgets?: BudgetLedger;
+  budgets?: BudgetBook;
+  /**
+   * Where limits keep their state (per client IP, client key and upstream, 429 back-offs).
+   * @default memoryLimits (this thread's own objects)
+   */
+  limits?: LimitState;
 }
 
 /** Observability hooks (metrics, access log). */
@@ -85,7 +90,7 @@ export class Runtime {
   /** Made by {@linkcode drained}; resolved once `#inFlight` reaches 0. */
   #drained: PromiseWithResolvers<void> | undefined;
 
-  readonly #limiters = new Map<string, { config: string; limiter: KeyedLimiter }>();
+  readonly #limiters = new Map<string, { config: string; limiter: ClientLimiter }>();
   /** The models the forwards list on `GET /v1/models`; undefined when no group declares any. */
   readonly #catalog: ModelCatalog | undefined;
 
@@ -112,7 +117,7 @@ export class Runtime {
           });
           hooks.onBreakerChange?.(upstream, from, to);
         },
-      });
+      }, deps.limits);
       upstreams.set(u.name, upstream);
     }
     this.upstreams = upstreams;
@@ -142,6 +147,7 @@ export class Runtime {
       config.clientKeys,
       deps.budgets ?? new BudgetLedger(),
       previous?.keys,
+      deps.limits,
     );
 
     this.#catalog = ModelCatalog.fromGroups(config.upstreamGroups);
@@ -155,11 +161,17 @@ export class Runtime {
   }
 
   /** The per-IP limiter of a forward, carried over from `previous` when unchanged. */
-  #limiterFor(f: ForwardConfig, previous: Runtime | undefined): KeyedLimiter | undefined {
+  #limiterFor(
+    f: ForwardConfig,
+    previous: Runtime | undefined,
+    limits: LimitState,
+  ): ClientLimiter | undefined {
     if (!f.ratelimit) return undefined;
     const key = JSON.stringify(f.ratelimit);
     const kept = previous ? previous.#limiters.get(f.name) : undefined;
-    const limiter = kept?.config === key ? kept.limiter : new KeyedLimiter(f.ratelimit);
+    const limiter = kept?.config === key
+      ? kept.limiter
+      : limits.keyed(`forward:${f.name}`, f.ratelimit);
     this.#limiters.set(f.name, { config: key, limiter });
     return limiter;
   }
@@ -183,7 +195,7 @@ export class Runtime {
       requestIdStage(() => ids.requestId()),
       clientStage({
         resolver,
-        limiter: this.#limiterFor(f, previous),
+        limiter: this.#limiterFor(f, previous, deps.limits ?? memoryLimits),
         clock: deps.clock,
         onReject: () => hooks.onClientRateLimited?.(f.name),
       }),

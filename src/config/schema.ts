@@ -426,6 +426,9 @@ const rootSchema = z.strictObject({
     "Client keys: who may call the forwards, what they may use and how much.",
   ),
   state: stateSchema.prefault({}),
+  workers: z.union([z.int().min(1).max(256), z.literal("auto")]).default(1).describe(
+    'Serving threads, all on each forward\'s port (SO_REUSEPORT, Linux); "auto" = one per CPU core. Limits, budgets and 429 cool-downs are shared exactly; breakers stay per worker.',
+  ),
 });
 
 /** The config schema with its cross-reference rules. */

@@ -16,8 +16,25 @@ export interface BudgetEntry {
   readonly used: number;
 }
 
+/**
+ * Where budget usage is kept: a {@linkcode BudgetLedger} in one process, shared memory across
+ * workers (`state/shared_limits.ts`).
+ */
+export interface BudgetBook {
+  /** Tokens `name` used in the period of length `periodMs` that contains `wallNow`. */
+  used(name: string, periodMs: number, wallNow: number): number;
+  /** Adds `tokens` to `name`'s usage in the current period. */
+  charge(name: string, periodMs: number, wallNow: number, tokens: number): void;
+  /** Takes stored usage in (at start-up). */
+  restore(entries: Iterable<BudgetEntry>): void;
+  /** Marks the usage as changed again (a write of it failed). */
+  markChanged(): void;
+  /** Every entry when any changed since the last call (for the store), else undefined. */
+  takeChanges(): BudgetEntry[] | undefined;
+}
+
 /** Usage of every key that has a budget, by key name. */
-export class BudgetLedger {
+export class BudgetLedger implements BudgetBook {
   readonly #entries = new Map<string, { periodStart: number; used: number }>();
   #dirty = false;
 

@@ -9,21 +9,21 @@
 import type { Clock, Timer } from "../deps.ts";
 import type { Logger } from "../log.ts";
 import type { BudgetFile } from "../state/budget_file.ts";
-import type { BudgetLedger } from "./budget.ts";
+import type { BudgetBook } from "./budget.ts";
 
 /** How often changed usage is written, at most (ms). */
 export const WRITE_INTERVAL_MS = 1_000;
 
 /** The periodic writer of a ledger into its file. */
 export class BudgetSync {
-  readonly #ledger: BudgetLedger;
+  readonly #ledger: BudgetBook;
   readonly #file: BudgetFile;
   readonly #clock: Clock;
   readonly #log: Logger;
   #timer: Timer | undefined;
 
   /** Restores `ledger` from `file` and starts writing changes every second. */
-  constructor(ledger: BudgetLedger, file: BudgetFile, options: { clock: Clock; log: Logger }) {
+  constructor(ledger: BudgetBook, file: BudgetFile, options: { clock: Clock; log: Logger }) {
     this.#ledger = ledger;
     this.#file = file;
     this.#clock = options.clock;

@@ -6,11 +6,15 @@
  * @module
  */
 import type { ClientKeyConfig } from "../config/schema.ts";
-import { TokenBucket } from "../resilience/token_bucket.ts";
 import { ForbiddenError, RateLimitedError } from "../pipeline/errors.ts";
-import { type BudgetLedger, periodStart } from "./budget.ts";
+import { type BudgetBook, periodStart } from "./budget.ts";
 import { globMatcher } from "../routing/glob.ts";
-import { TokenRate } from "./token_rate.ts";
+import {
+  type LimitState,
+  memoryLimits,
+  type RateBucket,
+  type TokenAllowance,
+} from "../state/limit_state.ts";
 import { MinuteWindow } from "./minute_window.ts";
 import type { TokenUsage } from "../stream/usage.ts";
 
@@ -27,20 +31,25 @@ export class ClientKey {
   readonly config: ClientKeyConfig;
   readonly #groups: ReadonlySet<string> | undefined;
   readonly #model: ((model: string) => boolean) | undefined;
-  readonly #requests: TokenBucket | undefined;
-  readonly #tokens: TokenRate | undefined;
-  readonly #ledger: BudgetLedger;
+  readonly #requests: RateBucket | undefined;
+  readonly #tokens: TokenAllowance | undefined;
+  readonly #ledger: BudgetBook;
   /** Requests identified as this key (admitted or not), for `/keys`. */
   #seen = 0;
   /** Tokens charged in the last minute, for `/keys` (with or without a tokens limit). */
   readonly #minute = new MinuteWindow();
 
-  constructor(config: ClientKeyConfig, ledger: BudgetLedger) {
+  /** `limits`: where the request and token rates keep their state. @default memoryLimits */
+  constructor(config: ClientKeyConfig, ledger: BudgetBook, limits: LimitState = memoryLimits) {
     this.config = config;
     this.#groups = config.groups ? new Set(config.groups) : undefined;
     this.#model = config.models ? globMatcher(config.models) : undefined;
-    this.#requests = config.ratelimit ? new TokenBucket(config.ratelimit) : undefined;
-    this.#tokens = config.tokens ? new TokenRate(config.tokens.perMinute) : undefined;
+    this.#requests = config.ratelimit
+      ? limits.bucket(`key:${config.name}`, config.ratelimit)
+      : undefined;
+    this.#tokens = config.tokens
+      ? limits.tokenRate(`key:${config.name}`, config.tokens.perMinute)
+      : undefined;
     this.#ledger = ledger;
   }
 

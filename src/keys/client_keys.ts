@@ -7,8 +7,9 @@
  */
 import type { ClientKeyConfig } from "../config/schema.ts";
 import { ClientKey } from "./client_key.ts";
-import type { BudgetLedger } from "./budget.ts";
+import type { BudgetBook } from "./budget.ts";
 import { configuredDigest, keyDigest } from "./digest.ts";
+import type { LimitState } from "../state/limit_state.ts";
 
 /** The request headers a client key may come in, all removed before the request goes on. */
 export const KEY_HEADERS = ["authorization", "x-api-key", "api-key"] as const;
@@ -20,14 +21,20 @@ export class ClientKeys {
 
   /**
    * Builds the keys of `configs`. A key of `previous` (a reload) whose config did not change
-   * keeps its limits' state; budgets live in `ledger`, shared by every graph.
+   * keeps its limits' state; budgets live in `ledger`, shared by every graph; the rates' state
+   * in `limits` (default: this thread's memory).
    */
-  constructor(configs: readonly ClientKeyConfig[], ledger: BudgetLedger, previous?: ClientKeys) {
+  constructor(
+    configs: readonly ClientKeyConfig[],
+    ledger: BudgetBook,
+    previous?: ClientKeys,
+    limits?: LimitState,
+  ) {
     for (const config of configs) {
       const kept = previous ? previous.#byName.get(config.name) : undefined;
       const key = kept && JSON.stringify(kept.config) === JSON.stringify(config)
         ? kept
-        : new ClientKey(config, ledger);
+        : new ClientKey(config, ledger, limits);
       this.#byName.set(config.name, key);
       const digest = configuredDigest(config.key);
       // An empty key (an unset `${LLMPROXY_KEY:-}`) is in no map: nobody can present it.

@@ -7,14 +7,14 @@
 import type { Stage } from "./compose.ts";
 import { RateLimitedError } from "./errors.ts";
 import type { ClientIpResolver } from "../server/client_ip.ts";
-import type { KeyedLimiter } from "../resilience/token_bucket.ts";
+import type { ClientLimiter } from "../state/limit_state.ts";
 import type { Clock } from "../deps.ts";
 
 /** Options of {@linkcode clientStage}. */
 export interface ClientStageOptions {
   resolver: ClientIpResolver;
   /** Per-client-IP limiter; undefined = no limit. */
-  limiter?: KeyedLimiter | undefined;
+  limiter?: ClientLimiter | undefined;
   clock: Pick<Clock, "now">;
   /** Called for each rejection (metrics). */
   onReject?: () => void;

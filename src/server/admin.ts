@@ -9,12 +9,40 @@ import type { Registry } from "../metrics/registry.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../metrics/registry.ts";
 import type { Runtime } from "../runtime.ts";
 import type { Clock } from "../deps.ts";
+import type { ClientKeySnapshot } from "../keys/client_key.ts";
+import type { UpstreamSnapshot } from "../upstream/upstream.ts";
+
+/** The `/upstreams` body. */
+export interface UpstreamsState {
+  groups: {
+    name: string;
+    strategy: string;
+    upstreams: (UpstreamSnapshot & { weight: number; balancer: unknown })[];
+  }[];
+}
 import { NotFoundError, toErrorResponse, UnauthorizedError } from "../pipeline/errors.ts";
+
+/**
+ * The state endpoints' answers when they are not read from one graph in this thread: with
+ * workers, the main thread gathers and sums what each worker reports (`src/workers/`).
+ */
+export interface AdminViews {
+  /** Prometheus text. */
+  metrics(): Promise<string>;
+  /** The `/keys` body. */
+  keys(): Promise<unknown>;
+  /** The `/upstreams` body. */
+  upstreams(): Promise<unknown>;
+  /** Groups with no upstream available now (empty = ready). */
+  emptyGroups(): Promise<string[]>;
+}
 
 /** What the admin handler reads and can do. */
 export interface AdminOptions {
-  /** The runtime currently serving (changes on reload). */
+  /** The runtime currently serving (changes on reload); unused with `views`. */
   runtime: () => Runtime;
+  /** Answers of the state endpoints from elsewhere (workers); omitted = from `runtime`. */
+  views?: AdminViews;
   /** The effective config with secrets redacted (changes on reload). */
   redactedConfig: () => unknown;
   /** The admin token in force; empty/undefined = none (changes on reload). */
@@ -30,6 +58,7 @@ const PROTECTED = new Set(["/upstreams", "/keys", "/config", "/reload"]);
 
 /** Creates the admin request handler. */
 export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
+  const views = options.views;
   return async function admin(request) {
     const path = new URL(request.url).pathname;
     const route = `${request.method === "HEAD" ? "GET" : request.method} ${path}`;
@@ -47,20 +76,19 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       case "GET /ping":
         return new Response("pong", { headers: { "content-type": "text/plain" } });
       case "GET /ready":
-        return ready(options);
+        return ready(
+          views ? await views.emptyGroups() : emptyGroups(options.runtime(), options.clock),
+        );
       case "GET /metrics":
-        return new Response(options.registry.render(), {
+        return new Response(views ? await views.metrics() : options.registry.render(), {
           headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
         });
       case "GET /upstreams":
-        return json(upstreamState(options.runtime(), options.clock));
-      case "GET /keys": {
-        const now = options.clock.now();
-        const wallNow = options.clock.wallNow();
-        // Names and usage only: a key (or its digest) is never part of the answer.
-        const keys = [...options.runtime().keys.all()].map((k) => k.snapshot(now, wallNow));
-        return json({ keys });
-      }
+        return json(
+          views ? await views.upstreams() : upstreamState(options.runtime(), options.clock),
+        );
+      case "GET /keys":
+        return json(views ? await views.keys() : keysState(options.runtime(), options.clock));
       case "GET /config":
         return json(options.redactedConfig());
       case "POST /reload": {
@@ -82,17 +110,29 @@ function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body, null, 2), { status, headers: JSON_TYPE });
 }
 
-function ready(options: AdminOptions): Response {
-  const now = options.clock.now();
-  const empty = [...options.runtime().groups.values()]
-    .filter((group) => !group.members.some((m) => m.upstream.available(now)))
-    .map((group) => group.name);
+function ready(empty: readonly string[]): Response {
   return empty.length === 0
     ? json({ status: "ready" })
     : json({ status: "unavailable", groupsWithoutUpstreams: empty }, 503);
 }
 
-function upstreamState(runtime: Runtime, clock: Clock): unknown {
+/** The groups of `runtime` with no upstream available now. */
+export function emptyGroups(runtime: Runtime, clock: Clock): string[] {
+  const now = clock.now();
+  return [...runtime.groups.values()]
+    .filter((group) => !group.members.some((m) => m.upstream.available(now)))
+    .map((group) => group.name);
+}
+
+/** The `/keys` body: names and usage only, never a key or its digest. */
+export function keysState(runtime: Runtime, clock: Clock): { keys: ClientKeySnapshot[] } {
+  const now = clock.now();
+  const wallNow = clock.wallNow();
+  return { keys: [...runtime.keys.all()].map((k) => k.snapshot(now, wallNow)) };
+}
+
+/** The `/upstreams` body of one graph. */
+export function upstreamState(runtime: Runtime, clock: Clock): UpstreamsState {
   const now = clock.now();
   const wallNow = clock.wallNow();
   return {

@@ -50,17 +50,25 @@ export class ForwardListeners {
   readonly #serve: ForwardServe;
   readonly #log: Logger;
   readonly #guard: ConnectionGuard;
+  readonly #reusePort: boolean;
   readonly #slots = new Map<string, Slot>();
   /** The serving listeners by forward name, kept in step with `#slots`. */
   readonly #byForward = new Map<string, Listener>();
   /** Listeners a reload let go, still finishing their own requests. */
   readonly #draining = new Set<Promise<void>>();
 
-  /** `guard` bounds the connections of every forward's listener together. */
-  constructor(serve: ForwardServe, options: { log: Logger; guard: ConnectionGuard }) {
+  /**
+   * `guard` bounds the connections of every forward's listener together; `reusePort` binds
+   * them with `SO_REUSEPORT` (one of several workers).
+   */
+  constructor(
+    serve: ForwardServe,
+    options: { log: Logger; guard: ConnectionGuard; reusePort?: boolean },
+  ) {
     this.#serve = serve;
     this.#log = options.log;
     this.#guard = options.guard;
+    this.#reusePort = options.reusePort ?? false;
   }
 
   /** The serving listeners by forward name (ports resolved when configured as 0). */
@@ -166,7 +174,13 @@ export class ForwardListeners {
     try {
       listener = listen(
         f.name,
-        { hostname: f.address, port: f.port, guard: this.#guard, tls: f.tls },
+        {
+          hostname: f.address,
+          port: f.port,
+          guard: this.#guard,
+          tls: f.tls,
+          reusePort: this.#reusePort,
+        },
         // Read at request time: a reload may hand this listener to another forward.
         (request, peerIp, scheme) => this.#serve(slot.forward, request, peerIp, scheme),
         this.#log,

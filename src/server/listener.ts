@@ -85,6 +85,11 @@ export interface ListenOptions {
   guard: ConnectionGuard;
   /** Terminate TLS with this certificate (PEM text); omitted = plain HTTP. */
   tls?: ListenerTlsConfig | undefined;
+  /**
+   * `SO_REUSEPORT` (Linux): several workers bind the same port and the kernel spreads the
+   * connections among them. Needs Deno's `net` unstable feature (deno.json).
+   */
+  reusePort?: boolean;
 }
 
 /** Offered by TLS listeners: HTTP/2 first, as clients prefer it when they speak it. */
@@ -103,6 +108,8 @@ export function listen(
   if (!serveOnConnection) return listenUnbounded(name, options, handler, log);
   const serve = serveOnConnection;
   const scheme: Scheme = options.tls ? "https" : "http";
+  // Only when asked: the option is an unstable API, and one process needs no sharing.
+  const reuse = options.reusePort ? { reusePort: true } : {};
   const tcp: Deno.Listener<Deno.Conn<Deno.NetAddr>, Deno.NetAddr> = options.tls
     ? Deno.listenTls({
       hostname: options.hostname,
@@ -110,8 +117,9 @@ export function listen(
       cert: options.tls.cert,
       key: options.tls.key,
       alpnProtocols: ALPN_PROTOCOLS,
+      ...reuse,
     })
-    : Deno.listen({ hostname: options.hostname, port: options.port });
+    : Deno.listen({ hostname: options.hostname, port: options.port, ...reuse });
   const addr = tcp.addr;
   const servers = new Map<HttpServer, TrackedConnection>();
   /** TLS connections whose handshake is under way (closed by a shutdown). */
@@ -264,6 +272,7 @@ function listenUnbounded(
     hostname: options.hostname,
     port: options.port,
     ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
+    ...(options.reusePort ? { reusePort: true } : {}),
     onListen() {},
     onError: errorResponder(name, log),
   }, (request, info) => handler(request, peerAddress(info.remoteAddr), scheme));

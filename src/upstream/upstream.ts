@@ -12,6 +12,7 @@ import {
   type CircuitBreakerHooks,
 } from "../resilience/circuit_breaker.ts";
 import { TokenBucket } from "../resilience/token_bucket.ts";
+import type { CoolDown, LimitState, RateBucket } from "../state/limit_state.ts";
 import { UpstreamUrl } from "./url.ts";
 import { ModelMatcher } from "../routing/model_match.ts";
 
@@ -29,7 +30,7 @@ export class Upstream {
   readonly config: UpstreamConfig;
   readonly url: UpstreamUrl;
   readonly breaker: CircuitBreaker;
-  readonly limiter: TokenBucket | undefined;
+  readonly limiter: RateBucket | undefined;
   /** `modelMap`: the names this upstream knows models by; undefined when it has none. */
   readonly #modelMap: ModelMatcher<string> | undefined;
   /** Requests sent and failed (connect, timeout, 5xx, broken stream), for the admin API. */
@@ -37,8 +38,14 @@ export class Upstream {
   errors = 0;
   inFlight = 0;
   #cooldownUntil = 0;
+  /** The 429 back-off shared by the workers; undefined: `#cooldownUntil` (one process). */
+  readonly #sharedCooldown: CoolDown | undefined;
 
-  constructor(config: UpstreamConfig, hooks: CircuitBreakerHooks = {}) {
+  /**
+   * `limits`: where the rate limit and the 429 back-off keep their state (workers share them);
+   * omitted = this object's own memory. The breaker is always this object's own.
+   */
+  constructor(config: UpstreamConfig, hooks: CircuitBreakerHooks = {}, limits?: LimitState) {
     this.name = config.name;
     this.config = config;
     this.url = new UpstreamUrl(config.url, {
@@ -53,7 +60,12 @@ export class Upstream {
       intervalMs: b.interval,
       minRequests: b.minRequests,
     }, hooks);
-    this.limiter = config.ratelimit ? new TokenBucket(config.ratelimit) : undefined;
+    this.limiter = config.ratelimit
+      ? limits
+        ? limits.bucket(`upstream:${config.name}`, config.ratelimit)
+        : new TokenBucket(config.ratelimit)
+      : undefined;
+    this.#sharedCooldown = limits?.coolDown?.(`upstream:${config.name}:${config.url}`);
     this.#modelMap = config.modelMap
       ? new ModelMatcher(
         Object.entries(config.modelMap).map(([pattern, target]) => ({ pattern, target })),
@@ -73,23 +85,28 @@ export class Upstream {
 
   /** Whether a request could go here now: breaker passes, a token is left, no 429 back-off. */
   available(now: number): boolean {
-    return now >= this.#cooldownUntil && this.breaker.canPass(now) &&
+    return now >= this.#cooldown() && this.breaker.canPass(now) &&
       (this.limiter === undefined || this.limiter.tokens(now) >= 1);
   }
 
   /** Whether the only thing keeping this upstream out is its own rate limit. */
   rateLimited(now: number): boolean {
     return this.limiter !== undefined && this.limiter.tokens(now) < 1 &&
-      now >= this.#cooldownUntil && this.breaker.canPass(now);
+      now >= this.#cooldown() && this.breaker.canPass(now);
   }
 
   /** Takes a breaker slot and a token; undefined when either is refused. */
   acquire(now: number): Lease | undefined {
-    if (now < this.#cooldownUntil) return undefined;
+    if (now < this.#cooldown()) return undefined;
     if (this.limiter && this.limiter.tokens(now) < 1) return undefined;
     if (!this.breaker.acquire(now)) return undefined;
     const generation = this.breaker.generation;
-    this.limiter?.tryTake(now);
+    // Alone, the token seen above is still there; shared with other workers it may have gone
+    // since: then the breaker slot goes back.
+    if (this.limiter && !this.limiter.tryTake(now)) {
+      this.breaker.onCancel(now, generation);
+      return undefined;
+    }
     this.requests++;
     this.inFlight++;
     return { generation };
@@ -107,7 +124,12 @@ export class Upstream {
 
   /** Keeps this upstream out of selection until `until` (a 429's Retry-After). */
   coolDownUntil(until: number): void {
-    if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+    if (this.#sharedCooldown) this.#sharedCooldown.extend(until);
+    else if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+  }
+
+  #cooldown(): number {
+    return this.#sharedCooldown ? this.#sharedCooldown.until() : this.#cooldownUntil;
   }
 
   /**
@@ -125,8 +147,8 @@ export class Upstream {
       requests: this.requests,
       errors: this.errors,
       limiterTokens: this.limiter ? Math.floor(this.limiter.tokens(now)) : null,
-      rateLimitedUntil: this.#cooldownUntil > now
-        ? new Date(wallNow + this.#cooldownUntil - now).toISOString()
+      rateLimitedUntil: this.#cooldown() > now
+        ? new Date(wallNow + this.#cooldown() - now).toISOString()
         : null,
     };
   }

@@ -340,7 +340,7 @@ Deno.test("unknown key at the root lists the allowed keys", () => {
   assert.deepEqual(errorLines(text), [
     `${
       pos(text, "extras")
-    } extras: unknown key "extras" (allowed: httpServer, upstreams, upstreamGroups, clientKeys, state)`,
+    } extras: unknown key "extras" (allowed: httpServer, upstreams, upstreamGroups, clientKeys, state, workers)`,
   ]);
 });
 
