@@ -34,6 +34,7 @@ import type { LogLevel } from "./log.ts";
 import { startWorkers, workerCount } from "./workers/supervisor.ts";
 import { BudgetSync } from "./keys/budget_sync.ts";
 import type { BudgetFile } from "./state/budget_file.ts";
+import type { RemoteLimits } from "./state/remote_limits.ts";
 
 /** Options of {@linkcode startApp}. */
 export interface AppOptions {
@@ -132,9 +133,20 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   // when there is one. `state.path` is read at start-up only.
   // A worker's usage is shared, and the main thread writes it.
   const budgets = options.worker?.budgets ?? new BudgetLedger();
-  const budgetSync = options.worker
+  const state = loaded.config.state;
+  // Limits shared by instances: Redis (read at start-up only, like state.path). Its module and
+  // client library are loaded only then (see openBudgetSync on `node:` modules).
+  const store = state.store === "redis" && !options.worker
+    ? await openSharedStore(state, clock, log, hooks)
+    : undefined;
+  if (store && state.path) {
+    log.warn(
+      "state.path is not used with state.store: redis: budget usage is kept in Redis (make Redis persist it to keep it across Redis restarts)",
+    );
+  }
+  const budgetSync = options.worker || store
     ? undefined
-    : await openBudgetSync(loaded.config.state.path, budgets, clock, log);
+    : await openBudgetSync(state.path, budgets, clock, log);
   const deps = {
     clock,
     random: options.random ?? Math.random,
@@ -152,6 +164,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     hooks,
     budgets,
     ...(options.worker ? { limits: options.worker.limits } : {}),
+    ...(store ? { limits: store } : {}),
   };
   const initial = new Runtime(loaded.config, deps);
   announce(initial);
@@ -210,6 +223,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     removeSignals();
     initial.close();
     budgetSync?.close();
+    await store?.close();
     throw error;
   }
 
@@ -231,6 +245,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
         reload: () => reload(),
         registry,
         clock,
+        ...(store ? { store: () => ({ health: store.health(), rejects: store.rejects }) } : {}),
       }),
       log,
     )
@@ -260,6 +275,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
       await admin?.shutdown();
       // After the drain: the usage of the last answers is in.
       budgetSync?.close();
+      await store?.close();
       reloader.close();
       guards.forwards.close();
       guards.admin.close();
@@ -313,6 +329,20 @@ export async function openBudgetSync(
       cause: error,
     });
   }
+}
+
+/**
+ * Connects the limits shared by instances (`state.store: redis`). The module (and ioredis with
+ * Node's compatibility layer) is imported only here.
+ */
+async function openSharedStore(
+  state: LoadedConfig["config"]["state"],
+  clock: Clock,
+  log: Logger,
+  hooks: ObservabilityHooks,
+): Promise<RemoteLimits> {
+  const { openRedisStore } = await import("./state/redis_store.ts");
+  return await openRedisStore(state, { clock, log, onCall: hooks.onStoreCall });
 }
 
 /** Connections admitted per listener; the admin has its own few, so a flood never locks it out. */

@@ -220,13 +220,16 @@ export class Runtime {
         ...(keyed
           ? {
             admit: (ctx: RequestContext, group: Group, body: RequestBody) => {
-              try {
-                admitClientKey(ctx, group.name, body, deps.clock);
-              } catch (error) {
+              const limited = (error: unknown): never => {
                 if (error instanceof RateLimitedError && ctx.clientKey) {
                   hooks.onKeyLimited?.(ctx.clientKey.name);
                 }
                 throw error;
+              };
+              try {
+                return admitClientKey(ctx, group.name, body, deps.clock)?.catch(limited);
+              } catch (error) {
+                return limited(error);
               }
             },
           }

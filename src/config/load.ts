@@ -341,7 +341,9 @@ function collectWarnings(config: Config): string[] {
       } answer 401 to every request`,
     );
   }
-  if (!config.state.path && config.clientKeys.some((k) => k.budget)) {
+  if (
+    !config.state.path && config.state.store === "memory" && config.clientKeys.some((k) => k.budget)
+  ) {
     warnings.push(
       "client key budgets are kept in memory only: a restart forgets their usage (set state.path)",
     );

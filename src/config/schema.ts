@@ -412,9 +412,42 @@ const clientKeySchema = z.strictObject({
   }).optional().describe("Token budget per period; omitted = none."),
 });
 
+const redisSchema = z.strictObject({
+  url: z.string().superRefine((url, ctx) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      ctx.addIssue({
+        code: "custom",
+        message: 'invalid URL: expected e.g. "redis://127.0.0.1:6379/0"',
+      });
+      return;
+    }
+    if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+      ctx.addIssue({ code: "custom", message: "must be a redis:// or rediss:// URL" });
+    } else if (parsed.hostname === "") ctx.addIssue({ code: "custom", message: "has no host" });
+  }).default("redis://127.0.0.1:6379/0").describe(
+    "Redis server: redis://[user:password@]host:port/db, or rediss:// for TLS. A password is a secret (use ${VAR}).",
+  ),
+  prefix: z.string().min(1).max(100).default("llmproxy:").describe(
+    "Prefix of every key the proxy writes (instances sharing limits use the same one).",
+  ),
+  timeout: duration("ms", { minMs: 1, maxMs: 60_000 }).default(50).describe(
+    'Longest wait for one Redis call (milliseconds, or "50ms"); then onStoreError decides.',
+  ),
+});
+
 const stateSchema = z.strictObject({
   path: z.string().min(1).optional().describe(
     "Embedded store file (SQLite) that keeps budget usage across restarts; omitted = memory only.",
+  ),
+  store: z.enum(["memory", "redis"]).default("memory").describe(
+    "Where limits (per IP, per key: requests, tokens per minute) and budgets live: memory (this process) or redis (shared by every instance using the same server and prefix).",
+  ),
+  redis: redisSchema.prefault({}),
+  onStoreError: z.enum(["local", "reject"]).default("local").describe(
+    "When a store call fails or times out: local (that check uses this process's own limits) or reject (503 store_unavailable).",
   ),
 });
 
@@ -440,6 +473,12 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
   checkUnique(config.upstreamGroups, ["upstreamGroups"], "group", issue);
   checkUnique(config.httpServer.forwards, ["httpServer", "forwards"], "forward", issue);
   checkUnique(config.clientKeys, ["clientKeys"], "client key", issue);
+  if (config.state.store === "redis" && config.workers !== 1) {
+    issue(
+      ["workers"],
+      "state.store: redis runs with workers: 1 (each instance one thread; run several instances against the same Redis to scale out)",
+    );
+  }
 
   const ports = new Map<string, string>();
   const claimPort = (p: number, path: PropertyKey[]) => {
@@ -597,3 +636,4 @@ export type RateLimitConfig = z.output<typeof rateLimitSchema>;
 export type BreakerConfig = UpstreamConfig["breaker"];
 export type Strategy = z.output<typeof strategySchema>;
 export type ClientKeyConfig = Config["clientKeys"][number];
+export type StateConfig = Config["state"];

@@ -45,6 +45,13 @@ export function configSecrets(loaded: LoadedConfig): Set<string> {
       add(url.password);
     } catch { /* validated at load */ }
   }
+  if (config.state.store === "redis") {
+    try {
+      const url = new URL(config.state.redis.url);
+      add(decodeURIComponent(url.password));
+      add(url.password);
+    } catch { /* validated at load */ }
+  }
   return secrets;
 }
 

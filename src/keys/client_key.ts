@@ -10,6 +10,8 @@ import { ForbiddenError, RateLimitedError } from "../pipeline/errors.ts";
 import { type BudgetBook, periodStart } from "./budget.ts";
 import { globMatcher } from "../routing/glob.ts";
 import {
+  type KeyLimits,
+  type KeyVerdict,
   type LimitState,
   memoryLimits,
   type RateBucket,
@@ -34,6 +36,11 @@ export class ClientKey {
   readonly #requests: RateBucket | undefined;
   readonly #tokens: TokenAllowance | undefined;
   readonly #ledger: BudgetBook;
+  /**
+   * The limits in a store shared by instances (Redis), checked there in one round trip; then
+   * `#requests`, `#tokens` and `#ledger` are this process's fallback (and what `/keys` shows).
+   */
+  readonly #shared: KeyLimits | undefined;
   /** Requests identified as this key (admitted or not), for `/keys`. */
   #seen = 0;
   /** Tokens charged in the last minute, for `/keys` (with or without a tokens limit). */
@@ -51,6 +58,12 @@ export class ClientKey {
       ? limits.tokenRate(`key:${config.name}`, config.tokens.perMinute)
       : undefined;
     this.#ledger = ledger;
+    this.#shared = limits.keyLimits?.({
+      name: config.name,
+      ratelimit: config.ratelimit,
+      tokens: config.tokens,
+      budget: config.budget,
+    });
   }
 
   get name(): string {
@@ -80,9 +93,15 @@ export class ClientKey {
    * Admits a request to `group` for `model` at `now` (monotonic ms) and `wallNow`, or throws:
    * 403 for what the key may not use, 429 for a limit or the budget. A refused request takes
    * nothing from the request limit. `model` undefined: the request has no body, so it asks
-   * for none; null: its body names none this proxy can read.
+   * for none; null: its body names none this proxy can read. A promise only when the limits
+   * are in a shared store.
    */
-  admit(group: string, model: string | null | undefined, now: number, wallNow: number): void {
+  admit(
+    group: string,
+    model: string | null | undefined,
+    now: number,
+    wallNow: number,
+  ): void | Promise<void> {
     if (this.#groups && !this.#groups.has(group)) {
       throw new ForbiddenError(`client key "${this.name}" may not use group "${group}"`, {
         code: "group_not_allowed",
@@ -104,34 +123,77 @@ export class ClientKey {
         { code: "model_not_allowed" },
       );
     }
+    if (this.#shared) {
+      return this.#shared.admit(wallNow).then((verdict) =>
+        verdict ? this.#judge(verdict, wallNow) : this.#admitHere(now, wallNow)
+      );
+    }
+    this.#admitHere(now, wallNow);
+  }
+
+  /** The limits checked in this process (alone, or the shared store's fallback). */
+  #admitHere(now: number, wallNow: number): void {
     const budget = this.config.budget;
     if (budget && this.#ledger.used(this.name, budget.period, wallNow) >= budget.tokens) {
-      const resetsAt = periodStart(budget.period, wallNow) + budget.period;
-      throw limited(
-        `client key "${this.name}" has used its budget of ${budget.tokens} tokens; it resets at ${
-          new Date(resetsAt).toISOString()
-        }`,
-        "budget_exceeded",
-        resetsAt - wallNow,
-      );
+      throw this.#budgetSpent(wallNow);
     }
     const tokensWait = this.#tokens?.msUntilAdmitted(now) ?? 0;
-    if (tokensWait > 0) {
-      throw limited(
-        `client key "${this.name}" is over its ${this.config.tokens!.perMinute} tokens per minute`,
-        "rate_limited",
-        tokensWait,
-      );
-    }
+    if (tokensWait > 0) throw this.#overTokens(tokensWait);
     if (this.#requests && !this.#requests.tryTake(now)) {
-      throw limited(
-        `client key "${this.name}" is over its rate limit of ${
-          this.config.ratelimit!.perSecond
-        } requests per second`,
-        "rate_limited",
-        this.#requests.msUntil(now),
-      );
+      throw this.#overRequests(this.#requests.msUntil(now));
     }
+  }
+
+  /** The shared store's verdict: its budget usage is remembered here (`/keys`, a fallback). */
+  #judge(verdict: KeyVerdict, wallNow: number): void {
+    this.#remember(verdict.budgetUsed, wallNow);
+    switch (verdict.kind) {
+      case "admitted":
+        return;
+      case "budget":
+        throw this.#budgetSpent(wallNow);
+      case "tokens":
+        throw this.#overTokens(verdict.waitMs);
+      case "requests":
+        throw this.#overRequests(verdict.waitMs);
+    }
+  }
+
+  #remember(budgetUsed: number, wallNow: number): void {
+    const budget = this.config.budget;
+    if (!budget) return;
+    const start = periodStart(budget.period, wallNow);
+    this.#ledger.restore([{ name: this.name, periodStart: start, used: budgetUsed }]);
+  }
+
+  #budgetSpent(wallNow: number): RateLimitedError {
+    const budget = this.config.budget!;
+    const resetsAt = periodStart(budget.period, wallNow) + budget.period;
+    return limited(
+      `client key "${this.name}" has used its budget of ${budget.tokens} tokens; it resets at ${
+        new Date(resetsAt).toISOString()
+      }`,
+      "budget_exceeded",
+      resetsAt - wallNow,
+    );
+  }
+
+  #overTokens(waitMs: number): RateLimitedError {
+    return limited(
+      `client key "${this.name}" is over its ${this.config.tokens!.perMinute} tokens per minute`,
+      "rate_limited",
+      waitMs,
+    );
+  }
+
+  #overRequests(waitMs: number): RateLimitedError {
+    return limited(
+      `client key "${this.name}" is over its rate limit of ${
+        this.config.ratelimit!.perSecond
+      } requests per second`,
+      "rate_limited",
+      waitMs,
+    );
   }
 
   /** Charges the usage of an answer that ended at `now` / `wallNow`. */
@@ -142,6 +204,10 @@ export class ClientKey {
     this.#minute.add(now, total);
     const budget = this.config.budget;
     if (budget) this.#ledger.charge(this.name, budget.period, wallNow, total);
+    // Fire and forget (never rejects): the store's total, all instances together, is kept.
+    void this.#shared?.charge(total, wallNow).then((used) => {
+      if (used !== undefined) this.#remember(used, wallNow);
+    });
   }
 
   /** The key's state for `/keys`. */

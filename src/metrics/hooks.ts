@@ -58,6 +58,8 @@ export interface ObservabilityHooks extends RuntimeHooks {
   onConnectionsOpen(listener: string, open: number): void;
   /** The proxy refused or closed a client connection (`reason`: a `CloseReason`). */
   onConnectionClosed(listener: string, reason: string): void;
+  /** A call to the shared limit store ended (`op`: a `StoreOp`), in `seconds`, failed or not. */
+  onStoreCall(op: string, seconds: number, failed: boolean): void;
 }
 
 /** Listener label of the admin server's connections (forwards use their names). */
@@ -297,6 +299,10 @@ export function observabilityHooks(
     },
     onConnectionClosed(listener, reason) {
       if (listeners.has(listener)) metrics.connectionsClosed.labels(listener, reason).inc();
+    },
+    onStoreCall(op, seconds, failed) {
+      metrics.storeLatency.labels(op).observe(seconds);
+      if (failed) metrics.storeErrors.labels(op).inc();
     },
   };
 }

@@ -78,6 +78,25 @@ export const INTER_TOKEN_BUCKETS_SECONDS: readonly number[] = Object.freeze([
   10,
 ]);
 
+/**
+ * Upper bounds in seconds of `llmproxy_store_latency_seconds`: 100 µs (Redis on the same host)
+ * to 1 s, finest around the default 50 ms timeout.
+ */
+export const STORE_LATENCY_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  1,
+]);
+
 /** Values of the `kind` label of `llmproxy_upstream_errors_total`. */
 export type UpstreamErrorKind =
   | "connect"
@@ -263,6 +282,19 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "llmproxy_connections_closed_total",
       "Client connections refused or closed by the proxy, by reason: limit, header_timeout, idle_timeout.",
       ["listener", "reason"],
+    ),
+    /** Shared store (Redis) calls that failed or timed out; `op` is a `StoreOp`. */
+    storeErrors: registry.counter(
+      "llmproxy_store_errors_total",
+      "Calls to the shared limit store (Redis) that failed or timed out, by operation: ip, key_admit, key_charge, ping.",
+      ["op"],
+    ),
+    /** Seconds each shared store call took, failed ones included. */
+    storeLatency: registry.histogram(
+      "llmproxy_store_latency_seconds",
+      "Time of each call to the shared limit store (Redis), by operation, in seconds.",
+      ["op"],
+      STORE_LATENCY_BUCKETS_SECONDS,
     ),
     /** `process_resident_memory_bytes`, set from `readRssBytes` on every render. */
     residentMemory,

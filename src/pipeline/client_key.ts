@@ -48,21 +48,28 @@ export function clientKeyStage(keys: ClientKeys): Stage {
  * Admits a request identified by a client key to `group` (the proxy stage calls it after
  * routing, with the body read), or throws 403/429. Without a key (a `clientAuth: none`
  * forward) everything is admitted. A chat stream that did not ask for usage gets its body
- * replaced by one that does.
+ * replaced by one that does. A promise only when the key's limits are in a shared store.
  */
 export function admitClientKey(
   ctx: RequestContext,
   group: string,
   body: RequestBody,
   clock: Pick<Clock, "now" | "wallNow">,
-): void {
+): void | Promise<void> {
   const key = ctx.clientKey;
   if (!key) return;
   // null: a body whose model cannot be read (refused by a key limited to some models).
   const model = key.restrictsModels && body.present ? body.model() ?? null : undefined;
-  key.admit(group, model, clock.now(), clock.wallNow());
-  // Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
-  // and the answer's usage chunk is taken out again on the way back (see respond.ts).
+  const admitted = key.admit(group, model, clock.now(), clock.wallNow());
+  if (admitted) return admitted.then(() => askForUsage(ctx, body));
+  askForUsage(ctx, body);
+}
+
+/**
+ * Every stream of a key is counted: a chat stream that did not ask for usage is sent asking,
+ * and the answer's usage chunk is taken out again on the way back (see respond.ts).
+ */
+function askForUsage(ctx: RequestContext, body: RequestBody): void {
   const withUsage = requestWithUsage(ctx.path, body);
   if (!withUsage) return;
   ctx.hideUsageChunk = true;

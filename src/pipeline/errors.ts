@@ -111,6 +111,16 @@ export class NoUpstreamError extends ProxyError {
   override readonly type = "upstream_unavailable";
 }
 
+/**
+ * 503: the shared limit store (Redis) failed or timed out and `state.onStoreError` is `reject`
+ * (code `store_unavailable`).
+ */
+export class StoreUnavailableError extends ProxyError {
+  override name = "StoreUnavailableError";
+  override readonly status = 503;
+  override readonly type = "store_unavailable";
+}
+
 /** 504: the upstream did not answer in time. */
 export class GatewayTimeoutError extends ProxyError {
   override name = "GatewayTimeoutError";

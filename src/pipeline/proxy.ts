@@ -84,9 +84,10 @@ export interface ProxyStageOptions {
   /**
    * Decides, once the request is routed and its body read, whether it may go on (client keys:
    * group, model, limits), and may replace the body to send; throws a ProxyError to refuse.
+   * A promise (limits in a shared store) is awaited; a plain return costs no await.
    * @default admits everything as it is
    */
-  admit?: (ctx: RequestContext, group: Group, body: RequestBody) => void;
+  admit?: (ctx: RequestContext, group: Group, body: RequestBody) => void | Promise<void>;
 }
 
 /** Creates the proxy stage. */
@@ -132,7 +133,8 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       ctx.trace.model = asked;
       ctx.trace.modelLabel = matched?.pattern ?? "other";
     }
-    options.admit?.(ctx, group, body);
+    const admitted = options.admit?.(ctx, group, body);
+    if (admitted) await admitted;
     // A body parsed for something else (a client key's models, a chat stream's usage) names
     // its model in the access log too.
     ctx.trace.model ??= body.parsedModel();

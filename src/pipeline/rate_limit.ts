@@ -24,11 +24,12 @@ export interface ClientStageOptions {
 export function clientStage(options: ClientStageOptions): Stage {
   const { resolver, limiter, clock, onReject } = options;
   // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
-  // deno-lint-ignore require-await
   return async function client(ctx, next) {
     ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
     if (!limiter) return next();
-    const decision = limiter.take(ctx.clientIp, clock.now());
+    const taken = limiter.take(ctx.clientIp, clock.now());
+    // Awaited only when the limit is in a shared store: memory answers at once.
+    const decision = taken instanceof Promise ? await taken : taken;
     const limit: [string, string][] = [
       ["x-ratelimit-limit", String(decision.limit)],
       ["x-ratelimit-remaining", String(decision.remaining)],

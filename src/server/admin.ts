@@ -11,6 +11,7 @@ import type { Runtime } from "../runtime.ts";
 import type { Clock } from "../deps.ts";
 import type { ClientKeySnapshot } from "../keys/client_key.ts";
 import type { UpstreamSnapshot } from "../upstream/upstream.ts";
+import type { StoreHealth } from "../state/remote_limits.ts";
 
 /** The `/upstreams` body. */
 export interface UpstreamsState {
@@ -51,6 +52,12 @@ export interface AdminOptions {
   reload: () => Promise<{ ok: boolean; errors: readonly string[] }>;
   registry: Registry;
   clock: Clock;
+  /**
+   * The shared limit store's health (`state.store: redis`); omitted = none. While it is down
+   * `/ready` answers 200 `degraded` (requests served on local limits), or 503 when requests are
+   * refused (`onStoreError: reject`).
+   */
+  store?: () => { health: StoreHealth; rejects: boolean };
 }
 
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
@@ -78,6 +85,7 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       case "GET /ready":
         return ready(
           views ? await views.emptyGroups() : emptyGroups(options.runtime(), options.clock),
+          options.store?.(),
         );
       case "GET /metrics":
         return new Response(views ? await views.metrics() : options.registry.render(), {
@@ -110,10 +118,29 @@ function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body, null, 2), { status, headers: JSON_TYPE });
 }
 
-function ready(empty: readonly string[]): Response {
-  return empty.length === 0
-    ? json({ status: "ready" })
-    : json({ status: "unavailable", groupsWithoutUpstreams: empty }, 503);
+function ready(
+  empty: readonly string[],
+  store: { health: StoreHealth; rejects: boolean } | undefined,
+): Response {
+  const health = store?.health;
+  const storeState = store && health && !health.ok
+    ? {
+      store: {
+        status: "down",
+        error: health.error,
+        since: new Date(health.sinceWallMs).toISOString(),
+        onStoreError: store.rejects ? "reject" : "local",
+      },
+    }
+    : {};
+  if (empty.length > 0) {
+    return json({ status: "unavailable", groupsWithoutUpstreams: empty, ...storeState }, 503);
+  }
+  if (!store || store.health.ok) return json({ status: "ready" });
+  // Served on each instance's own limits (local), or refused (reject): not ready then.
+  return store.rejects
+    ? json({ status: "unavailable", ...storeState }, 503)
+    : json({ status: "degraded", ...storeState });
 }
 
 /** The groups of `runtime` with no upstream available now. */

@@ -2,8 +2,8 @@
  * Where limit state lives: the seam between the limits (per client IP, per client key, per
  * upstream, 429 cool-downs) and their storage. The {@linkcode memoryLimits} of one process are
  * today's classes, untouched (no indirection on the single-worker path); several workers share
- * theirs in memory every thread sees (`shared_limits.ts`); a store shared by instances goes
- * here as a third implementation.
+ * theirs in memory every thread sees (`shared_limits.ts`); instances share theirs in Redis
+ * (`remote_limits.ts`: per-IP and client key limits and budgets, checked atomically there).
  *
  * Ids name a piece of state across threads: the same id is the same bucket in every worker.
  * They include the settings (`upstream:a:{"perSecond":5,"burst":5}`), so a reload that
@@ -29,8 +29,17 @@ export interface RateBucket {
   msUntilFull(now: number): number;
 }
 
-/** One bucket per client (IP), bounded (what {@linkcode KeyedLimiter} offers). */
+/**
+ * One bucket per client (IP), bounded (what {@linkcode KeyedLimiter} offers). A store shared by
+ * instances answers with a promise: callers await only when one comes back, so the memory and
+ * shared-memory limiters keep a hot path without awaits.
+ */
 export interface ClientLimiter {
+  take(key: string, now: number): LimitDecision | Promise<LimitDecision>;
+}
+
+/** A {@linkcode ClientLimiter} that answers at once (memory, shared memory). */
+export interface LocalClientLimiter extends ClientLimiter {
   take(key: string, now: number): LimitDecision;
 }
 
@@ -48,6 +57,34 @@ export interface CoolDown {
   extend(until: number): void;
 }
 
+/**
+ * What a shared store says of one request of a client key, all its limits checked at once:
+ * `admitted` (a request token taken), or the first limit that refuses it. `budgetUsed`: the
+ * key's budget usage in the current period as the store knows it (0 without a budget).
+ */
+export type KeyVerdict =
+  | { readonly kind: "admitted"; readonly budgetUsed: number }
+  | { readonly kind: "budget"; readonly budgetUsed: number }
+  | { readonly kind: "tokens" | "requests"; readonly waitMs: number; readonly budgetUsed: number };
+
+/**
+ * A client key's limits (request rate, tokens per minute, budget) kept in a store shared by
+ * instances: one round trip per admission, one per charge.
+ */
+export interface KeyLimits {
+  /**
+   * Checks the budget and the tokens per minute and takes a request token, atomically.
+   * Undefined: the store failed and this check falls back to the process's own limits
+   * (`onStoreError: local`); rejects with a 503 `StoreUnavailableError` with `reject`.
+   */
+  admit(wallNow: number): Promise<KeyVerdict | undefined>;
+  /**
+   * Charges `tokens` used at `wallNow` (fire and forget: never rejects); resolves with the
+   * budget used in the period after it, or undefined (no budget, or the store failed).
+   */
+  charge(tokens: number, wallNow: number): Promise<number | undefined>;
+}
+
 /** Makes the state of each limit, by id. */
 export interface LimitState {
   bucket(id: string, options: TokenBucketOptions): RateBucket;
@@ -55,6 +92,20 @@ export interface LimitState {
   tokenRate(id: string, perMinute: number): TokenAllowance;
   /** Undefined: the upstream keeps its cool-down in a field of its own (one process). */
   coolDown?(id: string): CoolDown;
+  /**
+   * A client key's limits in a shared store (Redis); undefined (or absent): the key checks
+   * {@linkcode bucket} and {@linkcode tokenRate} objects and its budget book in this process.
+   */
+  keyLimits?(config: KeyLimitsConfig): KeyLimits | undefined;
+}
+
+/** The limits of a client key as the store needs them (from its config). */
+export interface KeyLimitsConfig {
+  readonly name: string;
+  readonly ratelimit?: TokenBucketOptions | undefined;
+  readonly tokens?: { readonly perMinute: number } | undefined;
+  /** `period` in ms. */
+  readonly budget?: { readonly tokens: number; readonly period: number } | undefined;
 }
 
 /** The state of one process: plain objects, as before workers existed. */

@@ -21,6 +21,7 @@ import type {
   ClientLimiter,
   CoolDown,
   LimitState,
+  LocalClientLimiter,
   RateBucket,
   TokenAllowance,
 } from "./limit_state.ts";
@@ -69,7 +70,7 @@ export class SharedLimits implements LimitState {
     return new SharedBucket(this.#named, `bucket:${id}`, options);
   }
 
-  keyed(id: string, options: KeyedLimiterOptions): ClientLimiter {
+  keyed(id: string, options: KeyedLimiterOptions): LocalClientLimiter {
     return new SharedKeyedLimiter(this.#clients, id, options);
   }
 

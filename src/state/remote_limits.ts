@@ -1,0 +1,343 @@
+/**
+ * Limits kept in a store shared by instances (Redis): per-client-IP buckets and client keys'
+ * request rate, tokens per minute and budget, each check one script run (one round trip,
+ * atomic in the store). What is not shared (per-upstream limits; breakers) stays in this
+ * process's memory, as {@linkcode memoryLimits} makes it.
+ *
+ * Store trouble never stops traffic silently: a failed or timed-out call is counted
+ * (`onCall`), marks the store down (`health()`, which `/ready` reports) and, by
+ * `onStoreError`, falls back to this process's own limits for that check (`local`) or answers
+ * 503 `store_unavailable` (`reject`). The next call that succeeds, or the background ping
+ * (every second while down or idle), marks it up again.
+ *
+ * This module knows nothing of the client library: it runs {@linkcode Script}s through a
+ * {@linkcode ScriptRunner} (`redis_store.ts` makes one from ioredis; tests use fakes).
+ *
+ * @module
+ */
+import type { Clock, Timer } from "../deps.ts";
+import type { Logger } from "../log.ts";
+import {
+  KeyedLimiter,
+  type KeyedLimiterOptions,
+  type LimitDecision,
+  type TokenBucketOptions,
+} from "../resilience/token_bucket.ts";
+import { StoreUnavailableError } from "../pipeline/errors.ts";
+import { periodStart } from "../keys/budget.ts";
+import {
+  type ClientLimiter,
+  type KeyLimits,
+  type KeyLimitsConfig,
+  type KeyVerdict,
+  type LimitState,
+  memoryLimits,
+  type RateBucket,
+  type TokenAllowance,
+} from "./limit_state.ts";
+import { BUCKET_TAKE, KEY_ADMIT, KEY_CHARGE, type Script } from "./redis_scripts.ts";
+
+/** Runs scripts in the store. Every call is bounded by the store's timeout (it rejects then). */
+export interface ScriptRunner {
+  run(
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown>;
+  ping(): Promise<unknown>;
+  /** Closes the connection (no reconnect after). */
+  close(): Promise<void>;
+}
+
+/** The operations counted in the store's metrics (a fixed set: the `op` label). */
+export type StoreOp = "ip" | "key_admit" | "key_charge" | "ping";
+
+/** The store as `/ready` sees it. */
+export type StoreHealth =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly error: string; readonly sinceWallMs: number };
+
+/** Options of {@linkcode RemoteLimits}. */
+export interface RemoteLimitsOptions {
+  runner: ScriptRunner;
+  /** Prefix of every key (`state.redis.prefix`). */
+  prefix: string;
+  /** What a failed call does: this process's limits, or 503. */
+  onStoreError: "local" | "reject";
+  clock: Clock;
+  log: Logger;
+  /** Every call: how long it took (seconds) and whether it failed (metrics). */
+  onCall?: (op: StoreOp, seconds: number, failed: boolean) => void;
+  /** Interval of the background ping while the store is down or idle (ms). @default 1000 */
+  pingIntervalMs?: number;
+}
+
+/** Per-client-IP buckets this process keeps for a fallback at most (bounded, evicting). */
+const FALLBACK_MAX_KEYS = 10_000;
+
+/** Limits in a shared store, with this process's memory as the fallback. */
+export class RemoteLimits implements LimitState {
+  readonly #runner: ScriptRunner;
+  readonly #prefix: string;
+  readonly #reject: boolean;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #onCall: RemoteLimitsOptions["onCall"];
+  readonly #pingMs: number;
+  #down: { error: string; sinceWallMs: number } | undefined;
+  /** Monotonic ms of the last call that got an answer. */
+  #lastOk = -Infinity;
+  #timer: Timer | undefined;
+  #closed = false;
+  /** Charges the store did not take (it was down): added when it is back. Bounded by keys. */
+  readonly #pending = new Map<RemoteKeyLimits, { tokens: number; wallNow: number }>();
+
+  constructor(options: RemoteLimitsOptions) {
+    this.#runner = options.runner;
+    this.#prefix = options.prefix;
+    this.#reject = options.onStoreError === "reject";
+    this.#clock = options.clock;
+    this.#log = options.log;
+    this.#onCall = options.onCall;
+    this.#pingMs = options.pingIntervalMs ?? 1_000;
+    this.#schedule();
+  }
+
+  /** Up, or down since when and why. */
+  health(): StoreHealth {
+    return this.#down ? { ok: false, ...this.#down } : { ok: true };
+  }
+
+  /** Whether a failed call answers 503 (`onStoreError: reject`). */
+  get rejects(): boolean {
+    return this.#reject;
+  }
+
+  // Per-upstream buckets and token rates stay in this process (used for a key's fallback too).
+  bucket(id: string, options: TokenBucketOptions): RateBucket {
+    return memoryLimits.bucket(id, options);
+  }
+
+  tokenRate(id: string, perMinute: number): TokenAllowance {
+    return memoryLimits.tokenRate(id, perMinute);
+  }
+
+  keyed(
+    id: string,
+    options: KeyedLimiterOptions,
+  ): { take(key: string, now: number): Promise<LimitDecision> } {
+    return new RemoteKeyedLimiter(
+      this,
+      `${this.#prefix}ip:${id}:${options.perSecond}:${options.burst}:`,
+      options,
+    );
+  }
+
+  keyLimits(config: KeyLimitsConfig): KeyLimits | undefined {
+    if (!config.ratelimit && !config.tokens && !config.budget) return undefined;
+    return new RemoteKeyLimits(this, `${this.#prefix}key:${config.name}:`, config);
+  }
+
+  /**
+   * Runs `script`; undefined when it failed and `onStoreError` is `local`. Throws
+   * {@linkcode StoreUnavailableError} with `reject` (`fallible`: never throws, for charges).
+   */
+  async run(
+    op: StoreOp,
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    fallible = false,
+  ): Promise<unknown> {
+    const started = this.#clock.now();
+    try {
+      const answer = await this.#runner.run(script, keys, args);
+      this.#succeeded(op, started);
+      return answer;
+    } catch (error) {
+      this.#failed(op, started, error);
+      if (this.#reject && !fallible) {
+        throw new StoreUnavailableError(
+          "the shared limit store is unavailable: the request cannot be checked against its limits",
+          { code: "store_unavailable", cause: error },
+        );
+      }
+      return undefined;
+    }
+  }
+
+  /** Keeps a charge the store did not take, for when it is back. */
+  defer(key: RemoteKeyLimits, tokens: number, wallNow: number): void {
+    const seen = this.#pending.get(key);
+    this.#pending.set(key, { tokens: (seen?.tokens ?? 0) + tokens, wallNow });
+  }
+
+  /** Stops the ping and closes the connection. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    await this.#runner.close();
+  }
+
+  #succeeded(op: StoreOp, started: number): void {
+    const now = this.#clock.now();
+    this.#onCall?.(op, (now - started) / 1000, false);
+    this.#lastOk = now;
+    if (this.#down) {
+      this.#log.info("the shared limit store answers again: limits are shared again");
+      this.#down = undefined;
+      this.#flushPending();
+    }
+  }
+
+  #failed(op: StoreOp, started: number, error: unknown): void {
+    this.#onCall?.(op, (this.#clock.now() - started) / 1000, true);
+    const message = error instanceof Error ? error.message : String(error);
+    if (!this.#down) {
+      this.#log.warn(
+        `the shared limit store failed (${message}): ${
+          this.#reject ? "requests are refused (503)" : "each instance applies its own limits"
+        } until it answers again`,
+      );
+      this.#down = { error: message, sinceWallMs: this.#clock.wallNow() };
+    } else this.#down = { ...this.#down, error: message };
+  }
+
+  #flushPending(): void {
+    const pending = [...this.#pending];
+    this.#pending.clear();
+    for (const [key, { tokens, wallNow }] of pending) void key.charge(tokens, wallNow);
+  }
+
+  /** Pings while down (to notice it is back without traffic) or idle (to notice it went). */
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = this.#clock.after(this.#pingMs, async () => {
+      if (this.#down || this.#clock.now() - this.#lastOk >= this.#pingMs) {
+        const started = this.#clock.now();
+        try {
+          await this.#runner.ping();
+          this.#succeeded("ping", started);
+        } catch (error) {
+          this.#failed("ping", started, error);
+        }
+      }
+      this.#schedule();
+    }, { unref: true });
+  }
+}
+
+/** Per-client-IP buckets of one forward in the store; this process's own when it fails. */
+class RemoteKeyedLimiter implements ClientLimiter {
+  readonly #store: RemoteLimits;
+  readonly #prefix: string;
+  readonly #args: readonly [number, number];
+  readonly #burst: number;
+  readonly #perMs: number;
+  readonly #fallback: KeyedLimiter;
+
+  constructor(store: RemoteLimits, prefix: string, options: KeyedLimiterOptions) {
+    this.#store = store;
+    this.#prefix = prefix;
+    this.#burst = options.burst;
+    this.#perMs = options.perSecond / 1000;
+    this.#args = [this.#perMs, options.burst];
+    this.#fallback = new KeyedLimiter({ ...options, maxKeys: FALLBACK_MAX_KEYS });
+  }
+
+  async take(key: string, now: number): Promise<LimitDecision> {
+    const answer = await this.#store.run("ip", BUCKET_TAKE, [this.#prefix + key], this.#args);
+    if (answer === undefined) return this.#fallback.take(key, now);
+    const [allowed, left] = answer as [number, string];
+    const tokens = Number(left);
+    const toFull = this.#burst - tokens;
+    const toOne = 1 - tokens;
+    return {
+      allowed: allowed === 1,
+      limit: this.#burst,
+      remaining: Math.floor(tokens + 1e-9),
+      resetMs: toFull <= 1e-9 ? 0 : Math.ceil(toFull / this.#perMs),
+      retryAfterMs: allowed === 1 || toOne <= 1e-9 ? 0 : Math.ceil(toOne / this.#perMs),
+    };
+  }
+}
+
+const VERDICTS = ["admitted", "budget", "tokens", "requests"] as const;
+
+/** A client key's limits in the store (see {@linkcode KEY_ADMIT}, {@linkcode KEY_CHARGE}). */
+export class RemoteKeyLimits implements KeyLimits {
+  readonly #store: RemoteLimits;
+  readonly #config: KeyLimitsConfig;
+  readonly #prefix: string;
+  readonly #requestKey: string;
+  readonly #tokenKey: string;
+  readonly #admitArgs: readonly (string | number)[];
+
+  constructor(store: RemoteLimits, prefix: string, config: KeyLimitsConfig) {
+    this.#store = store;
+    this.#config = config;
+    this.#prefix = prefix;
+    const r = config.ratelimit;
+    const t = config.tokens;
+    // The settings are in the names: a changed limit starts afresh, as a new object would.
+    this.#requestKey = r ? `${prefix}req:${r.perSecond}:${r.burst}` : `${prefix}req`;
+    this.#tokenKey = t ? `${prefix}tpm:${t.perMinute}` : `${prefix}tpm`;
+    this.#admitArgs = [
+      r ? r.perSecond / 1000 : "",
+      r ? r.burst : "",
+      t ? t.perMinute / 60_000 : "",
+      t ? t.perMinute : "",
+      config.budget ? config.budget.tokens : "",
+    ];
+  }
+
+  /** The budget counter of the period containing `wallNow` (budget usage survives changes). */
+  #budgetKey(wallNow: number): string {
+    const budget = this.#config.budget;
+    return budget
+      ? `${this.#prefix}budget:${budget.period}:${periodStart(budget.period, wallNow)}`
+      : `${this.#prefix}budget`;
+  }
+
+  async admit(wallNow: number): Promise<KeyVerdict | undefined> {
+    const answer = await this.#store.run(
+      "key_admit",
+      KEY_ADMIT,
+      [this.#requestKey, this.#tokenKey, this.#budgetKey(wallNow)],
+      this.#admitArgs,
+    );
+    if (answer === undefined) return undefined;
+    const [code, waitMs, budgetUsed] = (answer as unknown[]).map(Number) as [
+      number,
+      number,
+      number,
+    ];
+    const kind = VERDICTS[code] ?? "admitted";
+    return kind === "tokens" || kind === "requests"
+      ? { kind, waitMs, budgetUsed }
+      : { kind, budgetUsed };
+  }
+
+  async charge(tokens: number, wallNow: number): Promise<number | undefined> {
+    const n = Math.ceil(tokens);
+    if (!(n > 0)) return undefined;
+    const { tokens: rate, budget } = this.#config;
+    const expireAt = budget ? periodStart(budget.period, wallNow) + budget.period + 60_000 : "";
+    const answer = await this.#store.run(
+      "key_charge",
+      KEY_CHARGE,
+      [
+        this.#tokenKey,
+        this.#budgetKey(wallNow),
+      ],
+      [n, rate ? rate.perMinute / 60_000 : "", rate ? rate.perMinute : "", expireAt],
+      true,
+    );
+    if (answer === undefined) {
+      this.#store.defer(this, n, wallNow);
+      return undefined;
+    }
+    return budget ? Number(answer) : undefined;
+  }
+}

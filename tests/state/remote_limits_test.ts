@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { RemoteLimits, type ScriptRunner } from "../../src/state/remote_limits.ts";
+import { BUCKET_TAKE, KEY_ADMIT, KEY_CHARGE, type Script } from "../../src/state/redis_scripts.ts";
+import { StoreUnavailableError } from "../../src/pipeline/errors.ts";
+import { ClientKey } from "../../src/keys/client_key.ts";
+import { BudgetLedger } from "../../src/keys/budget.ts";
+import { RateLimitedError } from "../../src/pipeline/errors.ts";
+import { silentLogger } from "../../src/log.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
+import type { ClientKeyConfig } from "../../src/config/schema.ts";
+
+interface Call {
+  script: string;
+  keys: readonly string[];
+  args: readonly (string | number)[];
+}
+
+/** A store whose answers the test decides: `answer` per script, or `down` to fail every call. */
+class FakeRunner implements ScriptRunner {
+  calls: Call[] = [];
+  pings = 0;
+  down = false;
+  answers = new Map<string, unknown>();
+  closed = false;
+
+  run(script: Script, keys: readonly string[], args: readonly (string | number)[]) {
+    this.calls.push({ script: script.name, keys, args });
+    if (this.down) return Promise.reject(new Error("Connection is closed."));
+    return Promise.resolve(this.answers.get(script.name));
+  }
+
+  ping() {
+    this.pings++;
+    return this.down ? Promise.reject(new Error("Connection is closed.")) : Promise.resolve("PONG");
+  }
+
+  close() {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}
+
+function setup(onStoreError: "local" | "reject" = "local") {
+  const runner = new FakeRunner();
+  const clock = new FakeClock();
+  const calls: [string, boolean][] = [];
+  const limits = new RemoteLimits({
+    runner,
+    prefix: "p:",
+    onStoreError,
+    clock,
+    log: silentLogger,
+    onCall: (op, _seconds, failed) => calls.push([op, failed]),
+  });
+  return { runner, clock, limits, calls };
+}
+
+Deno.test("RemoteLimits.keyed(): one script run per take, the decision from the store's answer", async () => {
+  const { runner, limits, calls } = setup();
+  const limiter = limits.keyed("forward:main", { perSecond: 2, burst: 5 });
+  runner.answers.set(BUCKET_TAKE.name, [1, "3.5"]);
+  const allowed = await limiter.take("10.0.0.1", 0);
+  assert.deepEqual(allowed, {
+    allowed: true,
+    limit: 5,
+    remaining: 3,
+    resetMs: 750,
+    retryAfterMs: 0,
+  });
+  assert.deepEqual(runner.calls, [{
+    script: BUCKET_TAKE.name,
+    keys: ["p:ip:forward:main:2:5:10.0.0.1"],
+    args: [0.002, 5],
+  }]);
+  runner.answers.set(BUCKET_TAKE.name, [0, "0.25"]);
+  const refused = await limiter.take("10.0.0.1", 0);
+  assert.equal(refused.allowed, false);
+  assert.equal(refused.retryAfterMs, 375);
+  assert.deepEqual(calls, [["ip", false], ["ip", false]]);
+  await limits.close();
+});
+
+Deno.test("RemoteLimits: a failed call falls back to this process's limit (local), counted, health down until a call succeeds", async () => {
+  const { runner, limits, calls } = setup();
+  const limiter = limits.keyed("forward:main", { perSecond: 1, burst: 2 });
+  runner.down = true;
+  const local = [];
+  for (let i = 0; i < 3; i++) local.push((await limiter.take("10.0.0.1", 0)).allowed);
+  assert.deepEqual(local, [true, true, false], "the process's own bucket of 2");
+  assert.deepEqual(calls.map(([, failed]) => failed), [true, true, true]);
+  const health = limits.health();
+  assert.equal(health.ok, false);
+  assert.equal(!health.ok && health.error, "Connection is closed.");
+  runner.down = false;
+  runner.answers.set(BUCKET_TAKE.name, [1, "1"]);
+  assert.equal((await limiter.take("10.0.0.1", 0)).allowed, true);
+  assert.deepEqual(limits.health(), { ok: true });
+  await limits.close();
+});
+
+Deno.test("RemoteLimits: with onStoreError reject, a failed call is a 503 store_unavailable", async () => {
+  const { runner, limits } = setup("reject");
+  assert.equal(limits.rejects, true);
+  runner.down = true;
+  const limiter = limits.keyed("forward:main", { perSecond: 1, burst: 2 });
+  const error = await limiter.take("10.0.0.1", 0).then(() => undefined, (e) => e);
+  assert.ok(error instanceof StoreUnavailableError);
+  assert.equal(error.status, 503);
+  assert.equal(error.code, "store_unavailable");
+  await limits.close();
+});
+
+Deno.test("RemoteLimits: the background ping notices the store is back without traffic, and stops on close", async () => {
+  const { runner, clock, limits } = setup();
+  runner.down = true;
+  await limits.keyed("f", { perSecond: 1, burst: 1 }).take("ip", 0);
+  assert.equal(limits.health().ok, false);
+  runner.down = false;
+  clock.advance(1_000);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(runner.pings, 1);
+  assert.deepEqual(limits.health(), { ok: true });
+  await limits.close();
+  assert.equal(clock.pending, 0, "no timer left");
+  assert.ok(runner.closed);
+});
+
+const KEY_CONFIG = {
+  name: "team_a",
+  key: "k-0123456789",
+  ratelimit: { perSecond: 1, burst: 2 },
+  tokens: { perMinute: 600 },
+  budget: { tokens: 1_000, period: 86_400_000 },
+} as ClientKeyConfig;
+
+Deno.test("ClientKey with a shared store: one admission script per request; its verdicts are the contract's errors", async () => {
+  const { runner, clock, limits } = setup();
+  const ledger = new BudgetLedger();
+  const key = new ClientKey(KEY_CONFIG, ledger, limits);
+  runner.answers.set(KEY_ADMIT.name, [0, 0, 20]);
+  await key.admit("g", undefined, clock.now(), clock.wallNow());
+  assert.equal(runner.calls.length, 1);
+  const call = runner.calls[0]!;
+  assert.equal(call.script, KEY_ADMIT.name);
+  const day = Math.floor(clock.wallNow() / 86_400_000) * 86_400_000;
+  assert.deepEqual(call.keys, [
+    "p:key:team_a:req:1:2",
+    "p:key:team_a:tpm:600",
+    `p:key:team_a:budget:86400000:${day}`,
+  ]);
+  assert.deepEqual(call.args, [0.001, 2, 0.01, 600, 1_000]);
+  assert.equal(ledger.used("team_a", 86_400_000, clock.wallNow()), 20, "the store's usage kept");
+
+  for (
+    const [answer, code, retryAfter] of [
+      [[1, 0, 1_000], "budget_exceeded", undefined],
+      [[2, 2_500, 0], "rate_limited", "3"],
+      [[3, 400, 0], "rate_limited", "1"],
+    ] as const
+  ) {
+    runner.answers.set(KEY_ADMIT.name, answer);
+    const error = await Promise.resolve(key.admit("g", undefined, clock.now(), clock.wallNow()))
+      .then(() => undefined, (e) => e);
+    assert.ok(error instanceof RateLimitedError, String(error));
+    assert.equal(error.code, code);
+    if (retryAfter) assert.equal(error.headers["retry-after"], retryAfter);
+  }
+  await limits.close();
+});
+
+Deno.test("ClientKey with a shared store: a charge is one script run; one the store missed is sent when it is back", async () => {
+  const { runner, clock, limits } = setup();
+  const ledger = new BudgetLedger();
+  const key = new ClientKey(KEY_CONFIG, ledger, limits);
+  runner.answers.set(KEY_CHARGE.name, 1_500);
+  key.charge({ prompt: 10, completion: 5 }, clock.now(), clock.wallNow());
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(runner.calls.map((c) => [c.script, c.args[0]]), [[KEY_CHARGE.name, 15]]);
+  assert.equal(ledger.used("team_a", 86_400_000, clock.wallNow()), 1_500, "the store's total");
+
+  runner.down = true;
+  key.charge({ prompt: 7, completion: 0 }, clock.now(), clock.wallNow());
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  // Admission meanwhile: the process's own limits (the budget as last seen: spent).
+  const refused = await Promise.resolve(key.admit("g", undefined, clock.now(), clock.wallNow()))
+    .then(() => undefined, (e) => e);
+  assert.equal(refused?.code, "budget_exceeded");
+  runner.down = false;
+  runner.calls = [];
+  clock.advance(1_000); // the ping finds the store back and sends what it missed
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(runner.calls.map((c) => [c.script, c.args[0]]), [[KEY_CHARGE.name, 7]]);
+  await limits.close();
+});
+
+Deno.test("ClientKey without a shared store admits synchronously (no promise on the memory path)", () => {
+  const key = new ClientKey(KEY_CONFIG, new BudgetLedger());
+  assert.equal(key.admit("g", undefined, 0, 0), undefined);
+});
