@@ -443,7 +443,7 @@ const stateSchema = z.strictObject({
     "Embedded store file (SQLite) that keeps budget usage across restarts; omitted = memory only.",
   ),
   store: z.enum(["memory", "redis"]).default("memory").describe(
-    "Where limits (per IP, per key: requests, tokens per minute) and budgets live: memory (this process) or redis (shared by every instance using the same server and prefix).",
+    "Where limits (per IP, per key: requests, tokens per minute; per upstream), budgets and 429 cool-downs live: memory (this process) or redis (shared by every instance using the same server and prefix).",
   ),
   redis: redisSchema.prefault({}),
   onStoreError: z.enum(["local", "reject"]).default("local").describe(

@@ -77,8 +77,18 @@ export class Attempt {
    * Takes a lease on `target.member` (breaker slot, limiter token) and starts the attempt;
    * undefined when the upstream refuses.
    */
-  static start(env: AttemptEnv, target: AttemptTarget): Attempt | undefined {
-    const lease = target.member.upstream.acquire(env.now());
+  static start(
+    env: AttemptEnv,
+    target: AttemptTarget,
+  ): Attempt | undefined | Promise<Attempt | undefined> {
+    const upstream = target.member.upstream;
+    if (upstream.shared) {
+      // The limit is in a shared store (Redis): one round trip, awaited by the caller.
+      return upstream.acquireShared(env.now())?.then((lease) =>
+        lease ? new Attempt(env, target, lease) : undefined
+      );
+    }
+    const lease = upstream.acquire(env.now());
     return lease ? new Attempt(env, target, lease) : undefined;
   }
 
@@ -117,7 +127,8 @@ export class Attempt {
     this.#result = result;
     env.hooks.onAttempt?.(group, member, result);
     if (result.kind === "response" && result.retryAfterMs !== undefined) {
-      member.upstream.coolDownUntil(env.now() + result.retryAfterMs);
+      const now = env.now();
+      member.upstream.coolDownUntil(now + result.retryAfterMs, now);
     }
     return result;
   }

@@ -214,7 +214,9 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       }
       const member = group.balancer.select(candidates, { clientIp: ctx.clientIp, now: at });
       const prepared = prepare(member, withBodyFor(member, step, request, body));
-      const attempt = Attempt.start(env, { group, member, client: ctx.request.signal });
+      const starting = Attempt.start(env, { group, member, client: ctx.request.signal });
+      // Awaited only when the upstream's limit is in a shared store.
+      const attempt = starting instanceof Promise ? await starting : starting;
       if (!attempt) {
         if (mayFallBack?.(at)) return undefined;
         throw noCandidateError(group, at, hooks);
@@ -311,7 +313,7 @@ function noCandidateError(group: Group, now: number, hooks: ProxyHooks): ProxyEr
   const limited = group.members.filter((m) => m.upstream.rateLimited(now)).length;
   if (limited > 0 && group.members.every((m) => !m.upstream.available(now))) {
     hooks.onUpstreamRateLimited?.(group);
-    const waits = group.members.map((m) => m.upstream.limiter?.msUntil(now) ?? Infinity);
+    const waits = group.members.map((m) => m.upstream.msUntilToken(now));
     const retryAfter = Math.max(1, Math.ceil(Math.min(...waits) / 1000));
     return new RateLimitedError(
       `Every upstream of group "${group.name}" is at its rate limit`,

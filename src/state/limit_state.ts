@@ -3,7 +3,7 @@
  * upstream, 429 cool-downs) and their storage. The {@linkcode memoryLimits} of one process are
  * today's classes, untouched (no indirection on the single-worker path); several workers share
  * theirs in memory every thread sees (`shared_limits.ts`); instances share theirs in Redis
- * (`remote_limits.ts`: per-IP and client key limits and budgets, checked atomically there).
+ * (`remote_limits.ts`: every limit, budgets and cool-downs, checked atomically there).
  *
  * Ids name a piece of state across threads: the same id is the same bucket in every worker.
  * They include the settings (`upstream:a:{"perSecond":5,"burst":5}`), so a reload that
@@ -85,6 +85,26 @@ export interface KeyLimits {
   charge(tokens: number, wallNow: number): Promise<number | undefined>;
 }
 
+/**
+ * What a shared store says of an attempt on an upstream: allowed (a token taken), or refused
+ * while its rate limit is empty (`limitedMs` until a token) or it cools down after a 429
+ * (`coolDownMs` left).
+ */
+export type UpstreamVerdict =
+  | { readonly allowed: true }
+  | { readonly allowed: false; readonly limitedMs: number; readonly coolDownMs: number };
+
+/** An upstream's rate limit and 429 cool-down in a store shared by instances. */
+export interface UpstreamLimits {
+  /**
+   * Reads the cool-down and takes a token, atomically (one round trip). Undefined: the store
+   * failed and this attempt uses the upstream's own limit (`local`); rejects with `reject`.
+   */
+  acquire(): Promise<UpstreamVerdict | undefined>;
+  /** Keeps every instance off the upstream for `ms` (fire and forget). */
+  coolDown(ms: number): void;
+}
+
 /** Makes the state of each limit, by id. */
 export interface LimitState {
   bucket(id: string, options: TokenBucketOptions): RateBucket;
@@ -97,6 +117,11 @@ export interface LimitState {
    * {@linkcode bucket} and {@linkcode tokenRate} objects and its budget book in this process.
    */
   keyLimits?(config: KeyLimitsConfig): KeyLimits | undefined;
+  /**
+   * An upstream's rate limit (none: undefined) and 429 cool-down in a shared store; undefined
+   * (or absent): they live in this process (`bucket`, `coolDown`).
+   */
+  upstreamLimits?(name: string, ratelimit: TokenBucketOptions | undefined): UpstreamLimits;
 }
 
 /** The limits of a client key as the store needs them (from its config). */

@@ -120,5 +120,46 @@ return used
 `,
 };
 
+/**
+ * An attempt on an upstream: its 429 cool-down (shared by every instance), then a token of its
+ * rate limit. KEYS: the bucket, the cool-down. ARGV: tokens per ms ('' = no limit), burst.
+ * Returns `{allowed (0|1), ms until a token, ms of cool-down left}`.
+ */
+export const UPSTREAM_ACQUIRE: Script = {
+  name: "llmproxyUpstreamAcquire",
+  keys: 2,
+  lua: `${PRELUDE}
+local cool = redis.call('PTTL', KEYS[2])
+if cool > 0 then return {0, 0, cool} end
+if ARGV[1] ~= '' then
+  local per_ms, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+  local tokens, at = level(KEYS[1], now_ms(), per_ms, burst)
+  if tokens + 1e-9 < 1 then return {0, math.ceil((1 - tokens) / per_ms), 0} end
+  store(KEYS[1], math.max(0, tokens - 1), at, per_ms, burst)
+end
+return {1, 0, 0}
+`,
+};
+
+/**
+ * A 429 cool-down of an upstream for every instance: KEYS[1] the cool-down, ARGV[1] its length
+ * (ms). Only ever made longer, never shorter.
+ */
+export const UPSTREAM_COOL_DOWN: Script = {
+  name: "llmproxyUpstreamCoolDown",
+  keys: 1,
+  lua: `
+local ms = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
+return 1
+`,
+};
+
 /** Every script, defined on the client at connect. */
-export const SCRIPTS: readonly Script[] = [BUCKET_TAKE, KEY_ADMIT, KEY_CHARGE];
+export const SCRIPTS: readonly Script[] = [
+  BUCKET_TAKE,
+  KEY_ADMIT,
+  KEY_CHARGE,
+  UPSTREAM_ACQUIRE,
+  UPSTREAM_COOL_DOWN,
+];

@@ -1,8 +1,8 @@
 /**
- * Limits kept in a store shared by instances (Redis): per-client-IP buckets and client keys'
- * request rate, tokens per minute and budget, each check one script run (one round trip,
- * atomic in the store). What is not shared (per-upstream limits; breakers) stays in this
- * process's memory, as {@linkcode memoryLimits} makes it.
+ * Limits kept in a store shared by instances (Redis): per-client-IP buckets, client keys'
+ * request rate, tokens per minute and budget, upstreams' rate limits and 429 cool-downs, each
+ * check one script run (one round trip, atomic in the store). Breakers stay in each process;
+ * the process's own limits ({@linkcode memoryLimits}) are the fallback.
  *
  * Store trouble never stops traffic silently: a failed or timed-out call is counted
  * (`onCall`), marks the store down (`health()`, which `/ready` reports) and, by
@@ -34,8 +34,17 @@ import {
   memoryLimits,
   type RateBucket,
   type TokenAllowance,
+  type UpstreamLimits,
+  type UpstreamVerdict,
 } from "./limit_state.ts";
-import { BUCKET_TAKE, KEY_ADMIT, KEY_CHARGE, type Script } from "./redis_scripts.ts";
+import {
+  BUCKET_TAKE,
+  KEY_ADMIT,
+  KEY_CHARGE,
+  type Script,
+  UPSTREAM_ACQUIRE,
+  UPSTREAM_COOL_DOWN,
+} from "./redis_scripts.ts";
 
 /** Runs scripts in the store. Every call is bounded by the store's timeout (it rejects then). */
 export interface ScriptRunner {
@@ -50,7 +59,13 @@ export interface ScriptRunner {
 }
 
 /** The operations counted in the store's metrics (a fixed set: the `op` label). */
-export type StoreOp = "ip" | "key_admit" | "key_charge" | "ping";
+export type StoreOp =
+  | "ip"
+  | "key_admit"
+  | "key_charge"
+  | "upstream"
+  | "upstream_cool_down"
+  | "ping";
 
 /** The store as `/ready` sees it. */
 export type StoreHealth =
@@ -136,6 +151,10 @@ export class RemoteLimits implements LimitState {
   keyLimits(config: KeyLimitsConfig): KeyLimits | undefined {
     if (!config.ratelimit && !config.tokens && !config.budget) return undefined;
     return new RemoteKeyLimits(this, `${this.#prefix}key:${config.name}:`, config);
+  }
+
+  upstreamLimits(name: string, ratelimit: TokenBucketOptions | undefined): UpstreamLimits {
+    return new RemoteUpstreamLimits(this, `${this.#prefix}upstream:${name}:`, ratelimit);
   }
 
   /**
@@ -339,5 +358,42 @@ export class RemoteKeyLimits implements KeyLimits {
       return undefined;
     }
     return budget ? Number(answer) : undefined;
+  }
+}
+
+/** An upstream's limit and cool-down in the store (see {@linkcode UPSTREAM_ACQUIRE}). */
+class RemoteUpstreamLimits implements UpstreamLimits {
+  readonly #store: RemoteLimits;
+  readonly #keys: readonly string[];
+  readonly #coolKey: readonly string[];
+  readonly #args: readonly (string | number)[];
+
+  constructor(store: RemoteLimits, prefix: string, ratelimit: TokenBucketOptions | undefined) {
+    this.#store = store;
+    // The settings are in the bucket's name: a changed limit starts afresh.
+    this.#keys = [
+      ratelimit ? `${prefix}req:${ratelimit.perSecond}:${ratelimit.burst}` : `${prefix}req`,
+      `${prefix}cooldown`,
+    ];
+    this.#coolKey = [`${prefix}cooldown`];
+    this.#args = ratelimit ? [ratelimit.perSecond / 1000, ratelimit.burst] : ["", ""];
+  }
+
+  async acquire(): Promise<UpstreamVerdict | undefined> {
+    const answer = await this.#store.run("upstream", UPSTREAM_ACQUIRE, this.#keys, this.#args);
+    if (answer === undefined) return undefined;
+    const [allowed, limitedMs, coolDownMs] = (answer as unknown[]).map(Number) as [
+      number,
+      number,
+      number,
+    ];
+    return allowed === 1 ? { allowed: true } : { allowed: false, limitedMs, coolDownMs };
+  }
+
+  coolDown(ms: number): void {
+    if (!(ms > 0)) return;
+    void this.#store.run("upstream_cool_down", UPSTREAM_COOL_DOWN, this.#coolKey, [
+      Math.ceil(ms),
+    ], true);
   }
 }

@@ -12,7 +12,7 @@ import {
   type CircuitBreakerHooks,
 } from "../resilience/circuit_breaker.ts";
 import { TokenBucket } from "../resilience/token_bucket.ts";
-import type { CoolDown, LimitState, RateBucket } from "../state/limit_state.ts";
+import type { CoolDown, LimitState, RateBucket, UpstreamLimits } from "../state/limit_state.ts";
 import { UpstreamUrl } from "./url.ts";
 import { ModelMatcher } from "../routing/model_match.ts";
 
@@ -40,6 +40,13 @@ export class Upstream {
   #cooldownUntil = 0;
   /** The 429 back-off shared by the workers; undefined: `#cooldownUntil` (one process). */
   readonly #sharedCooldown: CoolDown | undefined;
+  /**
+   * The rate limit and 429 cool-down in a store shared by instances (Redis); then `limiter` is
+   * this process's fallback, and `#cooldownUntil` / `#limitedUntil` mirror what the store said.
+   */
+  readonly #store: UpstreamLimits | undefined;
+  /** Monotonic ms until which the store said the rate limit has no token. */
+  #limitedUntil = 0;
 
   /**
    * `limits`: where the rate limit and the 429 back-off keep their state (workers share them);
@@ -66,6 +73,8 @@ export class Upstream {
         : new TokenBucket(config.ratelimit)
       : undefined;
     this.#sharedCooldown = limits?.coolDown?.(`upstream:${config.name}:${config.url}`);
+    // Named by the upstream's name only: a URL may carry a secret (`?key=`).
+    this.#store = limits?.upstreamLimits?.(config.name, config.ratelimit);
     this.#modelMap = config.modelMap
       ? new ModelMatcher(
         Object.entries(config.modelMap).map(([pattern, target]) => ({ pattern, target })),
@@ -85,14 +94,65 @@ export class Upstream {
 
   /** Whether a request could go here now: breaker passes, a token is left, no 429 back-off. */
   available(now: number): boolean {
-    return now >= this.#cooldown() && this.breaker.canPass(now) &&
-      (this.limiter === undefined || this.limiter.tokens(now) >= 1);
+    return now >= this.#cooldown() && this.breaker.canPass(now) && this.#hasToken(now);
   }
 
   /** Whether the only thing keeping this upstream out is its own rate limit. */
   rateLimited(now: number): boolean {
-    return this.limiter !== undefined && this.limiter.tokens(now) < 1 &&
+    return this.limiter !== undefined && !this.#hasToken(now) &&
       now >= this.#cooldown() && this.breaker.canPass(now);
+  }
+
+  /** ms from `now` until the rate limit has a token (Infinity without a limit). */
+  msUntilToken(now: number): number {
+    if (!this.limiter) return Infinity;
+    return this.#store ? Math.max(0, this.#limitedUntil - now) : this.limiter.msUntil(now);
+  }
+
+  /** A token as far as this process knows (the store's last word when shared). */
+  #hasToken(now: number): boolean {
+    if (this.limiter === undefined) return true;
+    return this.#store ? now >= this.#limitedUntil : this.limiter.tokens(now) >= 1;
+  }
+
+  /** Whether the limit and cool-down are in a shared store: then use {@linkcode acquireShared}. */
+  get shared(): boolean {
+    return this.#store !== undefined;
+  }
+
+  /**
+   * {@linkcode acquire} with the limit and cool-down in the shared store: a breaker slot here,
+   * then the store's cool-down and token in one round trip. When the store failed: this
+   * process's own limit (`local`); with `reject` it rejects (503) and the slot goes back.
+   */
+  acquireShared(now: number): Promise<Lease | undefined> | undefined {
+    const store = this.#store!;
+    if (now < this.#cooldown() || now < this.#limitedUntil) return undefined;
+    if (!this.breaker.acquire(now)) return undefined;
+    const generation = this.breaker.generation;
+    return store.acquire().then((verdict) => {
+      const refused = verdict === undefined
+        ? this.limiter !== undefined && !this.limiter.tryTake(now)
+        : !verdict.allowed;
+      if (refused) {
+        // This process's own limit (the store failed) is empty until then.
+        if (!verdict) this.#limitedUntil = now + this.limiter!.msUntil(now);
+        if (verdict && !verdict.allowed) {
+          if (verdict.coolDownMs > 0) {
+            this.#cooldownUntil = Math.max(this.#cooldownUntil, now + verdict.coolDownMs);
+          }
+          if (verdict.limitedMs > 0) this.#limitedUntil = now + verdict.limitedMs;
+        }
+        this.breaker.onCancel(now, generation);
+        return undefined;
+      }
+      this.requests++;
+      this.inFlight++;
+      return { generation };
+    }, (error) => {
+      this.breaker.onCancel(now, generation);
+      throw error;
+    });
   }
 
   /** Takes a breaker slot and a token; undefined when either is refused. */
@@ -123,9 +183,11 @@ export class Upstream {
   }
 
   /** Keeps this upstream out of selection until `until` (a 429's Retry-After). */
-  coolDownUntil(until: number): void {
+  coolDownUntil(until: number, now?: number): void {
     if (this.#sharedCooldown) this.#sharedCooldown.extend(until);
     else if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+    // Every instance stays off it too (`now`: the clock `until` was measured on).
+    if (this.#store && now !== undefined) this.#store.coolDown(until - now);
   }
 
   #cooldown(): number {

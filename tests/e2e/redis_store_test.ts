@@ -19,7 +19,7 @@ function config(
   mockUrl: string,
   redis: RedisServer,
   prefix: string,
-  extra: { key?: string; forward?: string; onStoreError?: string } = {},
+  extra: { key?: string; forward?: string; onStoreError?: string; upstream?: string } = {},
 ): string {
   return `httpServer:
   forwards:
@@ -31,7 +31,7 @@ ${extra.forward ? `      ${extra.forward}\n` : ""}  admin: {port: 0}
 upstreams:
   - name: u
     url: "${mockUrl}"
-upstreamGroups:
+${extra.upstream ? `    ${extra.upstream}\n` : ""}upstreamGroups:
   - name: g
     upstreams: [{name: u}]
     httpClient: {retry: {attempts: 0}}
@@ -229,4 +229,32 @@ Deno.test({
         assert.ok(await eventually(async () => (await post(pair.a)).status === 200));
       },
     ),
+});
+
+Deno.test({
+  name: "e2e redis: a per-upstream limit holds for both instances together",
+  ignore,
+  fn: () =>
+    withPair({ upstream: "ratelimit: {perSecond: 1, burst: 3}" }, async (pair) => {
+      const statuses = await alternate(pair, 6);
+      const admitted = statuses.filter((s) => s === 200).length;
+      assert.ok(admitted === 3 || admitted === 4, `admitted ${admitted}: ${statuses}`);
+      assert.equal(pair.mock.requests.length, admitted);
+      assert.equal((await post(pair.b)).code, "upstream_rate_limited");
+    }),
+});
+
+Deno.test({
+  name: "e2e redis: a 429 cool-down on one instance keeps the other off that upstream too",
+  ignore,
+  fn: () =>
+    withPair({}, async (pair) => {
+      const limited = await post(pair.a, { "x-mock-status": "429", "x-mock-retry-after": "30" });
+      assert.equal(limited.status, 429);
+      assert.ok(
+        await eventually(async () => (await post(pair.b)).status === 503, 2_000),
+        "B skips the upstream A was told to leave alone",
+      );
+      assert.equal(pair.mock.requests.length, 1, "nothing more reached the upstream");
+    }),
 });

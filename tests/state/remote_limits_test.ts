@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { RemoteLimits, type ScriptRunner } from "../../src/state/remote_limits.ts";
-import { BUCKET_TAKE, KEY_ADMIT, KEY_CHARGE, type Script } from "../../src/state/redis_scripts.ts";
+import {
+  BUCKET_TAKE,
+  KEY_ADMIT,
+  KEY_CHARGE,
+  type Script,
+  UPSTREAM_ACQUIRE,
+  UPSTREAM_COOL_DOWN,
+} from "../../src/state/redis_scripts.ts";
+import { Upstream } from "../../src/upstream/upstream.ts";
+import { parseConfig } from "../../src/config/load.ts";
 import { StoreUnavailableError } from "../../src/pipeline/errors.ts";
 import { ClientKey } from "../../src/keys/client_key.ts";
 import { BudgetLedger } from "../../src/keys/budget.ts";
@@ -196,4 +205,57 @@ Deno.test("ClientKey with a shared store: a charge is one script run; one the st
 Deno.test("ClientKey without a shared store admits synchronously (no promise on the memory path)", () => {
   const key = new ClientKey(KEY_CONFIG, new BudgetLedger());
   assert.equal(key.admit("g", undefined, 0, 0), undefined);
+});
+
+Deno.test("Upstream with a shared store: one acquire script per attempt; a refusal is mirrored (limit, cool-down) and gives the breaker slot back", async () => {
+  const { runner, limits } = setup();
+  const config = parseConfig(
+    `httpServer:
+  forwards: [{name: f, port: 3000, defaultGroup: g}]
+upstreams:
+  - {name: u, url: "http://127.0.0.1:9/v1", ratelimit: {perSecond: 2, burst: 4}}
+upstreamGroups:
+  - {name: g, upstreams: [{name: u}]}
+`,
+    "t.yaml",
+    () => undefined,
+  ).config.upstreams[0]!;
+  const upstream = new Upstream(config, {}, limits);
+  assert.equal(upstream.shared, true);
+  runner.answers.set(UPSTREAM_ACQUIRE.name, [1, 0, 0]);
+  const lease = await upstream.acquireShared(0);
+  assert.ok(lease);
+  assert.deepEqual(runner.calls.at(-1), {
+    script: UPSTREAM_ACQUIRE.name,
+    keys: ["p:upstream:u:req:2:4", "p:upstream:u:cooldown"],
+    args: [0.002, 4],
+  });
+  upstream.settle(lease, "success", 1);
+
+  runner.answers.set(UPSTREAM_ACQUIRE.name, [0, 400, 0]);
+  assert.equal(await upstream.acquireShared(10), undefined);
+  assert.equal(upstream.available(10), false, "out until a token, as the store said");
+  assert.equal(upstream.rateLimited(10), true);
+  assert.equal(upstream.msUntilToken(10), 400);
+  assert.equal(upstream.available(410), true);
+
+  runner.answers.set(UPSTREAM_ACQUIRE.name, [0, 0, 5_000]);
+  assert.equal(await upstream.acquireShared(500), undefined);
+  assert.equal(upstream.available(5_400), false, "another instance's 429 cool-down");
+  assert.equal(upstream.breaker.state(5_400), "closed");
+  assert.equal(upstream.inFlight, 0);
+
+  upstream.coolDownUntil(10_000 + 30_000, 10_000);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(runner.calls.at(-1), {
+    script: UPSTREAM_COOL_DOWN.name,
+    keys: ["p:upstream:u:cooldown"],
+    args: [30_000],
+  });
+
+  runner.down = true; // this process's own limit of 4
+  const local = [];
+  for (let i = 0; i < 5; i++) local.push(await upstream.acquireShared(50_000) !== undefined);
+  assert.deepEqual(local, [true, true, true, true, false]);
+  await limits.close();
 });
