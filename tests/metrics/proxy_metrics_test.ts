@@ -18,6 +18,8 @@ const FAMILIES: Record<string, string> = {
   llmproxy_upstream_first_byte_seconds: "histogram",
   llmproxy_upstream_errors_total: "counter",
   llmproxy_retries_total: "counter",
+  llmproxy_store_errors_total: "counter",
+  llmproxy_store_latency_seconds: "histogram",
   llmproxy_fallbacks_total: "counter",
   llmproxy_ratelimit_rejections_total: "counter",
   llmproxy_circuit_breaker_state: "gauge",
@@ -74,6 +76,8 @@ Deno.test("createProxyMetrics() families render and parse strictly once populate
   m.configReloads.labels("success").inc();
   m.connectionsOpen.labels("chat").set(3);
   m.connectionsClosed.labels("chat", "idle_timeout").inc();
+  m.storeErrors.labels("key_admit").inc();
+  m.storeLatency.labels("key_admit").observe(0.0004);
   rss = 2048;
 
   const parsed = parsePrometheusText(registry.render());
