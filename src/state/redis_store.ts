@@ -45,6 +45,8 @@ export async function openRedisStore(
     // Reconnect quickly at first, then every second: /ready recovers soon after the server.
     retryStrategy: (times: number) => Math.min(50 * times, 1_000),
     lazyConnect: true,
+    // Calls made in the same tick (concurrent requests) go out in one write.
+    enableAutoPipelining: true,
   });
   // Connection errors are reported through the calls that fail; the client keeps retrying.
   client.on("error", () => {});
