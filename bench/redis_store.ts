@@ -6,6 +6,10 @@
  * request read from `llmproxy_store_latency_seconds_count`.
  *
  *   deno run -A bench/redis_store.ts [--duration S] [--runs N] [--connections C] [--load wrk|builtin]
+ *     [--no-upstream-limit]
+ *
+ * `--no-upstream-limit`: the upstream has no rate limit (its cool-downs are then read in the
+ * background, so an attempt makes no store call).
  *
  * Needs `redis-server` (Debian). The load generator, the mock, Redis and the proxy share the
  * machine's cores: compare the two rows of one run, not with other benchmarks.
@@ -32,6 +36,7 @@ const option = (name: string, fallback: string) => {
 const durationS = Number(option("--duration", "5"));
 const runs = Number(option("--runs", "2"));
 const connections = Number(option("--connections", "32"));
+const upstreamLimit = !args.includes("--no-upstream-limit");
 const tool = option("--load", await hasCommand("wrk") ? "wrk" : "builtin") as LoadTool;
 const KEY = "sk-bench-redis-0123456789";
 const root = new URL("..", import.meta.url).pathname;
@@ -49,7 +54,9 @@ function config(
     - {name: main, port: ${port}, address: 127.0.0.1, defaultGroup: g, ratelimit: {perSecond: 1000000, burst: 1000000}}
   admin: {port: ${admin}, address: 127.0.0.1}
 upstreams:
-  - {name: mock, url: "http://127.0.0.1:${mock}/v1/chat/completions"}
+  - {name: mock, url: "http://127.0.0.1:${mock}/v1/chat/completions"${
+    upstreamLimit ? ", ratelimit: {perSecond: 1000000, burst: 1000000}" : ""
+  }}
 upstreamGroups:
   - {name: g, upstreams: [{name: mock}], httpClient: {retry: {attempts: 0}}}
 clientKeys:
@@ -146,7 +153,11 @@ try {
       await sleep(200);
     }
   }
-  console.log(`load: ${tool}, ${connections} connections, ${durationS} s per run`);
+  console.log(
+    `load: ${tool}, ${connections} connections, ${durationS} s per run; per-upstream limit: ${
+      upstreamLimit ? "yes" : "no"
+    }`,
+  );
   console.log(
     "| run | store | req/s | proxy CPU µs/req | p50 ms | p99 ms | Redis calls/req | store errors | failed |",
   );

@@ -286,7 +286,7 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
     /** Shared store (Redis) calls that failed or timed out; `op` is a `StoreOp`. */
     storeErrors: registry.counter(
       "llmproxy_store_errors_total",
-      "Calls to the shared limit store (Redis) that failed or timed out, by operation: ip, key_admit, key_charge, upstream, upstream_cool_down, ping.",
+      "Calls to the shared limit store (Redis) that failed or timed out, by operation: ip, key_admit, key_charge, upstream, upstream_cool_down, cool_downs, ping.",
       ["op"],
     ),
     /** Seconds each shared store call took, failed ones included. */

@@ -103,6 +103,11 @@ export interface UpstreamLimits {
   acquire(): Promise<UpstreamVerdict | undefined>;
   /** Keeps every instance off the upstream for `ms` (fire and forget). */
   coolDown(ms: number): void;
+  /**
+   * Tells `onCoolDown` (monotonic ms, on the store's clock) each cool-down another instance
+   * set, read in the background (an upstream without a rate limit makes no call per attempt).
+   */
+  watch(onCoolDown: (until: number) => void): void;
 }
 
 /** Makes the state of each limit, by id. */

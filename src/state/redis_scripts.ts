@@ -155,6 +155,17 @@ return 1
 `,
 };
 
+/** The cool-downs left (PTTL, ms; ≤ 0: none) of every key given: one call for all upstreams. */
+export const COOL_DOWNS_READ: Script = {
+  name: "llmproxyCoolDownsRead",
+  keys: 0,
+  lua: `
+local left = {}
+for i, key in ipairs(ARGV) do left[i] = redis.call('PTTL', key) end
+return left
+`,
+};
+
 /** Every script, defined on the client at connect. */
 export const SCRIPTS: readonly Script[] = [
   BUCKET_TAKE,
@@ -162,4 +173,5 @@ export const SCRIPTS: readonly Script[] = [
   KEY_CHARGE,
   UPSTREAM_ACQUIRE,
   UPSTREAM_COOL_DOWN,
+  COOL_DOWNS_READ,
 ];

@@ -39,6 +39,7 @@ import {
 } from "./limit_state.ts";
 import {
   BUCKET_TAKE,
+  COOL_DOWNS_READ,
   KEY_ADMIT,
   KEY_CHARGE,
   type Script,
@@ -65,6 +66,7 @@ export type StoreOp =
   | "key_charge"
   | "upstream"
   | "upstream_cool_down"
+  | "cool_downs"
   | "ping";
 
 /** The store as `/ready` sees it. */
@@ -85,6 +87,8 @@ export interface RemoteLimitsOptions {
   onCall?: (op: StoreOp, seconds: number, failed: boolean) => void;
   /** Interval of the background ping while the store is down or idle (ms). @default 1000 */
   pingIntervalMs?: number;
+  /** How often upstreams' cool-downs are read in the background (ms). @default 250 */
+  coolDownReadMs?: number;
 }
 
 /** Per-client-IP buckets this process keeps for a fallback at most (bounded, evicting). */
@@ -106,6 +110,13 @@ export class RemoteLimits implements LimitState {
   #closed = false;
   /** Charges the store did not take (it was down): added when it is back. Bounded by keys. */
   readonly #pending = new Map<RemoteKeyLimits, { tokens: number; wallNow: number }>();
+  /**
+   * Upstreams' cool-down keys and who mirrors each (the newest upstream of that name: a reload
+   * replaces it). Bounded by the upstream names configured since start.
+   */
+  readonly #coolDowns = new Map<string, (until: number) => void>();
+  readonly #coolDownReadMs: number;
+  #coolDownTimer: Timer | undefined;
 
   constructor(options: RemoteLimitsOptions) {
     this.#runner = options.runner;
@@ -115,6 +126,7 @@ export class RemoteLimits implements LimitState {
     this.#log = options.log;
     this.#onCall = options.onCall;
     this.#pingMs = options.pingIntervalMs ?? 1_000;
+    this.#coolDownReadMs = options.coolDownReadMs ?? 250;
     this.#schedule();
   }
 
@@ -192,10 +204,18 @@ export class RemoteLimits implements LimitState {
   }
 
   /** Stops the ping and closes the connection. */
+  /** Mirrors the cool-down at `key` into `onCoolDown` (read every `coolDownReadMs`). */
+  watchCoolDown(key: string, onCoolDown: (until: number) => void): void {
+    this.#coolDowns.set(key, onCoolDown);
+    if (!this.#coolDownTimer && !this.#closed) this.#readCoolDowns();
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
+    this.#coolDownTimer?.cancel();
+    this.#coolDownTimer = undefined;
     await this.#runner.close();
   }
 
@@ -227,6 +247,25 @@ export class RemoteLimits implements LimitState {
     const pending = [...this.#pending];
     this.#pending.clear();
     for (const [key, { tokens, wallNow }] of pending) void key.charge(tokens, wallNow);
+  }
+
+  /** Reads every watched cool-down in one call, then again after `coolDownReadMs`. */
+  #readCoolDowns(): void {
+    this.#coolDownTimer = this.#clock.after(this.#coolDownReadMs, async () => {
+      const keys = [...this.#coolDowns.keys()];
+      // While the store is down the ping finds out when it is back; no reads meanwhile.
+      const left = this.#down
+        ? undefined
+        : await this.run("cool_downs", COOL_DOWNS_READ, [], keys, true);
+      if (Array.isArray(left)) {
+        const now = this.#clock.now();
+        keys.forEach((key, i) => {
+          const ms = Number(left[i]);
+          if (ms > 0) this.#coolDowns.get(key)?.(now + ms);
+        });
+      }
+      if (!this.#closed) this.#readCoolDowns();
+    }, { unref: true });
   }
 
   /** Pings while down (to notice it is back without traffic) or idle (to notice it went). */
@@ -388,6 +427,10 @@ class RemoteUpstreamLimits implements UpstreamLimits {
       number,
     ];
     return allowed === 1 ? { allowed: true } : { allowed: false, limitedMs, coolDownMs };
+  }
+
+  watch(onCoolDown: (until: number) => void): void {
+    this.#store.watchCoolDown(this.#coolKey[0]!, onCoolDown);
   }
 
   coolDown(ms: number): void {

@@ -75,6 +75,13 @@ export class Upstream {
     this.#sharedCooldown = limits?.coolDown?.(`upstream:${config.name}:${config.url}`);
     // Named by the upstream's name only: a URL may carry a secret (`?key=`).
     this.#store = limits?.upstreamLimits?.(config.name, config.ratelimit);
+    // Without a rate limit an attempt makes no store call: other instances' cool-downs come
+    // from the background read (within its interval); with one, the attempt's call reads it.
+    if (this.#store && !config.ratelimit) {
+      this.#store.watch((until) => {
+        if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+      });
+    }
     this.#modelMap = config.modelMap
       ? new ModelMatcher(
         Object.entries(config.modelMap).map(([pattern, target]) => ({ pattern, target })),
@@ -115,9 +122,12 @@ export class Upstream {
     return this.#store ? now >= this.#limitedUntil : this.limiter.tokens(now) >= 1;
   }
 
-  /** Whether the limit and cool-down are in a shared store: then use {@linkcode acquireShared}. */
+  /**
+   * Whether the rate limit is in a shared store: then use {@linkcode acquireShared} (one call
+   * per attempt). Without a rate limit the attempt needs no call.
+   */
   get shared(): boolean {
-    return this.#store !== undefined;
+    return this.#store !== undefined && this.limiter !== undefined;
   }
 
   /**

@@ -245,10 +245,28 @@ Deno.test({
 });
 
 Deno.test({
-  name: "e2e redis: a 429 cool-down on one instance keeps the other off that upstream too",
+  name:
+    "e2e redis: a 429 cool-down on one instance keeps the other off that upstream too (no rate limit: read in the background)",
   ignore,
   fn: () =>
     withPair({}, async (pair) => {
+      const limited = await post(pair.a, { "x-mock-status": "429", "x-mock-retry-after": "30" });
+      assert.equal(limited.status, 429);
+      // Without a rate limit an attempt makes no store call: B reads cool-downs every 250 ms.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      assert.equal((await post(pair.b)).status, 503, "B skips the upstream A was told to leave");
+      assert.equal(pair.mock.requests.length, 1, "nothing more reached the upstream");
+      const metrics = await (await fetch(`${pair.b.adminUrl()}/metrics`)).text();
+      assert.doesNotMatch(metrics, /op="upstream"/, "no store call per attempt");
+    }),
+});
+
+Deno.test({
+  name:
+    "e2e redis: with a per-upstream limit, the attempt's one call reads another instance's cool-down",
+  ignore,
+  fn: () =>
+    withPair({ upstream: "ratelimit: {perSecond: 100, burst: 100}" }, async (pair) => {
       const limited = await post(pair.a, { "x-mock-status": "429", "x-mock-retry-after": "30" });
       assert.equal(limited.status, 429);
       assert.ok(
