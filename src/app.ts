@@ -207,16 +207,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   const reload = () => reloader.reload();
   // Before anything listens: a stop signal that follows the "listening" line must drain, not
   // kill. (The handlers run later, from the event loop, once everything below is set up.)
-  const onStop = () => void stop();
-  // reload() never rejects: a failure is its result.
-  const onHangup = () => void reload();
-  const signals: [Deno.Signal, () => void][] = options.handleSignals === false
-    ? []
-    : [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]];
-  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  const removeSignals = () => {
-    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
-  };
+  const removeSignals = installSignals(options.handleSignals !== false, () => stop(), reload);
   try {
     listeners.prepare(loaded.config.httpServer.forwards).commit();
   } catch (error) {
@@ -419,4 +410,24 @@ function gone(forward: string, request: Request): Response {
 
 function isLoopback(address: string): boolean {
   return address === "localhost" || address === "::1" || address.startsWith("127.");
+}
+
+/**
+ * SIGINT and SIGTERM stop (drain), SIGHUP reloads; neither callback may reject. Returns what
+ * removes the handlers. With `install` false (tests), nothing is installed.
+ */
+export function installSignals(
+  install: boolean,
+  stop: () => Promise<unknown>,
+  reload: () => Promise<unknown>,
+): () => void {
+  const onStop = () => void stop();
+  const onHangup = () => void reload();
+  const signals: [Deno.Signal, () => void][] = install
+    ? [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]]
+    : [];
+  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
+  return () => {
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  };
 }

@@ -20,7 +20,13 @@ import type { LoadedConfig } from "../config/errors.ts";
 import type { Config } from "../config/schema.ts";
 import { redactedConfig } from "../config/secrets.ts";
 import { systemClock } from "../deps.ts";
-import { ADMIN_MAX_CONNECTIONS, type AppOptions, openBudgetSync, type RunningApp } from "../app.ts";
+import {
+  ADMIN_MAX_CONNECTIONS,
+  type AppOptions,
+  installSignals,
+  openBudgetSync,
+  type RunningApp,
+} from "../app.ts";
 import { watchConfig } from "../config_watch.ts";
 import { Registry } from "../metrics/registry.ts";
 import { createProxyMetrics } from "../metrics/proxy_metrics.ts";
@@ -241,15 +247,7 @@ export async function startWorkers(
     })();
     return stopping;
   };
-  const onStop = () => void stop();
-  const onHangup = () => void reload();
-  const signals: [Deno.Signal, () => void][] = options.handleSignals === false
-    ? []
-    : [["SIGINT", onStop], ["SIGTERM", onStop], ["SIGHUP", onHangup]];
-  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  const removeSignals = () => {
-    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
-  };
+  const removeSignals = installSignals(options.handleSignals !== false, stop, reload);
   const watcher = options.watchPath ? watchConfig(options.watchPath, { reload, log }) : undefined;
 
   return {
