@@ -88,13 +88,26 @@ class DirectoryWatch implements ConfigWatch {
     this.#watcher = watcher;
     this.#dirs = dirs.join("\n");
     (async () => {
-      for await (const _event of watcher) {
+      for await (const event of watcher) {
+        // Other files here (a log written next to the config) must not keep resetting the
+        // debounce: a stream of their events would hold off a real change for ever.
+        if (!event.paths.some((path) => this.#concerns(path, real))) continue;
         clearTimeout(this.#timer);
         this.#timer = setTimeout(() => {
           this.#checking = this.#checking.then(() => this.#check());
         }, this.#options.debounceMs ?? 300);
       }
     })().catch(() => {}); // closed
+  }
+
+  /**
+   * Whether an event on `path` may change what the config path reads: the file under its name
+   * or the name it resolves to, or a `..` entry (the kubelet's `..data`, `..data_tmp` and
+   * timestamped directories).
+   */
+  #concerns(path: string, real: string): boolean {
+    const name = basename(path);
+    return name === basename(this.#path) || name === basename(real) || name.startsWith("..");
   }
 
   async #check(): Promise<void> {
@@ -120,6 +133,11 @@ class DirectoryWatch implements ConfigWatch {
     this.#options.log.info(`${this.#path} changed: reloading`);
     this.#options.reload();
   }
+}
+
+/** The last part of a path. */
+function basename(path: string): string {
+  return path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
 }
 
 /** The directory part of a path (`.` for a bare file name). */

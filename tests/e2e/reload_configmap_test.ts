@@ -134,3 +134,33 @@ Deno.test("reload: the watcher ignores changes next to the config that leave its
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("reload: a log written next to the config all the time does not hold off a change", async () => {
+  const mock = await startMockUpstream({ name: "m" });
+  const dir = await Deno.makeTempDir({ prefix: "llmproxy-config-dir-" });
+  const path = `${dir}/config.yaml`;
+  await Deno.writeTextFile(path, yaml(mock));
+  const env = () => undefined;
+  const logs: string[] = [];
+  const app = await startApp(await loadConfigFile(path, env), {
+    log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
+    handleSignals: false,
+    env,
+    watchPath: path,
+    reload: () => loadConfigFile(path, env),
+  });
+  // Every 50 ms, well inside the watcher's 300 ms debounce.
+  const log = await Deno.open(`${dir}/proxy.log`, { create: true, append: true });
+  const writer = setInterval(() => log.write(new TextEncoder().encode("line\n")), 50);
+  try {
+    await delay(200);
+    await Deno.writeTextFile(path, yaml(mock, "added"));
+    assert.ok(await until(() => app.forwards.has("added"), 3000), logs.join(""));
+  } finally {
+    clearInterval(writer);
+    log.close();
+    await app.stop();
+    await mock.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
