@@ -200,7 +200,10 @@ export function proxyStage(options: ProxyStageOptions): Stage {
   ): Promise<Response | undefined> {
     const { group } = step;
     const tried = new Set<GroupMember>();
-    /** Members whose TLS handshake failed: never tried again by this request. */
+    /**
+     * Members whose TLS handshake failed, or that refused a lease: never tried again by this
+     * request in this group.
+     */
     const barred = new Set<GroupMember>();
     let last: Attempt | undefined;
     for (let retryIndex = 0;; retryIndex++) {
@@ -218,8 +221,11 @@ export function proxyStage(options: ProxyStageOptions): Stage {
       // Awaited only when the upstream's limit is in a shared store.
       const attempt = starting instanceof Promise ? await starting : starting;
       if (!attempt) {
-        if (mayFallBack?.(at)) return undefined;
-        throw noCandidateError(group, at, hooks);
+        // Available a moment ago, refused now (another worker or instance took its last
+        // token): another member gets the request, and no retry is spent on it.
+        barred.add(member);
+        retryIndex--;
+        continue;
       }
       tried.add(member);
       ctx.trace.attempts++;

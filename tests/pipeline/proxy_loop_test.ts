@@ -342,3 +342,18 @@ Deno.test("proxy loop: request ids come from the injected id source", async () =
   assert.equal((await loop.request()).headers.get("x-request-id"), "req-1");
   assert.equal((await loop.request()).headers.get("x-request-id"), "req-2");
 });
+
+Deno.test("proxy loop: a member that refuses its lease after being chosen hands the request to another, no retry spent", async () => {
+  const loop = loopRuntime(loopConfig(["a", "b"]));
+  const a = loop.runtime.upstreams.get("a")!;
+  // As when another worker or instance took a's last shared token between choice and lease.
+  a.acquire = () => undefined;
+  const reply = await loop.request();
+  assert.equal(reply.status, 200);
+  assert.equal(reply.headers.get("x-upstream"), "b");
+  assert.deepEqual(loop.transport.sent, ["b"]);
+  assert.deepEqual(loop.waits, [], "no retry wait");
+  // Both refuse: the group has no upstream for it.
+  loop.runtime.upstreams.get("b")!.acquire = () => undefined;
+  assert.equal((await loop.request()).status, 503);
+});
