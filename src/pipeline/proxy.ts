@@ -107,16 +107,16 @@ export function proxyStage(options: ProxyStageOptions): Stage {
     ((ms: number, { signal }: { signal: AbortSignal }) => delay(ms, { signal, clock }));
 
   const { models } = options;
-  /** Each group's fallbacks, resolved once. */
-  const fallbacks = new Map<Group, readonly RouteStep[]>();
+  /** Each group's route: the group, then its fallbacks, resolved once. */
+  const routes = new Map<Group, readonly RouteStep[]>();
   for (const group of options.groups.values()) {
-    fallbacks.set(
-      group,
-      group.config.fallbacks.map(({ group: name, model }) => {
+    routes.set(group, [
+      { group },
+      ...group.config.fallbacks.map(({ group: name, model }) => {
         const target = options.groups.get(name)!;
         return model === undefined ? { group: target } : { group: target, model };
       }),
-    );
+    ]);
   }
 
   return async function proxy(ctx) {
@@ -175,13 +175,10 @@ export function proxyStage(options: ProxyStageOptions): Stage {
 
   /** The group chosen, then the fallbacks of its list the client key may use. */
   function routeFrom(ctx: RequestContext, group: Group): readonly RouteStep[] {
-    const steps = fallbacks.get(group)!;
-    if (steps.length === 0) return [{ group }];
+    const route = routes.get(group)!;
     const key = ctx.clientKey;
-    return [
-      { group },
-      ...(key ? steps.filter((s) => key.allows(s.group.name, s.model)) : steps),
-    ];
+    if (route.length === 1 || !key) return route;
+    return route.filter((s, i) => i === 0 || key.allows(s.group.name, s.model));
   }
 
   /**
