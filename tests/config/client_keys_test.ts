@@ -1,35 +1,12 @@
 import assert from "node:assert/strict";
 import { ConfigError, parseConfig } from "../../src/config/load.ts";
+import {
+  BASE_CONFIG as BASE,
+  errorsWith as errors,
+  loadWith as load,
+} from "../_helpers/config_base.ts";
 import { configSecrets, redactedConfig } from "../../src/config/secrets.ts";
 import { formatDigest } from "../../src/keys/digest.ts";
-
-const BASE = `httpServer:
-  forwards:
-    - name: f1
-      port: 3000
-      defaultGroup: g1
-upstreams:
-  - name: u1
-    url: "https://api.example.com/v1"
-upstreamGroups:
-  - name: g1
-    upstreams:
-      - name: u1
-`;
-
-function load(extra: string, env: Record<string, string> = {}) {
-  return parseConfig(BASE + extra, "c.yaml", (name) => env[name]);
-}
-
-function errors(extra: string, env: Record<string, string> = {}): string[] {
-  try {
-    load(extra, env);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message.split("\n");
-    throw error;
-  }
-  assert.fail("expected a ConfigError");
-}
 
 const DIGEST = formatDigest("sk-team-b-0123456789");
 

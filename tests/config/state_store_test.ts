@@ -1,34 +1,6 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseConfig } from "../../src/config/load.ts";
+import { errorsWith as errors, loadWith as load } from "../_helpers/config_base.ts";
 import { configSecrets, redactedConfig } from "../../src/config/secrets.ts";
-
-const BASE = `httpServer:
-  forwards:
-    - name: f1
-      port: 3000
-      defaultGroup: g1
-upstreams:
-  - name: u1
-    url: "https://api.example.com/v1"
-upstreamGroups:
-  - name: g1
-    upstreams:
-      - name: u1
-`;
-
-function load(extra: string, env: Record<string, string> = {}) {
-  return parseConfig(BASE + extra, "c.yaml", (name) => env[name]);
-}
-
-function errors(extra: string): string[] {
-  try {
-    load(extra);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message.split("\n");
-    throw error;
-  }
-  assert.fail("expected a ConfigError");
-}
 
 Deno.test("state: store defaults to memory, with Redis settings defaulted and onStoreError local", () => {
   const { config } = load("");
