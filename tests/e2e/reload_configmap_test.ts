@@ -64,20 +64,36 @@ async function until(condition: () => boolean, ms: number): Promise<boolean> {
   return condition();
 }
 
+/** The proxy on the config at `path`, watching it; `loads` counts the reloads it read. */
+async function watchedApp(path: string) {
+  const env = () => undefined;
+  const logs: string[] = [];
+  const counter = { loads: 0 };
+  const app = await startApp(await loadConfigFile(path, env), {
+    log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
+    handleSignals: false,
+    env,
+    watchPath: path,
+    reload: () => {
+      counter.loads++;
+      return loadConfigFile(path, env);
+    },
+  });
+  return {
+    app,
+    logs,
+    get loads() {
+      return counter.loads;
+    },
+  };
+}
+
 Deno.test("reload: a ConfigMap update (the kubelet's ..data symlink swap) is picked up, twice", async () => {
   const mock = await startMockUpstream({ name: "m" });
   const dir = await Deno.makeTempDir({ prefix: "llmproxy-configmap-" });
   const volume = new ConfigMapVolume(dir);
   await volume.create(yaml(mock));
-  const logs: string[] = [];
-  const env = () => undefined;
-  const app = await startApp(await loadConfigFile(volume.path, env), {
-    log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
-    handleSignals: false,
-    env,
-    watchPath: volume.path,
-    reload: () => loadConfigFile(volume.path, env),
-  });
+  const { app, logs } = await watchedApp(volume.path);
   try {
     await delay(100); // the watcher is set up
     await volume.update(yaml(mock, "first"));
@@ -108,26 +124,15 @@ Deno.test("reload: the watcher ignores changes next to the config that leave its
   const dir = await Deno.makeTempDir({ prefix: "llmproxy-configmap-" });
   const volume = new ConfigMapVolume(dir);
   await volume.create(yaml(mock));
-  const logs: string[] = [];
-  let loads = 0;
-  const env = () => undefined;
-  const app = await startApp(await loadConfigFile(volume.path, env), {
-    log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
-    handleSignals: false,
-    env,
-    watchPath: volume.path,
-    reload: () => {
-      loads++;
-      return loadConfigFile(volume.path, env);
-    },
-  });
+  const watched = await watchedApp(volume.path);
+  const { app, logs } = watched;
   try {
     await delay(100);
     // Another key of the same ConfigMap changes; config.yaml's bytes stay the same.
     await Deno.writeTextFile(`${dir}/other.txt`, "unrelated");
     await volume.update(yaml(mock));
     await delay(800); // longer than the watcher's debounce
-    assert.equal(loads, 0, logs.join(""));
+    assert.equal(watched.loads, 0, logs.join(""));
   } finally {
     await app.stop();
     await mock.close();
@@ -140,15 +145,7 @@ Deno.test("reload: a log written next to the config all the time does not hold o
   const dir = await Deno.makeTempDir({ prefix: "llmproxy-config-dir-" });
   const path = `${dir}/config.yaml`;
   await Deno.writeTextFile(path, yaml(mock));
-  const env = () => undefined;
-  const logs: string[] = [];
-  const app = await startApp(await loadConfigFile(path, env), {
-    log: createLogger({ level: "debug", json: true, write: (line) => logs.push(line) }),
-    handleSignals: false,
-    env,
-    watchPath: path,
-    reload: () => loadConfigFile(path, env),
-  });
+  const { app, logs } = await watchedApp(path);
   // Every 50 ms, well inside the watcher's 300 ms debounce.
   const log = await Deno.open(`${dir}/proxy.log`, { create: true, append: true });
   const writer = setInterval(() => log.write(new TextEncoder().encode("line\n")), 50);
