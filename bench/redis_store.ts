@@ -3,7 +3,8 @@
  * per-IP limit and a client key with a request rate, tokens per minute and a budget, all too
  * large to refuse anything) in its own process, in front of the mock upstream, with the store
  * switched. Reports req/s, the proxy's CPU per request, p50/p99, and the Redis round trips per
- * request read from `llmproxy_store_latency_seconds_count`.
+ * request: operations (limit checks, from `llmproxy_store_latency_seconds_count`) and round trips
+ * (script runs Redis itself counted: `INFO commandstats`; one batch carries many checks).
  *
  *   deno run -A bench/redis_store.ts [--duration S] [--runs N] [--connections C] [--load wrk|builtin]
  *     [--no-upstream-limit]
@@ -27,6 +28,7 @@ import {
   stopAll,
   waitForPort,
 } from "./procs.ts";
+import { redisScriptRuns } from "../tests/_helpers/redis_server.ts";
 
 const args = Deno.args;
 const option = (name: string, fallback: string) => {
@@ -135,19 +137,21 @@ try {
       await load(1); // warm-up
       const before = await procInfo(proxy.pid);
       const metricsBefore = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      const runsBefore = await redisScriptRuns(redisPort);
       const report = await load(durationS);
       const after = await procInfo(proxy.pid);
       const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       const calls = metricSum(metrics, "llmproxy_store_latency_seconds_count") -
         metricSum(metricsBefore, "llmproxy_store_latency_seconds_count");
       const errors = metricSum(metrics, "llmproxy_store_errors_total");
+      const roundTrips = await redisScriptRuns(redisPort) - runsBefore;
       const cpuUs = ((after.ticks - before.ticks) / ticksPerS) * 1e6 / report.completed;
       rows.push(
         `| ${run + 1} | ${store} | ${Math.round(report.rps)} | ${cpuUs.toFixed(0)} | ${
           report.p50Ms.toFixed(2)
-        } | ${report.p99Ms.toFixed(2)} | ${(calls / report.requests).toFixed(2)} | ${errors} | ${
-          report.non2xx + report.errors
-        } |`,
+        } | ${report.p99Ms.toFixed(2)} | ${(calls / report.requests).toFixed(2)} | ${
+          (roundTrips / report.requests).toFixed(2)
+        } | ${errors} | ${report.non2xx + report.errors} |`,
       );
       await proxy.stop();
       await sleep(200);
@@ -159,10 +163,10 @@ try {
     }`,
   );
   console.log(
-    "| run | store | req/s | proxy CPU µs/req | p50 ms | p99 ms | Redis calls/req | store errors | failed |",
+    "| run | store | req/s | proxy CPU µs/req | p50 ms | p99 ms | checks/req | round trips/req | store errors | failed |",
   );
   console.log(
-    "| --- | ----- | ----- | ---------------- | ------ | ------ | --------------- | ------------ | ------ |",
+    "| --- | ----- | ----- | ---------------- | ------ | ------ | ---------- | --------------- | ------------ | ------ |",
   );
   for (const row of rows) console.log(row);
 } finally {

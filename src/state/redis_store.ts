@@ -3,8 +3,11 @@
  * when `state.store` is `redis`, since any npm module that uses Node's APIs brings Deno's Node
  * compatibility layer into the process.
  *
- * Why ioredis: scripts are defined once as commands (`defineCommand`) and sent as EVALSHA with
- * the EVAL fallback on NOSCRIPT built in; `commandTimeout` bounds every call; with the offline
+ * Every check goes out in a batch ({@linkcode ScriptBatcher}): one run of the batch script
+ * carries the checks that queued while the previous batch was out.
+ *
+ * Why ioredis: the script is defined once as a command (`defineCommand`) and sent as EVALSHA
+ * with the EVAL fallback on NOSCRIPT built in; `commandTimeout` bounds every call; with the offline
  * queue off, a call while disconnected fails at once instead of waiting; it reconnects by
  * itself. (node-redis offers the same pieces, with scripts and timeouts spread over more set-up.)
  *
@@ -15,7 +18,8 @@ import type { StateConfig } from "../config/schema.ts";
 import type { Clock } from "../deps.ts";
 import type { Logger } from "../log.ts";
 import { RemoteLimits, type ScriptRunner, type StoreOp } from "./remote_limits.ts";
-import { type Script, SCRIPTS } from "./redis_scripts.ts";
+import { BATCH, batchArguments } from "./redis_scripts.ts";
+import { ScriptBatcher } from "./script_batch.ts";
 
 /** Options of {@linkcode openRedisStore}. */
 export interface RedisStoreOptions {
@@ -50,13 +54,17 @@ export async function openRedisStore(
   });
   // Connection errors are reported through the calls that fail; the client keeps retrying.
   client.on("error", () => {});
-  const commands = client as unknown as Record<
+  // No numberOfKeys: each batch passes its own key count first.
+  client.defineCommand(BATCH.name, { lua: BATCH.lua });
+  const runBatch = (client as unknown as Record<
     string,
-    (...args: (string | number)[]) => Promise<unknown>
-  >;
-  for (const script of SCRIPTS) {
-    client.defineCommand(script.name, { numberOfKeys: script.keys, lua: script.lua });
-  }
+    (...args: (string | number)[]) => Promise<readonly unknown[]>
+  >)[BATCH.name]!.bind(client);
+  const batcher = new ScriptBatcher({
+    send: (calls) => runBatch(...batchArguments(calls)),
+    clock: options.clock,
+    timeoutMs: timeout,
+  });
   const connected = client.connect().then(() => true, () => false);
   const ok = await Promise.race([
     connected,
@@ -77,7 +85,7 @@ export async function openRedisStore(
     );
   }
   const runner: ScriptRunner = {
-    run: (script: Script, keys, args) => commands[script.name]!(...keys, ...args),
+    run: (script, keys, args) => batcher.run(script, keys, args),
     ping: () => client.ping(),
     close: async () => {
       client.disconnect(false);

@@ -256,7 +256,7 @@ export class RemoteLimits implements LimitState {
       // While the store is down the ping finds out when it is back; no reads meanwhile.
       const left = this.#down
         ? undefined
-        : await this.run("cool_downs", COOL_DOWNS_READ, [], keys, true);
+        : await this.run("cool_downs", COOL_DOWNS_READ, keys, [], true);
       if (Array.isArray(left)) {
         const now = this.#clock.now();
         keys.forEach((key, i) => {

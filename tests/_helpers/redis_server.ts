@@ -106,3 +106,42 @@ async function waitUntilAnswers(port: number): Promise<void> {
   }
   throw new Error(`redis-server on port ${port} did not answer within 5 s`);
 }
+
+/**
+ * Sends one inline command (`SET k v`, `INFO commandstats`) on a new connection and returns the
+ * reply's text: a simple reply's line (`+OK`), an integer reply's digits, or a bulk reply's
+ * content.
+ */
+export async function redisCommand(port: number, command: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(`${command}\r\n`));
+    const buffer = new Uint8Array(65_536);
+    let text = "";
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error(`redis closed the connection after ${text.length} bytes`);
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+      const bulk = /^\$(-?\d+)\r\n/.exec(text);
+      if (bulk) {
+        const length = Number(bulk[1]);
+        if (length < 0) return "";
+        if (text.length >= bulk[0].length + length + 2) {
+          return text.slice(bulk[0].length, bulk[0].length + length);
+        }
+      } else if (!text.startsWith("$") && text.endsWith("\r\n")) {
+        return text.startsWith(":") ? text.slice(1, -2) : text.slice(0, -2);
+      }
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+/** Script runs (EVAL and EVALSHA) the server has answered since it started. */
+export async function redisScriptRuns(port: number): Promise<number> {
+  const stats = await redisCommand(port, "INFO commandstats");
+  let runs = 0;
+  for (const m of stats.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)) runs += Number(m[1]);
+  return runs;
+}

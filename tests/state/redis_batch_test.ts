@@ -1,0 +1,108 @@
+/**
+ * The batch script against a real `redis-server` (skipped loudly without one): concurrent checks
+ * share round trips and stay exact; an operation Redis cannot run fails alone.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { openRedisStore } from "../../src/state/redis_store.ts";
+import { systemClock } from "../../src/deps.ts";
+import { silentLogger } from "../../src/log.ts";
+import {
+  redisAvailable,
+  redisCommand,
+  redisScriptRuns,
+  startRedisServer,
+} from "../_helpers/redis_server.ts";
+import { loadWith } from "../_helpers/config_base.ts";
+
+const ignore = !redisAvailable();
+
+async function withStore(
+  fn: (
+    limits: Awaited<ReturnType<typeof openRedisStore>>,
+    port: number,
+    failed: string[],
+  ) => Promise<void>,
+) {
+  const redis = await startRedisServer();
+  const failed: string[] = [];
+  const state = loadWith(
+    `state: {store: redis, redis: {url: "${redis.url}", prefix: "t:", timeout: 2000}}
+`,
+  ).config.state;
+  const limits = await openRedisStore(state, {
+    clock: systemClock,
+    log: silentLogger,
+    onCall: (op, _s, isFailed) => isFailed && failed.push(op),
+  });
+  try {
+    await fn(limits, redis.port, failed);
+  } finally {
+    await limits.close();
+    await redis.stop();
+  }
+}
+
+Deno.test({
+  name:
+    "redis batch: 200 concurrent takes from a bucket of 50 admit exactly 50, in far fewer round trips than takes",
+  ignore,
+  fn: () =>
+    withStore(async (limits, port, failed) => {
+      const limiter = limits.keyed("forward:main", { perSecond: 0.001, burst: 50 });
+      const before = await redisScriptRuns(port);
+      const decisions = await Promise.all(
+        Array.from({ length: 200 }, () => limiter.take("10.0.0.1", 0)),
+      );
+      const runs = await redisScriptRuns(port) - before;
+      assert.equal(decisions.filter((d) => d.allowed).length, 50);
+      assert.deepEqual(failed, []);
+      assert.ok(runs >= 1 && runs <= 4, `200 takes in ${runs} round trips`);
+    }),
+});
+
+Deno.test({
+  name:
+    "redis batch: a value Redis cannot read fails that check alone (local fallback); the others in its batch are answered",
+  ignore,
+  fn: () =>
+    withStore(async (limits, port, failed) => {
+      const limiter = limits.keyed("f", { perSecond: 1, burst: 3 });
+      assert.equal(await redisCommand(port, "SET t:ip:f:1:3:10.0.0.9 garbage"), "+OK");
+      const [bad, good] = await Promise.all([
+        limiter.take("10.0.0.9", 0),
+        limiter.take("10.0.0.1", 0),
+      ]);
+      assert.deepEqual(failed, ["ip"], "only the check on the unreadable value failed");
+      assert.equal(bad.allowed, true, "the local fallback bucket admits it");
+      assert.equal(good.allowed, true);
+      assert.equal(good.remaining, 2, "the good check was answered by Redis");
+      assert.match(await redisCommand(port, "GET t:ip:f:1:3:10.0.0.1"), /^2 /);
+    }),
+});
+
+Deno.test({
+  name:
+    "redis batch: a budget counter gets its expiry (end of its period + 1 min) when it is made; later charges keep it; admission reads it",
+  ignore,
+  fn: () =>
+    withStore(async (limits, port, failed) => {
+      const day = 86_400_000;
+      const key = limits.keyLimits({
+        name: "team",
+        tokens: { perMinute: 1_000 },
+        budget: { tokens: 100, period: day },
+      })!;
+      const wallNow = Date.now();
+      const counter = `t:key:team:budget:${day}:${Math.floor(wallNow / day) * day}`;
+      assert.equal(await key.charge(60, wallNow), 60);
+      const ttl = Number(await redisCommand(port, `PTTL ${counter}`));
+      const expected = Math.floor(wallNow / day) * day + day + 60_000 - Date.now();
+      assert.ok(Math.abs(ttl - expected) < 5_000, `ttl ${ttl}, expected about ${expected}`);
+      assert.equal(await key.charge(50, wallNow), 110);
+      assert.ok(Number(await redisCommand(port, `PTTL ${counter}`)) > 0, "still expires");
+      assert.deepEqual(await key.admit(wallNow), { kind: "budget", budgetUsed: 110 });
+      assert.deepEqual(failed, []);
+    }),
+});
