@@ -289,10 +289,10 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "Calls to the shared limit store (Redis) that failed or timed out, by operation: ip, key_admit, key_charge, upstream, upstream_cool_down, cool_downs, ping.",
       ["op"],
     ),
-    /** Seconds each shared store call took, failed ones included. */
+    /** Seconds each check against the shared store took, its batch's wait included. */
     storeLatency: registry.histogram(
       "llmproxy_store_latency_seconds",
-      "Time of each call to the shared limit store (Redis), by operation, in seconds.",
+      "Time of each check against the shared limit store (Redis), from when it is made (waiting for its batch included) to its answer, by operation, in seconds.",
       ["op"],
       STORE_LATENCY_BUCKETS_SECONDS,
     ),
