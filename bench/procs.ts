@@ -164,6 +164,28 @@ export async function procInfo(pid: number): Promise<ProcInfo> {
   };
 }
 
+/** The machine's CPU time so far (the `cpu` line of `/proc/stat`), in clock ticks. */
+export interface MachineTicks {
+  total: number;
+  idle: number;
+}
+
+/** Reads {@linkcode MachineTicks} (through `cat`, as {@linkcode procInfo}); NaN if unreadable. */
+export async function machineTicks(): Promise<MachineTicks> {
+  const out = await new Deno.Command("cat", {
+    args: ["/proc/stat"],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  const line = new TextDecoder().decode(out.stdout).split("\n")[0] ?? "";
+  // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is already
+  // in user and nice)
+  const n = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (!line.startsWith("cpu ") || n.length < 8) return { total: NaN, idle: NaN };
+  return { total: n.reduce((a, b) => a + b, 0), idle: n[3]! + n[4]! };
+}
+
 /** Samples RSS of `pid` every `intervalMs` until stopped; `stop()` resolves to the peak, MiB. */
 export function rssSampler(pid: number, intervalMs = 250): { stop(): Promise<number> } {
   let peak = NaN;
