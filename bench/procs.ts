@@ -178,11 +178,20 @@ export async function machineTicks(): Promise<MachineTicks> {
     stderr: "null",
   })
     .output();
-  const line = new TextDecoder().decode(out.stdout).split("\n")[0] ?? "";
-  // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is already
-  // in user and nice)
+  return parseProcStat(new TextDecoder().decode(out.stdout));
+}
+
+/**
+ * {@linkcode MachineTicks} from the text of `/proc/stat`: its first line is `cpu user nice
+ * system idle iowait irq softirq steal guest guest_nice`; guest time is already in user and nice,
+ * and iowait counts as idle. NaN when the line is missing.
+ */
+export function parseProcStat(text: string): MachineTicks {
+  const line = text.slice(0, text.indexOf("\n") < 0 ? text.length : text.indexOf("\n"));
   const n = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  if (!line.startsWith("cpu ") || n.length < 8) return { total: NaN, idle: NaN };
+  if (!line.startsWith("cpu ") || n.length < 8 || n.some((x) => !Number.isFinite(x))) {
+    return { total: NaN, idle: NaN };
+  }
   return { total: n.reduce((a, b) => a + b, 0), idle: n[3]! + n[4]! };
 }
 
