@@ -164,6 +164,37 @@ export async function procInfo(pid: number): Promise<ProcInfo> {
   };
 }
 
+/** The machine's CPU time so far (the `cpu` line of `/proc/stat`), in clock ticks. */
+export interface MachineTicks {
+  total: number;
+  idle: number;
+}
+
+/** Reads {@linkcode MachineTicks} (through `cat`, as {@linkcode procInfo}); NaN if unreadable. */
+export async function machineTicks(): Promise<MachineTicks> {
+  const out = await new Deno.Command("cat", {
+    args: ["/proc/stat"],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  return parseProcStat(new TextDecoder().decode(out.stdout));
+}
+
+/**
+ * {@linkcode MachineTicks} from the text of `/proc/stat`: its first line is `cpu user nice
+ * system idle iowait irq softirq steal guest guest_nice`; guest time is already in user and nice,
+ * and iowait counts as idle. NaN when the line is missing.
+ */
+export function parseProcStat(text: string): MachineTicks {
+  const line = text.slice(0, text.indexOf("\n") < 0 ? text.length : text.indexOf("\n"));
+  const n = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (!line.startsWith("cpu ") || n.length < 8 || n.some((x) => !Number.isFinite(x))) {
+    return { total: NaN, idle: NaN };
+  }
+  return { total: n.reduce((a, b) => a + b, 0), idle: n[3]! + n[4]! };
+}
+
 /** Samples RSS of `pid` every `intervalMs` until stopped; `stop()` resolves to the peak, MiB. */
 export function rssSampler(pid: number, intervalMs = 250): { stop(): Promise<number> } {
   let peak = NaN;

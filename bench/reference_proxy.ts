@@ -4,6 +4,10 @@
  *
  * `deno run --allow-net bench/reference_proxy.ts --port N --upstream http://127.0.0.1:M`
  *
+ * `--reuse-port`: bind with `SO_REUSEPORT` (Deno's `net` unstable flag, on in `deno.json`), so
+ * several copies share one port: the harness's control for `--workers` (N processes that share
+ * nothing, the best a second core can give any proxy on this machine).
+ *
  * @module
  */
 const HOP_BY_HOP = [
@@ -27,7 +31,8 @@ function strip(headers: Headers): Headers {
 const arg = (flag: string) => Deno.args[Deno.args.indexOf(flag) + 1] ?? "";
 const upstream = arg("--upstream");
 
-Deno.serve({ hostname: "127.0.0.1", port: Number(arg("--port")) }, async (req) => {
+const reusePort = Deno.args.includes("--reuse-port");
+Deno.serve({ hostname: "127.0.0.1", port: Number(arg("--port")), reusePort }, async (req) => {
   const url = new URL(req.url);
   const res = await fetch(upstream + url.pathname + url.search, {
     method: req.method,

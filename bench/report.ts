@@ -15,6 +15,11 @@ export interface RunResult extends LoadReport {
   cpuUsPerRequest: number;
   /** Peak RSS of the proxy during the run, MiB. */
   rssPeakMiB: number;
+  /**
+   * Share of the machine's CPU time (all cores) left idle during the run, %: near 0, the cores
+   * were the limit, not the proxy.
+   */
+  idlePct?: number;
 }
 
 /** The two targets every scenario has (peers join the throughput scenarios). */
@@ -45,7 +50,7 @@ export interface Results {
     mode: "smoke" | "normal";
     loadTool: string;
     pinned: boolean;
-    /** The project's `workers` (serving threads). */
+    /** `--workers`: above 1, scenarios a and b also ran the project with this many workers. */
     workers?: number;
     runs: number;
     durationS: number;
@@ -144,6 +149,43 @@ function ratioTable(r: Results): string[] {
   return lines;
 }
 
+/**
+ * With `--workers N`: per upstream and scenario, the project with N workers against itself with
+ * one, beside the same for N copies of the reference (the control: copies sharing nothing).
+ * Each cell: median req/s, CPU µs per request, how idle the machine was.
+ */
+function scalingTable(r: Results): string[] {
+  const n = r.meta.workers ?? 1;
+  if (n <= 1) return [];
+  const scaled = `project-w${n}`;
+  const copies = `reference ×${n}`;
+  const lines = [
+    `**Scaling: ${n} workers against 1** (median req/s, CPU µs per request, machine idle % ` +
+    `during the runs; the control is ${n} copies of the reference on one port, which share ` +
+    `nothing: the most ${n} threads can gain while the load generator and the upstream use ` +
+    `the same cores):`,
+    "",
+    `| Upstream | Scenario | project | project-w${n} | **w${n} ÷ w1** | reference | ` +
+    `reference ×${n} | ×${n} ÷ ×1 |`,
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  for (const [kind, u] of Object.entries(r.upstreams)) {
+    for (const [key, byTarget] of Object.entries(u.throughput)) {
+      const med = (t: string, k: "rps" | "cpuUsPerRequest" | "idlePct") =>
+        median((byTarget[t] ?? []).map((x) => x[k] ?? NaN));
+      const cell = (t: string) =>
+        `${f(med(t, "rps"))}, ${f(med(t, "cpuUsPerRequest"))} µs, ${f(med(t, "idlePct"))} %`;
+      lines.push(
+        `| ${kind} | ${SCENARIO_TITLES[key] ?? key} | ${cell("project")} | ${cell(scaled)} | ` +
+          `**${ratio(med(scaled, "rps"), med("project", "rps"))}×** | ${cell("reference")} | ` +
+          `${cell(copies)} | ${ratio(med(copies, "rps"), med("reference", "rps"))}× |`,
+      );
+    }
+  }
+  lines.push("");
+  return lines;
+}
+
 /** The detailed table of one upstream kind: the upstream alone, each target, the ratios. */
 function upstreamTable(kind: string, u: UpstreamResults): string[] {
   const lines = [
@@ -198,7 +240,11 @@ export function markdown(r: Results): string {
     `Load: ${m.loadTool}, ${m.connections} connections, ${m.runs} × ${m.durationS} s runs per ` +
       `target, interleaved; ${
         m.pinned ? "pinned (load + mock on CPU 0, proxy on CPU 1)" : "unpinned"
-      }; project workers: ${m.workers ?? 1}; ` +
+      }; ${
+        (m.workers ?? 1) > 1
+          ? `project workers: 1 and ${m.workers} (scenarios a, b)`
+          : "project workers: 1"
+      }; ` +
       `Deno ${m.deno}, ${m.cpus} CPUs. Figures are min / **median** / max over runs; ` +
       `latency and CPU are medians. CPU = proxy utime+stime per request. The reference is a ` +
       `minimal Deno proxy (\`Deno.serve\` + \`fetch\`); the project runs a realistic config ` +
@@ -206,6 +252,7 @@ export function markdown(r: Results): string {
     "",
   );
   lines.push(...ratioTable(r));
+  lines.push(...scalingTable(r));
   for (const [kind, u] of Object.entries(r.upstreams)) lines.push(...upstreamTable(kind, u));
   if (r.sse) {
     const s = r.sse;

@@ -30,8 +30,13 @@
  * - `--streams N`: slow streams in scenario d (default 1000).
  * - `--no-model-routing`: the project's config without model routing (groups' `models`, the
  *   `modelMap`), to measure what routing by model costs.
- * - `--workers N`: the project's config gets `workers: N` (serving threads on one port). Run it
- *   with 1 and 2 to compare; with `--pin` every worker shares the proxies' one CPU.
+ * - `--workers N` (N > 1): scenarios a and b also measure the project with `workers: N` (serving
+ *   threads on one port) beside the project with `workers: 1`, interleaved in the same session,
+ *   and, as the control, N copies of the reference on one port (`SO_REUSEPORT`; copies that
+ *   share nothing, the best N cores can give any proxy here); the report's scaling table
+ *   divides each by its one-thread run and shows how idle the machine was. Each target warms
+ *   up for `workers` times as long (every thread compiles its own code). Scenarios c–i use
+ *   `workers: 1`. With `--pin` every worker shares the proxies' one CPU.
  *
  * Exits 0 unless the harness itself breaks (including a chunk check that cannot fail).
  *
@@ -47,6 +52,7 @@ import {
   startMinimalProxy,
   startMock,
   startProject,
+  startReferenceCopies,
   type Target,
   type Upstream,
 } from "./targets.ts";
@@ -210,12 +216,7 @@ async function main(): Promise<number> {
     }
     const targets = {
       reference: await startMinimalProxy("reference", mock, { dir, cpu: proxyCpu }),
-      project: await startProject(mock, {
-        dir,
-        cpu: proxyCpu,
-        modelRouting: cli.modelRouting,
-        workers: cli.workers,
-      }),
+      project: await startProject(mock, { dir, cpu: proxyCpu, modelRouting: cli.modelRouting }),
     };
     await sleep(500);
     const idleMiB = {
@@ -256,10 +257,23 @@ async function main(): Promise<number> {
               ...o,
               cpu: proxyCpu,
               modelRouting: cli.modelRouting,
-              workers: cli.workers,
             }),
           };
           own.push(...Object.values(group));
+        }
+        if (cli.workers > 1) {
+          const n = cli.workers;
+          const scaled = [
+            await startReferenceCopies(n, upstream, { ...o, cpu: proxyCpu }),
+            await startProject(upstream, {
+              ...o,
+              cpu: proxyCpu,
+              modelRouting: cli.modelRouting,
+              workers: n,
+            }),
+          ];
+          group = { ...group, ...Object.fromEntries(scaled.map((t) => [t.name, t])) };
+          own.push(...scaled);
         }
         // Peers reach plain-HTTP upstreams only (TLS would need each one's own trust setup).
         const peerTargets = kind === "tls"
@@ -275,7 +289,9 @@ async function main(): Promise<number> {
           { description: describeUpstream(kind, setup), kind, checks: results.checks, notes },
         );
       } finally {
-        for (const t of own.reverse()) await t.proc.stop();
+        for (const t of own.reverse()) {
+          for (const proc of t.procs ?? [t.proc]) await proc.stop();
+        }
       }
     }
     if (cli.scenarios.has("c")) {
@@ -387,15 +403,22 @@ async function measureUpstream(
  * The project's first seconds under load are measurably dearer than its later ones (about 20 %
  * in a first 5 s run, then steady: JIT tiers, the heap's young generation growing to the
  * allocation rate, pools filling); the reference settles sooner. 5 s per scenario (less in
- * smoke runs: at most a run's duration).
+ * smoke runs: at most a run's duration), times the target's workers.
  */
 async function warmUp(
   s: sc.Session,
   targets: Record<string, Target>,
   keys: readonly string[],
 ): Promise<void> {
-  const quiet = { ...s, durationS: Math.min(5, s.durationS), runs: 1, log: () => {} };
-  for (const key of keys) await sc.throughput(quiet, targets, key);
+  for (const key of keys) {
+    for (const [name, target] of Object.entries(targets)) {
+      // Each thread or copy compiles its own code on its share of the requests: two fresh
+      // workers cost 270 µs of CPU per request in their first 5 s, 164 in the next 5 s and
+      // 137–146 from then on (nginx upstream, this 2-core machine).
+      const durationS = Math.min(5, s.durationS) * (target.workers ?? 1);
+      await sc.throughput({ ...s, durationS, runs: 1, log: () => {} }, { [name]: target }, key);
+    }
+  }
 }
 
 /** Confirms the project really logged and counted: access log lines and the metrics endpoint. */

@@ -7,7 +7,7 @@
 import { STREAM_CHUNKS } from "./canned_responses.ts";
 import { headerArgs, type LoadTool, runCommand, runLoad } from "./loadgen.ts";
 import type { LoadReport } from "./load.ts";
-import { procInfo, rssSampler } from "./procs.ts";
+import { machineTicks, procInfo, rssSampler } from "./procs.ts";
 import type { Results, RunResult, TargetName } from "./report.ts";
 import { PROBE_CLIENT, type ProbeResult, probeSse } from "./sse_probe.ts";
 import { slope } from "./stats.ts";
@@ -96,27 +96,38 @@ export async function preflight(target: Target, key: string): Promise<string | u
   }
 }
 
-/** One load run against `target`, with the proxy's CPU and peak RSS. */
+/**
+ * One load run against `target`, with the proxy's CPU (summed over its processes) and peak RSS
+ * (the sum of each process's peak), and how idle the machine was.
+ */
 async function measured(
   s: Session,
   target: Target,
   load: () => Promise<LoadReport>,
 ): Promise<RunResult> {
-  const pid = target.proc.pid;
-  const ticks0 = (await procInfo(pid)).ticks;
-  const sampler = rssSampler(pid);
+  const pids = (target.procs ?? [target.proc]).map((p) => p.pid);
+  const ticks = async () => {
+    const infos = await Promise.all(pids.map(procInfo));
+    return infos.reduce((sum, info) => sum + info.ticks, 0);
+  };
+  const ticks0 = await ticks();
+  const machine0 = await machineTicks();
+  const samplers = pids.map((pid) => rssSampler(pid));
   let report: LoadReport;
   let rssPeakMiB: number;
   try {
     report = await load();
   } finally {
-    rssPeakMiB = await sampler.stop();
+    const peaks = await Promise.all(samplers.map((sampler) => sampler.stop()));
+    rssPeakMiB = peaks.reduce((a, b) => a + b, 0);
   }
-  const cpuS = ((await procInfo(pid)).ticks - ticks0) / s.clockTicks;
+  const machine1 = await machineTicks();
+  const cpuS = ((await ticks()) - ticks0) / s.clockTicks;
   return {
     ...report,
     cpuUsPerRequest: (cpuS * 1e6) / report.completed,
     rssPeakMiB,
+    idlePct: (100 * (machine1.idle - machine0.idle)) / (machine1.total - machine0.total),
   };
 }
 
@@ -254,5 +265,6 @@ function describe(r: LoadReport): string {
     `${
       "cpuUsPerRequest" in r ? `, ${(r as RunResult).cpuUsPerRequest.toFixed(0)} µs CPU/req` : ""
     }` +
+    `${"idlePct" in r ? `, machine ${(r as RunResult).idlePct?.toFixed(0)} % idle` : ""}` +
     `${errs > 0 ? `, ${errs} errors (${r.firstError ?? "non-2xx"})` : ""}`;
 }

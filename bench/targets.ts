@@ -8,7 +8,7 @@
  * @module
  */
 import { STREAM_CHUNKS } from "./canned_responses.ts";
-import { freePort, type Proc, spawn, waitForPort } from "./procs.ts";
+import { freePort, type Proc, sleep, spawn, waitForPort } from "./procs.ts";
 import { formatDigest } from "../src/keys/digest.ts";
 
 /** The client path of the load scenarios. */
@@ -26,6 +26,13 @@ export interface LoadRequest {
 export interface Target {
   readonly name: string;
   readonly proc: Proc;
+  /**
+   * Every process serving it, when more than `proc` (copies sharing one port): CPU is summed
+   * over them. @default [proc]
+   */
+  readonly procs?: readonly Proc[];
+  /** Serving threads or processes: each warms up on its share of the load. @default 1 */
+  readonly workers?: number;
   /** `http://127.0.0.1:PORT` (or `https://` for an HTTPS upstream). */
   readonly origin: string;
   /** The admin listener (metrics), when the target has one. */
@@ -115,6 +122,50 @@ export async function startMinimalProxy(
   return { ...target, request: upstream.request };
 }
 
+/**
+ * `copies` reference proxies on one port (`SO_REUSEPORT`; the kernel spreads the connections):
+ * the control for the project's `workers`, a proxy that shares nothing between its copies.
+ */
+export async function startReferenceCopies(
+  copies: number,
+  upstream: Upstream,
+  o: StartOptions,
+): Promise<Target> {
+  const port = freePort();
+  const procs: Proc[] = [];
+  for (let i = 1; i <= copies; i++) {
+    const name = `reference-${i}of${copies}`;
+    const args = [
+      "--allow-net",
+      "bench/reference_proxy.ts",
+      ...["--port", String(port), "--upstream", upstream.origin, "--reuse-port"],
+    ];
+    const started = await start(name, args, port, { ...o, env: trustEnv(upstream) });
+    // The port answers as soon as the first copy listens: each says so itself.
+    await waitForLog(started.proc, "Listening on");
+    procs.push(started.proc);
+  }
+  return {
+    name: `reference ×${copies}`,
+    proc: procs[0]!,
+    procs,
+    workers: copies,
+    origin: `http://127.0.0.1:${port}`,
+    request: upstream.request,
+  };
+}
+
+/** Resolves once `proc`'s log contains `text`; throws after `timeoutMs`. */
+async function waitForLog(proc: Proc, text: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const log = await Deno.readTextFile(proc.logFile).catch(() => "");
+    if (log.includes(text)) return;
+    await sleep(50);
+  }
+  throw new Error(`${proc.name} (pid ${proc.pid}) did not log "${text}" within ${timeoutMs} ms`);
+}
+
 /** Generous token buckets: configured and consulted on every request, never exhausted. */
 const HIGH_LIMIT = "{ perSecond: 1000000, burst: 1000000 }";
 
@@ -184,7 +235,7 @@ clientKeys:
 export async function startProject(upstream: Upstream, o: StartOptions): Promise<Target> {
   const port = freePort();
   const adminPort = freePort();
-  const configFile = fileOf(o, "project", ".yaml");
+  const configFile = fileOf(o, (o.workers ?? 1) > 1 ? `project-w${o.workers}` : "project", ".yaml");
   await Deno.writeTextFile(
     configFile,
     projectConfig(
@@ -207,9 +258,12 @@ export async function startProject(upstream: Upstream, o: StartOptions): Promise
     "--log-level",
     "info",
   ];
-  const target = await start("project", args, port, { ...o, env: trustEnv(upstream) });
+  const workers = o.workers ?? 1;
+  const name = workers > 1 ? `project-w${workers}` : "project";
+  const target = await start(name, args, port, { ...o, env: trustEnv(upstream) });
   return {
     ...target,
+    workers,
     adminOrigin: `http://127.0.0.1:${adminPort}`,
     request: (key) => {
       const request = upstream.request(key);
