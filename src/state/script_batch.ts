@@ -9,7 +9,8 @@
  *
  * `timeoutMs` bounds every check from the moment it is made, waiting included: a batch out for
  * longer than its oldest check allows is given up (its checks fail, so `onStoreError` decides),
- * and the next one leaves.
+ * `onTimeout` is told (the Redis store drops the connection, so nothing piles up behind a server
+ * that stopped answering), and the next one leaves.
  *
  * @module
  */
@@ -37,6 +38,8 @@ export interface ScriptBatcherOptions {
   timeoutMs: number;
   /** Most operations in one batch; a longer queue sends another batch at once. @default 256 */
   maxBatch?: number;
+  /** Called when a batch is given up for taking too long (the connection may be stuck). */
+  onTimeout?: () => void;
 }
 
 interface Pending extends ScriptCall {
@@ -54,6 +57,7 @@ export class ScriptBatcher {
   readonly #clock: Clock;
   readonly #timeoutMs: number;
   readonly #maxBatch: number;
+  readonly #onTimeout: (() => void) | undefined;
   #queue: Pending[] = [];
   #inFlight = 0;
   #flushQueued = false;
@@ -63,6 +67,7 @@ export class ScriptBatcher {
     this.#clock = options.clock;
     this.#timeoutMs = options.timeoutMs;
     this.#maxBatch = options.maxBatch ?? 256;
+    this.#onTimeout = options.onTimeout;
   }
 
   /** Batches currently out (tests and metrics). */
@@ -127,6 +132,7 @@ export class ScriptBatcher {
         if (!settle()) return;
         const error = timedOut(this.#timeoutMs);
         for (const call of live) call.reject(error);
+        this.#onTimeout?.();
       },
       { unref: true },
     );

@@ -38,6 +38,11 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
   restart(): Promise<void>;
+  /**
+   * Freezes it (SIGSTOP) or lets it run again (SIGCONT): a server that keeps its connections
+   * open and stops answering.
+   */
+  freeze(frozen: boolean): void;
 }
 
 /** A free loopback port (bound and released). */
@@ -79,12 +84,16 @@ export async function startRedisServer(): Promise<RedisServer> {
     const running = child;
     child = undefined;
     try {
+      Deno.kill(running.pid, "SIGCONT");
       Deno.kill(running.pid, "SIGTERM");
     } catch { /* already gone */ }
     await running.status;
   };
+  const freeze = (frozen: boolean) => {
+    if (child) Deno.kill(child.pid, frozen ? "SIGSTOP" : "SIGCONT");
+  };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}/0`, stop, restart: start };
+  return { port, url: `redis://127.0.0.1:${port}/0`, stop, restart: start, freeze };
 }
 
 /** Waits (up to 5 s) until a PING on `port` gets PONG. */

@@ -12,6 +12,7 @@ import {
   redisAvailable,
   redisCommand,
   redisScriptRuns,
+  type RedisServer,
   startRedisServer,
 } from "../_helpers/redis_server.ts";
 import { loadWith } from "../_helpers/config_base.ts";
@@ -23,13 +24,14 @@ async function withStore(
     limits: Awaited<ReturnType<typeof openRedisStore>>,
     port: number,
     failed: string[],
+    redis: RedisServer,
   ) => Promise<void>,
+  timeout = 2000,
 ) {
   const redis = await startRedisServer();
   const failed: string[] = [];
   const state = loadWith(
-    `state: {store: redis, redis: {url: "${redis.url}", prefix: "t:", timeout: 2000}}
-`,
+    `state: {store: redis, redis: {url: "${redis.url}", prefix: "t:", timeout: ${timeout}}}\n`,
   ).config.state;
   const limits = await openRedisStore(state, {
     clock: systemClock,
@@ -37,7 +39,7 @@ async function withStore(
     onCall: (op, _s, isFailed) => isFailed && failed.push(op),
   });
   try {
-    await fn(limits, redis.port, failed);
+    await fn(limits, redis.port, failed, redis);
   } finally {
     await limits.close();
     await redis.stop();
@@ -105,4 +107,46 @@ Deno.test({
       assert.deepEqual(await key.admit(wallNow), { kind: "budget", budgetUsed: 110 });
       assert.deepEqual(failed, []);
     }),
+});
+
+Deno.test({
+  name:
+    "redis batch: a server that stops answering (frozen, connection open) fails each check within its timeout, nothing waits behind it, and it is used again once it answers",
+  ignore,
+  fn: () =>
+    withStore(async (limits, _port, failed, redis) => {
+      const limiter = limits.keyed("f", { perSecond: 0.001, burst: 1_000 });
+      assert.equal((await limiter.take("10.0.0.1", 0)).remaining, 999);
+      redis.freeze(true);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const started = performance.now();
+          const decisions = await Promise.all([1, 2, 3].map(() => limiter.take("10.0.0.1", 0)));
+          const took = performance.now() - started;
+          assert.ok(decisions.every((d) => d.allowed), "the local fallback admits");
+          assert.ok(took < 1_000, `round ${i}: answered in ${took.toFixed(0)} ms (timeout 100)`);
+        }
+        assert.ok(failed.length >= 9, `${failed.length} checks counted as failed`);
+        assert.equal(limits.health().ok, false);
+      } finally {
+        redis.freeze(false);
+      }
+      // Back: the client reconnects; a check is answered by Redis again. Its bucket, not the
+      // local one (which took 9: 990 left): 998 left, or 995 when Redis, woken, still ran the
+      // batch that reached its socket before the freeze was noticed (a given-up check may still
+      // count in Redis: limits err on the strict side, never the loose one).
+      const deadline = performance.now() + 5_000;
+      let remaining = -1;
+      while (performance.now() < deadline) {
+        const before = failed.length;
+        const decision = await limiter.take("10.0.0.1", 0);
+        if (failed.length === before) {
+          remaining = decision.remaining;
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(remaining === 998 || remaining === 995, `shared again: ${remaining} left`);
+      assert.deepEqual(limits.health(), { ok: true });
+    }, 100),
 });

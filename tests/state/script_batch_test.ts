@@ -20,13 +20,15 @@ const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
 function setup(timeoutMs = 50, maxBatch?: number) {
   const store = new ManualStore();
   const clock = new FakeClock();
+  const timeouts: number[] = [];
   const batcher = new ScriptBatcher({
     send: store.send,
     clock,
     timeoutMs,
+    onTimeout: () => timeouts.push(clock.now()),
     ...(maxBatch ? { maxBatch } : {}),
   });
-  return { store, clock, batcher };
+  return { store, clock, batcher, timeouts };
 }
 
 Deno.test("ScriptBatcher: checks made in one turn leave as one batch; checks made while it is out leave together as the next", async () => {
@@ -65,7 +67,8 @@ Deno.test("ScriptBatcher: an operation the store could not run fails alone; a fa
 });
 
 Deno.test("ScriptBatcher: the timeout counts from when a check is made: a stuck batch is given up, the waiting checks leave, a late answer is ignored", async () => {
-  const { store, clock, batcher } = setup(50);
+  const { store, clock, batcher, timeouts } = setup(50);
+  const start = clock.now();
   const stuck = batcher.run(BUCKET_TAKE, ["a"], []);
   await turn();
   clock.advance(30);
@@ -74,6 +77,7 @@ Deno.test("ScriptBatcher: the timeout counts from when a check is made: a stuck 
   assert.equal(store.batches.length, 1);
   clock.advance(20);
   await assert.rejects(stuck, /did not answer within 50ms/);
+  assert.deepEqual(timeouts, [start + 50], "the store is told (it drops a stuck connection)");
   assert.equal(store.batches.length, 2, "the waiting check left when the stuck batch was given up");
   store.batches[0]!.answer(["late"]);
   // The second batch has what is left of its check's 50 ms: 30.
