@@ -136,22 +136,28 @@ try {
         });
       await load(1); // warm-up
       const before = await procInfo(proxy.pid);
+      const redisBefore = await procInfo(redis.pid);
       const metricsBefore = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       const runsBefore = await redisScriptRuns(redisPort);
       const report = await load(durationS);
       const after = await procInfo(proxy.pid);
+      const redisAfter = await procInfo(redis.pid);
       const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       const calls = metricSum(metrics, "llmproxy_store_latency_seconds_count") -
         metricSum(metricsBefore, "llmproxy_store_latency_seconds_count");
       const errors = metricSum(metrics, "llmproxy_store_errors_total");
       const roundTrips = await redisScriptRuns(redisPort) - runsBefore;
       const cpuUs = ((after.ticks - before.ticks) / ticksPerS) * 1e6 / report.completed;
+      const redisCpuUs = ((redisAfter.ticks - redisBefore.ticks) / ticksPerS) * 1e6 /
+        report.completed;
       rows.push(
         `| ${run + 1} | ${store} | ${Math.round(report.rps)} | ${cpuUs.toFixed(0)} | ${
-          report.p50Ms.toFixed(2)
-        } | ${report.p99Ms.toFixed(2)} | ${(calls / report.requests).toFixed(2)} | ${
-          (roundTrips / report.requests).toFixed(2)
-        } | ${errors} | ${report.non2xx + report.errors} |`,
+          redisCpuUs.toFixed(0)
+        } | ${report.p50Ms.toFixed(2)} | ${report.p99Ms.toFixed(2)} | ${
+          (calls / report.requests).toFixed(2)
+        } | ${(roundTrips / report.requests).toFixed(2)} | ${errors} | ${
+          report.non2xx + report.errors
+        } |`,
       );
       await proxy.stop();
       await sleep(200);
@@ -163,10 +169,10 @@ try {
     }`,
   );
   console.log(
-    "| run | store | req/s | proxy CPU µs/req | p50 ms | p99 ms | checks/req | round trips/req | store errors | failed |",
+    "| run | store | req/s | proxy CPU µs/req | Redis CPU µs/req | p50 ms | p99 ms | checks/req | round trips/req | store errors | failed |",
   );
   console.log(
-    "| --- | ----- | ----- | ---------------- | ------ | ------ | ---------- | --------------- | ------------ | ------ |",
+    "| --- | ----- | ----- | ---------------- | ---------------- | ------ | ------ | ---------- | --------------- | ------------ | ------ |",
   );
   for (const row of rows) console.log(row);
 } finally {

@@ -129,11 +129,12 @@ return used
 export const UPSTREAM_ACQUIRE: Script = {
   name: "upstream_acquire",
   lua: `
-local cool = redis.call('PTTL', K[2])
-if cool > 0 then return {0, 0, cool} end
+local v = redis.call('MGET', K[1], K[2])
+local cool = tonumber(v[2] or '0') - now
+if cool > 0 then return {0, 0, math.ceil(cool)} end
 if A[1] ~= '' then
   local per_ms, burst = tonumber(A[1]), tonumber(A[2])
-  local tokens, at = level(K[1], now, per_ms, burst)
+  local tokens, at = level_of(v[1], now, per_ms, burst)
   if tokens + 1e-9 < 1 then return {0, math.ceil((1 - tokens) / per_ms), 0} end
   store(K[1], math.max(0, tokens - 1), at, per_ms, burst)
 end
@@ -143,13 +144,16 @@ return {1, 0, 0}
 
 /**
  * A 429 cool-down of an upstream for every instance: K[1] the cool-down, A[1] its length (ms).
- * Only ever made longer, never shorter.
+ * Its value is when it ends (Redis's ms), so an acquire reads it with the bucket in one MGET;
+ * it expires then. Only ever made longer, never shorter.
  */
 export const UPSTREAM_COOL_DOWN: Script = {
   name: "upstream_cool_down",
   lua: `
 local ms = tonumber(A[1])
-if redis.call('PTTL', K[1]) < ms then redis.call('SET', K[1], '1', 'PX', ms) end
+if redis.call('PTTL', K[1]) < ms then
+  redis.call('SET', K[1], string.format('%.17g', now + ms), 'PX', ms)
+end
 return 1
 `,
 };
