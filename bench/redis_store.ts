@@ -1,10 +1,13 @@
 /**
- * The cost per request of `state.store: redis` against `memory`: the same proxy config (a
- * per-IP limit and a client key with a request rate, tokens per minute and a budget, all too
- * large to refuse anything) in its own process, in front of the mock upstream, with the store
- * switched. Reports req/s, the proxy's CPU per request, p50/p99, and the Redis round trips per
- * request: operations (limit checks, from `llmproxy_store_latency_seconds_count`) and round trips
- * (script runs Redis itself counted: `INFO commandstats`; one batch carries many checks).
+ * Scenario r, the cost per request of `state.store: redis` against `memory`: the same proxy
+ * config (a per-IP limit and a client key with a request rate, tokens per minute and a budget,
+ * all too large to refuse anything; a per-upstream limit unless `upstreamLimit` is false) in its
+ * own process, in front of the mock upstream, with the store switched, the two interleaved.
+ * Reports req/s, the proxy's and Redis's CPU per request, p50/p99, the checks per request (from
+ * `llmproxy_store_latency_seconds_count`) and the round trips per request (the script runs Redis
+ * itself counted: `INFO commandstats`; one batch carries many checks).
+ *
+ * `deno task bench` runs it as scenario r; alone:
  *
  *   deno run -A bench/redis_store.ts [--duration S] [--runs N] [--connections C] [--load wrk|builtin]
  *     [--no-upstream-limit]
@@ -28,35 +31,61 @@ import {
   stopAll,
   waitForPort,
 } from "./procs.ts";
-import { redisScriptRuns } from "../tests/_helpers/redis_server.ts";
+import { redisScriptRuns, redisServerPath } from "../tests/_helpers/redis_server.ts";
 
-const args = Deno.args;
-const option = (name: string, fallback: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-};
-const durationS = Number(option("--duration", "5"));
-const runs = Number(option("--runs", "2"));
-const connections = Number(option("--connections", "32"));
-const upstreamLimit = !args.includes("--no-upstream-limit");
-const tool = option("--load", await hasCommand("wrk") ? "wrk" : "builtin") as LoadTool;
 const KEY = "sk-bench-redis-0123456789";
 const root = new URL("..", import.meta.url).pathname;
-const dir = await Deno.makeTempDir({ prefix: "llmproxy-redis-bench-" });
+
+/** Options of {@linkcode measureRedisStore}. */
+export interface RedisStoreOptions {
+  durationS: number;
+  runs: number;
+  connections: number;
+  tool: LoadTool;
+  /** The upstream has a rate limit (one more check per request). @default true */
+  upstreamLimit?: boolean;
+  /** Warm-up before each measured run, s. @default 1 */
+  warmupS?: number;
+  log?: (line: string) => void;
+}
+
+/** One measured run of one store. */
+export interface RedisStoreRun {
+  run: number;
+  store: "memory" | "redis";
+  rps: number;
+  proxyCpuUsPerReq: number;
+  redisCpuUsPerReq: number;
+  p50Ms: number;
+  p99Ms: number;
+  checksPerReq: number;
+  roundTripsPerReq: number;
+  storeErrors: number;
+  failed: number;
+}
+
+/** Scenario r's results: every run, and redis ÷ memory of each pair. */
+export interface RedisStoreResults {
+  connections: number;
+  durationS: number;
+  upstreamLimit: boolean;
+  runs: RedisStoreRun[];
+  /** req/s of redis ÷ memory, per pair (run). */
+  ratios: number[];
+}
 
 function config(
   store: "memory" | "redis",
-  port: number,
-  admin: number,
-  mock: number,
-  redis: number,
+  ports: { proxy: number; admin: number; mock: number; redis: number },
+  upstreamLimit: boolean,
+  prefix: string,
 ) {
   return `httpServer:
   forwards:
-    - {name: main, port: ${port}, address: 127.0.0.1, defaultGroup: g, ratelimit: {perSecond: 1000000, burst: 1000000}}
-  admin: {port: ${admin}, address: 127.0.0.1}
+    - {name: main, port: ${ports.proxy}, address: 127.0.0.1, defaultGroup: g, ratelimit: {perSecond: 1000000, burst: 1000000}}
+  admin: {port: ${ports.admin}, address: 127.0.0.1}
 upstreams:
-  - {name: mock, url: "http://127.0.0.1:${mock}/v1/chat/completions"${
+  - {name: mock, url: "http://127.0.0.1:${ports.mock}/v1/chat/completions"${
     upstreamLimit ? ", ratelimit: {perSecond: 1000000, burst: 1000000}" : ""
   }}
 upstreamGroups:
@@ -69,7 +98,7 @@ clientKeys:
     budget: {tokens: 1000000000000, period: "1d"}
 state:
   store: ${store}
-  redis: {url: "redis://127.0.0.1:${redis}/0", prefix: "bench${crypto.randomUUID().slice(0, 6)}:"}
+  redis: {url: "redis://127.0.0.1:${ports.redis}/0", prefix: "${prefix}"}
 `;
 }
 
@@ -81,101 +110,183 @@ function metricSum(text: string, name: string): number {
   return sum;
 }
 
-const ticksPerS = await clockTicks();
-const mockPort = freePort();
-const redisPort = freePort();
-try {
-  const mock = spawn("mock", [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    `${root}tools/mock_upstream.ts`,
-    "--port",
-    String(mockPort),
-  ], { logFile: `${dir}/mock.log` });
-  await waitForPort(mockPort, mock);
-  const redis = spawn("redis", [
-    "redis-server",
-    "--port",
-    String(redisPort),
-    "--bind",
-    "127.0.0.1",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-  ], { logFile: `${dir}/redis.log` });
-  await waitForPort(redisPort, redis);
-
-  const rows: string[] = [];
-  for (let run = 0; run < runs; run++) {
-    for (const store of ["memory", "redis"] as const) {
-      const port = freePort();
-      const admin = freePort();
-      const file = `${dir}/${store}.yaml`;
-      await Deno.writeTextFile(file, config(store, port, admin, mockPort, redisPort));
-      const proxy = spawn(`proxy-${store}`, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${root}main.ts`,
-        "-c",
-        file,
-        "--log-level",
-        "warn",
-      ], { logFile: `${dir}/${store}.log` });
-      await waitForPort(port, proxy);
-      const load = (s: number) =>
-        runLoad({
-          tool,
-          url: `http://127.0.0.1:${port}/v1/chat/completions`,
-          body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
-          headers: { authorization: `Bearer ${KEY}` },
-          connections,
-          durationS: s,
-        });
-      await load(1); // warm-up
-      const before = await procInfo(proxy.pid);
-      const redisBefore = await procInfo(redis.pid);
-      const metricsBefore = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-      const runsBefore = await redisScriptRuns(redisPort);
-      const report = await load(durationS);
-      const after = await procInfo(proxy.pid);
-      const redisAfter = await procInfo(redis.pid);
-      const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-      const calls = metricSum(metrics, "llmproxy_store_latency_seconds_count") -
-        metricSum(metricsBefore, "llmproxy_store_latency_seconds_count");
-      const errors = metricSum(metrics, "llmproxy_store_errors_total");
-      const roundTrips = await redisScriptRuns(redisPort) - runsBefore;
-      const cpuUs = ((after.ticks - before.ticks) / ticksPerS) * 1e6 / report.completed;
-      const redisCpuUs = ((redisAfter.ticks - redisBefore.ticks) / ticksPerS) * 1e6 /
-        report.completed;
-      rows.push(
-        `| ${run + 1} | ${store} | ${Math.round(report.rps)} | ${cpuUs.toFixed(0)} | ${
-          redisCpuUs.toFixed(0)
-        } | ${report.p50Ms.toFixed(2)} | ${report.p99Ms.toFixed(2)} | ${
-          (calls / report.requests).toFixed(2)
-        } | ${(roundTrips / report.requests).toFixed(2)} | ${errors} | ${
-          report.non2xx + report.errors
-        } |`,
-      );
-      await proxy.stop();
-      await sleep(200);
-    }
+/**
+ * Runs scenario r: starts the mock and a `redis-server` on free ports, then per run the proxy
+ * with `memory` and with `redis`, each warmed up and measured. Undefined (and a note) when
+ * `redis-server` is not installed.
+ */
+export async function measureRedisStore(
+  options: RedisStoreOptions,
+  notes: string[] = [],
+): Promise<RedisStoreResults | undefined> {
+  const redisServer = redisServerPath();
+  if (!redisServer) {
+    notes.push(
+      "scenario r skipped: redis-server is not installed (apt-get install -y redis-server)",
+    );
+    return undefined;
   }
-  console.log(
-    `load: ${tool}, ${connections} connections, ${durationS} s per run; per-upstream limit: ${
-      upstreamLimit ? "yes" : "no"
-    }`,
-  );
-  console.log(
+  const log = options.log ?? (() => {});
+  const upstreamLimit = options.upstreamLimit ?? true;
+  const ticksPerS = await clockTicks();
+  const dir = await Deno.makeTempDir({ prefix: "llmproxy-redis-bench-" });
+  const mockPort = freePort();
+  const redisPort = freePort();
+  const started: { stop(): Promise<void> }[] = [];
+  try {
+    const mock = spawn("mock", [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      `${root}tools/mock_upstream.ts`,
+      "--port",
+      String(mockPort),
+    ], { logFile: `${dir}/mock.log` });
+    started.push(mock);
+    await waitForPort(mockPort, mock);
+    const redis = spawn("redis", [
+      redisServer,
+      "--port",
+      String(redisPort),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+    ], { logFile: `${dir}/redis.log` });
+    started.push(redis);
+    await waitForPort(redisPort, redis);
+
+    const runs: RedisStoreRun[] = [];
+    const prefix = `bench${crypto.randomUUID().slice(0, 6)}:`;
+    for (let run = 1; run <= options.runs; run++) {
+      for (const store of ["memory", "redis"] as const) {
+        const ports = { proxy: freePort(), admin: freePort(), mock: mockPort, redis: redisPort };
+        const file = `${dir}/${store}.yaml`;
+        await Deno.writeTextFile(file, config(store, ports, upstreamLimit, prefix));
+        const proxy = spawn(`proxy-${store}`, [
+          Deno.execPath(),
+          "run",
+          "-A",
+          `${root}main.ts`,
+          "-c",
+          file,
+          "--log-level",
+          "warn",
+        ], { logFile: `${dir}/${store}.log` });
+        try {
+          await waitForPort(ports.proxy, proxy);
+          const load = (s: number) =>
+            runLoad({
+              tool: options.tool,
+              url: `http://127.0.0.1:${ports.proxy}/v1/chat/completions`,
+              body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+              headers: { authorization: `Bearer ${KEY}` },
+              connections: options.connections,
+              durationS: s,
+            });
+          await load(options.warmupS ?? 1);
+          const metricsUrl = `http://127.0.0.1:${ports.admin}/metrics`;
+          const before = await procInfo(proxy.pid);
+          const redisBefore = await procInfo(redis.pid);
+          const metricsBefore = await (await fetch(metricsUrl)).text();
+          const runsBefore = await redisScriptRuns(redisPort);
+          const report = await load(options.durationS);
+          const after = await procInfo(proxy.pid);
+          const redisAfter = await procInfo(redis.pid);
+          const metrics = await (await fetch(metricsUrl)).text();
+          const perReq = (n: number) => n / Math.max(1, report.requests);
+          const cpuPerReq = (ticks: number) =>
+            (ticks / ticksPerS) * 1e6 / Math.max(1, report.completed);
+          const row: RedisStoreRun = {
+            run,
+            store,
+            rps: report.rps,
+            proxyCpuUsPerReq: cpuPerReq(after.ticks - before.ticks),
+            redisCpuUsPerReq: cpuPerReq(redisAfter.ticks - redisBefore.ticks),
+            p50Ms: report.p50Ms,
+            p99Ms: report.p99Ms,
+            checksPerReq: perReq(
+              metricSum(metrics, "llmproxy_store_latency_seconds_count") -
+                metricSum(metricsBefore, "llmproxy_store_latency_seconds_count"),
+            ),
+            roundTripsPerReq: perReq(await redisScriptRuns(redisPort) - runsBefore),
+            storeErrors: metricSum(metrics, "llmproxy_store_errors_total"),
+            failed: report.non2xx + report.errors,
+          };
+          runs.push(row);
+          log(`  r run ${run} ${store}: ${Math.round(row.rps)} req/s`);
+        } finally {
+          await proxy.stop();
+        }
+        await sleep(200);
+      }
+    }
+    const ratios = [];
+    for (let run = 1; run <= options.runs; run++) {
+      const of = (store: string) => runs.find((r) => r.run === run && r.store === store);
+      const memory = of("memory"), redis = of("redis");
+      if (memory && redis && memory.rps > 0) ratios.push(redis.rps / memory.rps);
+    }
+    return {
+      connections: options.connections,
+      durationS: options.durationS,
+      upstreamLimit,
+      runs,
+      ratios,
+    };
+  } finally {
+    for (const proc of started.reverse()) await proc.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Scenario r as a markdown table. */
+export function redisStoreTable(r: RedisStoreResults): string[] {
+  const sorted = [...r.ratios].sort((a, b) => a - b);
+  const median = sorted.length > 0 ? sorted[Math.floor((sorted.length - 1) / 2)]! : NaN;
+  return [
+    `**r: the Redis store against memory** — the same config (per-IP limit, a client key with ` +
+    `request rate, tokens per minute and budget${
+      r.upstreamLimit ? ", a per-upstream limit" : ""
+    }) in front of the mock, ${r.connections} connections, ${r.durationS} s per run; Redis on ` +
+    `the same machine. redis ÷ memory req/s per pair: ${
+      r.ratios.map((x) => x.toFixed(2)).join(", ")
+    } (median **${median.toFixed(2)}×**).`,
+    "",
     "| run | store | req/s | proxy CPU µs/req | Redis CPU µs/req | p50 ms | p99 ms | checks/req | round trips/req | store errors | failed |",
-  );
-  console.log(
     "| --- | ----- | ----- | ---------------- | ---------------- | ------ | ------ | ---------- | --------------- | ------------ | ------ |",
-  );
-  for (const row of rows) console.log(row);
-} finally {
-  await stopAll();
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+    ...r.runs.map((x) =>
+      `| ${x.run} | ${x.store} | ${Math.round(x.rps)} | ${x.proxyCpuUsPerReq.toFixed(0)} | ${
+        x.store === "redis" ? x.redisCpuUsPerReq.toFixed(0) : "—"
+      } | ${x.p50Ms.toFixed(2)} | ${x.p99Ms.toFixed(2)} | ${x.checksPerReq.toFixed(2)} | ${
+        x.roundTripsPerReq.toFixed(2)
+      } | ${x.storeErrors} | ${x.failed} |`
+    ),
+    "",
+  ];
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  const option = (name: string, fallback: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+  };
+  const notes: string[] = [];
+  try {
+    const results = await measureRedisStore({
+      durationS: Number(option("--duration", "5")),
+      runs: Number(option("--runs", "2")),
+      connections: Number(option("--connections", "32")),
+      tool: option("--load", await hasCommand("wrk") ? "wrk" : "builtin") as LoadTool,
+      upstreamLimit: !args.includes("--no-upstream-limit"),
+      log: (line) => console.log(line),
+    }, notes);
+    for (const note of notes) console.log(`note: ${note}`);
+    if (results) console.log(redisStoreTable(results).join("\n"));
+  } finally {
+    await stopAll();
+  }
 }

@@ -7,6 +7,7 @@ import type { LoadReport } from "./load.ts";
 import { latencyMarkdown } from "./latency_report.ts";
 import type { LatencyResults } from "./latency_scenarios.ts";
 import type { ProbeResult } from "./sse_probe.ts";
+import { type RedisStoreResults, redisStoreTable } from "./redis_store.ts";
 import { median, type Spread, spread } from "./stats.ts";
 
 /** One time-bounded run against one target. */
@@ -68,6 +69,8 @@ export interface Results {
   upstreams: Record<string, UpstreamResults>;
   /** Scenario c: chunk timing per target, including the direct mock and the control. */
   sse?: { chunks: number; delayMs: number; targets: Record<string, ProbeResult> };
+  /** Scenario r: the Redis store against memory. */
+  redisStore?: RedisStoreResults;
   /** Scenario d. */
   memory?: {
     idleMiB: Record<TargetName, number>;
@@ -321,6 +324,7 @@ export function markdown(r: Results): string {
     );
   }
   lines.push(...latencyMarkdown(r.latency));
+  if (r.redisStore) lines.push(...redisStoreTable(r.redisStore));
   if (r.soak) {
     const s = r.soak;
     // Samples swing by several MiB (GC): the thirds' medians say more than the slope alone.

@@ -15,10 +15,11 @@
  *   `latest-smoke.md`.
  * - `--duration S`: seconds per run (default 10).
  * - `--runs N`: runs per target and scenario (default 3).
- * - `--scenarios a,b,c,d,f,g,h,i`: a JSON, b SSE, c chunk timing, d memory; f–i latency
+ * - `--scenarios a,b,c,d,f,g,h,i,r`: a JSON, b SSE, c chunk timing, d memory; f–i latency
  *   overhead against the mock directly: f JSON at 1/16/64 connections, g SSE time to first
- *   event, h a ~400 KB request, i event gaps of 64 streams (default all; see
- *   `latency_scenarios.ts`).
+ *   event, h a ~400 KB request, i event gaps of 64 streams (see `latency_scenarios.ts`); r the
+ *   Redis store's cost against memory (`redis_store.ts`; needs `redis-server`, skipped with a
+ *   note without it). Default all.
  * - `--upstreams mock,nginx,tls`: upstream kinds for a and b (default all; `nginx` and `tls`
  *   need nginx, `apt-get install -y nginx-light`, and `tls` openssl; missing ones are skipped
  *   with a note).
@@ -47,6 +48,7 @@ import { peerNames, type Peers, preparePeers, startPeers } from "./peers.ts";
 import { clockTicks, hasCommand, procInfo, sleep, stopAll } from "./procs.ts";
 import { LATENCY_SCENARIOS, latencyScenarios } from "./latency_scenarios.ts";
 import { markdown, ratios, type Results, type UpstreamResults } from "./report.ts";
+import { measureRedisStore } from "./redis_store.ts";
 import * as sc from "./scenarios.ts";
 import {
   startMinimalProxy,
@@ -86,7 +88,7 @@ function parseCli(args: readonly string[]): Cli {
     smoke,
     durationS: smoke ? 2 : 10,
     runs: smoke ? 1 : 3,
-    scenarios: new Set(["a", "b", "c", "d", ...LATENCY_SCENARIOS]),
+    scenarios: new Set(["a", "b", "c", "d", ...LATENCY_SCENARIOS, "r"]),
     upstreams: [...UPSTREAM_KINDS],
     peers: false,
     soakS: 0,
@@ -336,6 +338,18 @@ async function main(): Promise<number> {
         latencyKeys,
         timing,
       );
+    }
+    if (cli.scenarios.has("r")) {
+      log("scenario r (the Redis store against memory):");
+      const redisStore = await measureRedisStore({
+        durationS: cli.durationS,
+        runs: cli.runs,
+        connections: 32,
+        tool,
+        warmupS: cli.smoke ? 1 : 2,
+        log,
+      }, results.meta.notes);
+      if (redisStore) results.redisStore = redisStore;
     }
     if (cli.soakS > 0) {
       log(`scenario e (soak, ${cli.soakS} s):`);

@@ -1,3 +1,4 @@
+import { redisStoreTable } from "../../bench/redis_store.ts";
 import assert from "node:assert/strict";
 import { markdown, type Results, type RunResult } from "../../bench/report.ts";
 import { parseProcStat } from "../../bench/procs.ts";
@@ -76,4 +77,40 @@ Deno.test("parseProcStat() counts iowait as idle and leaves guest time out", () 
 Deno.test("parseProcStat() is NaN without a cpu line", () => {
   const ticks = parseProcStat("intr 1 2 3\n");
   assert.ok(Number.isNaN(ticks.total) && Number.isNaN(ticks.idle));
+});
+
+Deno.test("redisStoreTable: one row per run and store, the pairs' ratios and their median", () => {
+  const row = (run: number, store: "memory" | "redis", rps: number) => ({
+    run,
+    store,
+    rps,
+    proxyCpuUsPerReq: 150,
+    redisCpuUsPerReq: store === "redis" ? 45 : 0,
+    p50Ms: 4,
+    p99Ms: 20,
+    checksPerReq: store === "redis" ? 4 : 0,
+    roundTripsPerReq: store === "redis" ? 0.25 : 0,
+    storeErrors: 0,
+    failed: 0,
+  });
+  const lines = redisStoreTable({
+    connections: 32,
+    durationS: 5,
+    upstreamLimit: true,
+    runs: [
+      row(1, "memory", 6000),
+      row(1, "redis", 4200),
+      row(2, "memory", 5000),
+      row(2, "redis", 4000),
+    ],
+    ratios: [0.7, 0.8],
+  });
+  const text = lines.join("\n");
+  assert.match(text, /per pair: 0\.70, 0\.80 \(median \*\*0\.70×\*\*\)/);
+  assert.match(
+    text,
+    /\| 1 \| redis \| 4200 \| 150 \| 45 \| 4\.00 \| 20\.00 \| 4\.00 \| 0\.25 \| 0 \| 0 \|/,
+  );
+  assert.match(text, /\| 2 \| memory \| 5000 \| 150 \| — \|/);
+  assert.equal(lines.filter((l) => /^\| \d/.test(l)).length, 4);
 });
