@@ -434,7 +434,7 @@ const redisSchema = z.strictObject({
     "Prefix of every key the proxy writes (instances sharing limits use the same one).",
   ),
   timeout: duration("ms", { minMs: 1, maxMs: 60_000 }).default(50).describe(
-    'Longest wait for one Redis call (milliseconds, or "50ms"); then onStoreError decides.',
+    'Longest wait for Redis to answer a batch of checks, from when it leaves (milliseconds, or "50ms"); then onStoreError decides.',
   ),
 });
 

@@ -130,7 +130,9 @@ export const UPSTREAM_ACQUIRE: Script = {
   name: "upstream_acquire",
   lua: `
 local v = redis.call('MGET', K[1], K[2])
-local cool = tonumber(v[2] or '0') - now
+local cool = tonumber(v[2] or '0') or 0
+-- A cool-down written by an older version holds '1': its time left is its expiry.
+if cool > 0 and cool < 1e12 then cool = redis.call('PTTL', K[2]) else cool = cool - now end
 if cool > 0 then return {0, 0, math.ceil(cool)} end
 if A[1] ~= '' then
   local per_ms, burst = tonumber(A[1]), tonumber(A[2])

@@ -15,11 +15,14 @@
  */
 import { Redis } from "ioredis";
 import type { StateConfig } from "../config/schema.ts";
-import type { Clock } from "../deps.ts";
+import type { Clock, Timer } from "../deps.ts";
 import type { Logger } from "../log.ts";
 import { RemoteLimits, type ScriptRunner, type StoreOp } from "./remote_limits.ts";
 import { BATCH, batchArguments } from "./redis_scripts.ts";
-import { ScriptBatcher } from "./script_batch.ts";
+import { ScriptBatcher, StoreNotSentError, STUCK_AFTER } from "./script_batch.ts";
+
+/** How ioredis's message starts when it refuses a command without writing it. */
+const NOT_WRITABLE = "Stream isn't writeable";
 
 /** Options of {@linkcode openRedisStore}. */
 export interface RedisStoreOptions {
@@ -57,11 +60,25 @@ export async function openRedisStore(
     // only add a deferred flush per call (it doubled the CPU of a lone request's round trip).
     enableAutoPipelining: false,
   });
-  // Redis took longer than `timeout`: drop the connection so that what it holds fails now and
-  // nothing piles up behind a server that stopped answering; ioredis connects again at once.
+  // Redis stopped answering (batches in a row without any answer, a ping, or a handshake that
+  // does not end): drop the connection so that nothing piles up behind it; ioredis connects
+  // again by itself.
   const reset = () => {
     if (client.status === "ready" || client.status === "connect") client.disconnect(true);
   };
+  // connectTimeout bounds the TCP connect only; the handshake after it (HELLO) gets as long.
+  let handshake: Timer | undefined;
+  client.on("connect", () => {
+    handshake?.cancel();
+    handshake = options.clock.after(Math.max(1_000, timeout), () => {
+      handshake = undefined;
+      if (client.status === "connect") reset();
+    }, { unref: true });
+  });
+  client.on("ready", () => {
+    handshake?.cancel();
+    handshake = undefined;
+  });
   // Connection errors are reported through the calls that fail; the client keeps retrying.
   client.on("error", () => {});
   // No numberOfKeys: each batch passes its own key count first.
@@ -71,10 +88,17 @@ export async function openRedisStore(
     (...args: (string | number)[]) => Promise<readonly unknown[]>
   >)[BATCH.name]!.bind(client);
   const batcher = new ScriptBatcher({
-    send: (calls) => runBatch(...batchArguments(calls)),
+    send: (calls) =>
+      runBatch(...batchArguments(calls)).catch((error: unknown) => {
+        // Refused before writing (not connected, offline queue off): it surely did not run.
+        if (error instanceof Error && error.message.startsWith(NOT_WRITABLE)) {
+          throw new StoreNotSentError(error.message);
+        }
+        throw error;
+      }),
     clock: options.clock,
     timeoutMs: timeout,
-    onTimeout: reset,
+    onStuck: reset,
   });
   const connected = client.connect().then(() => true, () => false);
   const ok = await Promise.race([
@@ -95,10 +119,22 @@ export async function openRedisStore(
       } until it is`,
     );
   }
+  /** Pings in a row that timed out: as many as batches make the connection stuck. */
+  let silentPings = 0;
   const runner: ScriptRunner = {
     run: (script, keys, args) => batcher.run(script, keys, args),
-    ping: () => withTimeout(client.ping(), timeout, options.clock, reset),
+    ping: () =>
+      withTimeout(client.ping(), timeout, options.clock, () => {
+        if (++silentPings >= STUCK_AFTER) {
+          silentPings = 0;
+          reset();
+        }
+      }).then((pong) => {
+        silentPings = 0;
+        return pong;
+      }),
     close: async () => {
+      handshake?.cancel();
       client.disconnect(false);
       await connected;
     },

@@ -46,6 +46,7 @@ import {
   UPSTREAM_ACQUIRE,
   UPSTREAM_COOL_DOWN,
 } from "./redis_scripts.ts";
+import { StoreNotSentError, StoreOperationError } from "./script_batch.ts";
 
 /** Runs scripts in the store. Every call is bounded by the store's timeout (it rejects then). */
 export interface ScriptRunner {
@@ -171,7 +172,7 @@ export class RemoteLimits implements LimitState {
 
   /**
    * Runs `script`; undefined when it failed and `onStoreError` is `local`. Throws
-   * {@linkcode StoreUnavailableError} with `reject` (`fallible`: never throws, for charges).
+   * {@linkcode StoreUnavailableError} with `reject` (`fallible`: never throws).
    */
   async run(
     op: StoreOp,
@@ -180,20 +181,38 @@ export class RemoteLimits implements LimitState {
     args: readonly (string | number)[],
     fallible = false,
   ): Promise<unknown> {
+    const outcome = await this.attempt(op, script, keys, args);
+    if (outcome.ok) return outcome.answer;
+    if (this.#reject && !fallible) {
+      throw new StoreUnavailableError(
+        "the shared limit store is unavailable: the request cannot be checked against its limits",
+        { code: "store_unavailable", cause: outcome.error },
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs `script` and says how it went; never throws. A failure says whether the operation may
+   * still have run in the store (it was sent, and the answer did not come in time or the
+   * connection dropped): a charge that may have counted is not sent again.
+   */
+  async attempt(
+    op: StoreOp,
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<
+    { ok: true; answer: unknown } | { ok: false; error: unknown; maybeApplied: boolean }
+  > {
     const started = this.#clock.now();
     try {
       const answer = await this.#runner.run(script, keys, args);
       this.#succeeded(op, started);
-      return answer;
+      return { ok: true, answer };
     } catch (error) {
       this.#failed(op, started, error);
-      if (this.#reject && !fallible) {
-        throw new StoreUnavailableError(
-          "the shared limit store is unavailable: the request cannot be checked against its limits",
-          { code: "store_unavailable", cause: error },
-        );
-      }
-      return undefined;
+      return { ok: false, error, maybeApplied: !(error instanceof StoreNotSentError) };
     }
   }
 
@@ -232,6 +251,9 @@ export class RemoteLimits implements LimitState {
 
   #failed(op: StoreOp, started: number, error: unknown): void {
     this.#onCall?.(op, (this.#clock.now() - started) / 1000, true);
+    // One operation Redis could not run (an unreadable value under one key) says nothing of
+    // the store: counted, but the store stays up.
+    if (error instanceof StoreOperationError) return;
     const message = error instanceof Error ? error.message : String(error);
     if (!this.#down) {
       this.#log.warn(
@@ -382,7 +404,7 @@ export class RemoteKeyLimits implements KeyLimits {
     if (!(n > 0)) return undefined;
     const { tokens: rate, budget } = this.#config;
     const expireAt = budget ? periodStart(budget.period, wallNow) + budget.period + 60_000 : "";
-    const answer = await this.#store.run(
+    const outcome = await this.#store.attempt(
       "key_charge",
       KEY_CHARGE,
       [
@@ -390,12 +412,15 @@ export class RemoteKeyLimits implements KeyLimits {
         this.#budgetKey(wallNow),
       ],
       [n, rate ? rate.perMinute / 60_000 : "", rate ? rate.perMinute : "", expireAt],
-      true,
     );
-    if (answer === undefined) {
-      this.#store.defer(this, n, wallNow);
+    if (!outcome.ok) {
+      // Sent again when the store is back only if it surely did not count: a charge that
+      // reached Redis and timed out may have run there, and counting it twice is worse than
+      // once (the local ledger has it either way).
+      if (!outcome.maybeApplied) this.#store.defer(this, n, wallNow);
       return undefined;
     }
+    const answer = outcome.answer;
     return budget ? Number(answer) : undefined;
   }
 }

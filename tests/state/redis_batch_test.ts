@@ -114,7 +114,7 @@ Deno.test({
     "redis batch: a server that stops answering (frozen, connection open) fails each check within its timeout, nothing waits behind it, and it is used again once it answers",
   ignore,
   fn: () =>
-    withStore(async (limits, _port, failed, redis) => {
+    withStore(async (limits, port, failed, redis) => {
       const limiter = limits.keyed("f", { perSecond: 0.001, burst: 1_000 });
       assert.equal((await limiter.take("10.0.0.1", 0)).remaining, 999);
       redis.freeze(true);
@@ -131,10 +131,10 @@ Deno.test({
       } finally {
         redis.freeze(false);
       }
-      // Back: the client reconnects; a check is answered by Redis again. Its bucket, not the
-      // local one (which took 9: 990 left): 998 left, or 995 when Redis, woken, still ran the
-      // batch that reached its socket before the freeze was noticed (a given-up check may still
-      // count in Redis: limits err on the strict side, never the loose one).
+      // Back: the client reconnects; a check is answered by Redis again: its decision is the
+      // bucket Redis holds (the local fallback took 9 of its own). Redis, woken, may still have
+      // run batches that reached its socket before the connection was dropped: a check given up
+      // may still count there (limits err on the strict side, never the loose one).
       const deadline = performance.now() + 5_000;
       let remaining = -1;
       while (performance.now() < deadline) {
@@ -146,7 +146,69 @@ Deno.test({
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      assert.ok(remaining === 998 || remaining === 995, `shared again: ${remaining} left`);
+      const stored = await redisCommand(port, "GET t:ip:f:0.001:1000:10.0.0.1");
+      assert.equal(
+        remaining,
+        Math.floor(Number(stored.split(" ")[0]) + 1e-9),
+        `Redis holds ${stored}`,
+      );
+      assert.ok(remaining >= 989 && remaining <= 998, `${remaining} left`);
       assert.deepEqual(limits.health(), { ok: true });
     }, 100),
+});
+
+Deno.test({
+  name:
+    "redis batch: a 429 cool-down written by one instance refuses the next acquire (one MGET with the bucket); one written by an older version ('1') too",
+  ignore,
+  fn: () =>
+    withStore(async (limits, port, failed) => {
+      const upstream = limits.upstreamLimits("u", { perSecond: 1_000, burst: 1_000 });
+      assert.deepEqual(await upstream.acquire(), { allowed: true });
+      upstream.coolDown(5_000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const refused = await upstream.acquire();
+      assert.equal(refused?.allowed, false);
+      assert.ok(
+        !refused?.allowed && refused!.coolDownMs > 4_000 && refused!.coolDownMs <= 5_000,
+        JSON.stringify(refused),
+      );
+      assert.equal(await redisCommand(port, "SET t:upstream:u:cooldown 1 PX 3000"), "+OK");
+      const old = await upstream.acquire();
+      assert.ok(!old?.allowed && old!.coolDownMs > 2_000 && old!.coolDownMs <= 3_000);
+      assert.equal(await redisCommand(port, "DEL t:upstream:u:cooldown"), "1");
+      assert.deepEqual(await upstream.acquire(), { allowed: true });
+      assert.deepEqual(failed, []);
+    }),
+});
+
+Deno.test("redis store: a server that accepts and never answers the handshake is left and dialled again (not held for ever)", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  const state = loadWith(
+    `state: {store: redis, redis: {url: "redis://127.0.0.1:${
+      (listener.addr as Deno.NetAddr).port
+    }/0", prefix: "t:", timeout: 50}}\n`,
+  ).config.state;
+  const limits = await openRedisStore(state, {
+    clock: systemClock,
+    log: silentLogger,
+    connectWaitMs: 100,
+  });
+  try {
+    const deadline = performance.now() + 4_000;
+    while (held.length < 2 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(held.length >= 2, `${held.length} connection(s) in 4 s: the stuck one was kept`);
+    assert.equal(limits.health().ok, false);
+  } finally {
+    await limits.close();
+    listener.close();
+    for (const conn of held) conn.close();
+    await accepting.catch(() => {});
+  }
 });

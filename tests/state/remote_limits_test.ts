@@ -16,6 +16,11 @@ import { BudgetLedger } from "../../src/keys/budget.ts";
 import { RateLimitedError } from "../../src/pipeline/errors.ts";
 import { silentLogger } from "../../src/log.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
+import {
+  StoreNotSentError,
+  StoreOperationError,
+  StoreTimeoutError,
+} from "../../src/state/script_batch.ts";
 import type { ClientKeyConfig } from "../../src/config/schema.ts";
 
 interface Call {
@@ -24,17 +29,22 @@ interface Call {
   args: readonly (string | number)[];
 }
 
-/** A store whose answers the test decides: `answer` per script, or `down` to fail every call. */
+/**
+ * A store whose answers the test decides: `answer` per script, `down` to refuse every call
+ * unsent (as ioredis does while disconnected), or `failWith` to fail every call with that error.
+ */
 class FakeRunner implements ScriptRunner {
   calls: Call[] = [];
   pings = 0;
   down = false;
+  failWith: Error | undefined;
   answers = new Map<string, unknown>();
   closed = false;
 
   run(script: Script, keys: readonly string[], args: readonly (string | number)[]) {
     this.calls.push({ script: script.name, keys, args });
-    if (this.down) return Promise.reject(new Error("Connection is closed."));
+    if (this.failWith) return Promise.reject(this.failWith);
+    if (this.down) return Promise.reject(new StoreNotSentError("Connection is closed."));
     return Promise.resolve(this.answers.get(script.name));
   }
 
@@ -199,6 +209,32 @@ Deno.test("ClientKey with a shared store: a charge is one script run; one the st
   clock.advance(1_000); // the ping finds the store back and sends what it missed
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(runner.calls.map((c) => [c.script, c.args[0]]), [[KEY_CHARGE.name, 7]]);
+  await limits.close();
+});
+
+Deno.test("ClientKey with a shared store: a charge that reached the store and timed out is not sent again (it may have counted there)", async () => {
+  const { runner, clock, limits } = setup();
+  const ledger = new BudgetLedger();
+  const key = new ClientKey(KEY_CONFIG, ledger, limits);
+  runner.failWith = new StoreTimeoutError("the store did not answer within 50ms");
+  key.charge({ prompt: 7, completion: 0 }, clock.now(), clock.wallNow());
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(ledger.used("team_a", 86_400_000, clock.wallNow()), 7, "counted here");
+  runner.failWith = undefined;
+  runner.calls = [];
+  clock.advance(1_000);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(runner.calls.map((c) => c.script), [], "not sent again");
+  await limits.close();
+});
+
+Deno.test("RemoteLimits: an operation Redis could not run fails that check (counted) without marking the store down", async () => {
+  const { runner, limits, calls } = setup();
+  runner.failWith = new StoreOperationError("the store could not run bucket_take");
+  const decision = await limits.keyed("f", { perSecond: 1, burst: 2 }).take("10.0.0.1", 0);
+  assert.equal(decision.allowed, true, "the local fallback decides");
+  assert.deepEqual(calls, [["ip", true]]);
+  assert.deepEqual(limits.health(), { ok: true });
   await limits.close();
 });
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { ScriptBatcher, type ScriptCall } from "../../src/state/script_batch.ts";
+import {
+  ScriptBatcher,
+  type ScriptCall,
+  StoreOperationError,
+  StoreTimeoutError,
+  STUCK_AFTER,
+} from "../../src/state/script_batch.ts";
 import { batchArguments, BUCKET_TAKE, KEY_ADMIT } from "../../src/state/redis_scripts.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
@@ -25,7 +31,7 @@ function setup(timeoutMs = 50, maxBatch?: number) {
     send: store.send,
     clock,
     timeoutMs,
-    onTimeout: () => timeouts.push(clock.now()),
+    onStuck: () => timeouts.push(clock.now()),
     ...(maxBatch ? { maxBatch } : {}),
   });
   return { store, clock, batcher, timeouts };
@@ -66,9 +72,8 @@ Deno.test("ScriptBatcher: an operation the store could not run fails alone; a fa
   assert.equal(batcher.inFlight, 0);
 });
 
-Deno.test("ScriptBatcher: the timeout counts from when a check is made: a stuck batch is given up, the waiting checks leave, a late answer is ignored", async () => {
+Deno.test("ScriptBatcher: a batch gets its timeout from when it leaves, plus one event-loop turn; the check that waited behind it leaves then; a late answer is ignored", async () => {
   const { store, clock, batcher, timeouts } = setup(50);
-  const start = clock.now();
   const stuck = batcher.run(BUCKET_TAKE, ["a"], []);
   await turn();
   clock.advance(30);
@@ -76,17 +81,72 @@ Deno.test("ScriptBatcher: the timeout counts from when a check is made: a stuck 
   await turn();
   assert.equal(store.batches.length, 1);
   clock.advance(20);
+  await assert.rejects(stuck, StoreTimeoutError);
   await assert.rejects(stuck, /did not answer within 50ms/);
-  assert.deepEqual(timeouts, [start + 50], "the store is told (it drops a stuck connection)");
   assert.equal(store.batches.length, 2, "the waiting check left when the stuck batch was given up");
   store.batches[0]!.answer(["late"]);
-  // The second batch has what is left of its check's 50 ms: 30.
-  assert.deepEqual(clock.dueIn, [30]);
-  clock.advance(30);
-  await assert.rejects(waiting, /did not answer within 50ms/);
-  store.batches[1]!.answer(["too late"]);
+  assert.deepEqual(clock.dueIn, [50], "the second batch has its own 50 ms");
+  clock.advance(49);
+  store.batches[1]!.answer(["b"]);
+  assert.equal(await waiting, "b");
+  assert.deepEqual(timeouts, [], "one slow batch does not make the store stuck");
   assert.equal(batcher.inFlight, 0);
   assert.equal(clock.pending, 0, "no timer left");
+});
+
+Deno.test("ScriptBatcher: an answer handled in the event-loop turn after the timer still counts", async () => {
+  const clock = new FakeClock();
+  let answer: ((a: readonly unknown[]) => void) | undefined;
+  const batcher = new ScriptBatcher({
+    send: () => new Promise((resolve) => answer = resolve),
+    // The timer fires while the answer is already read; the next turn is 1 ms later here.
+    clock: {
+      now: () => clock.now(),
+      wallNow: () => clock.wallNow(),
+      after: (ms, fire, options) =>
+        ms === 0 ? clock.after(1, fire, options) : clock.after(ms, () => {
+          fire();
+          answer?.(["in time"]);
+        }, options),
+    },
+    timeoutMs: 50,
+  });
+  const check = batcher.run(BUCKET_TAKE, ["a"], []);
+  await turn();
+  clock.advance(50);
+  await turn();
+  clock.advance(1);
+  assert.equal(await check, "in time");
+});
+
+Deno.test("ScriptBatcher: the store is called stuck only after batches in a row end without any answer, late ones included", async () => {
+  const { store, clock, batcher, timeouts } = setup(50);
+  const silent = async () => {
+    const check = batcher.run(BUCKET_TAKE, ["a"], []).catch((e) => e);
+    await turn();
+    clock.advance(50);
+    assert.ok((await check) instanceof StoreTimeoutError);
+  };
+  await silent();
+  await silent();
+  store.batches[1]!.answer(["late"]); // alive, only slow: the count starts again
+  await turn();
+  await silent();
+  await silent();
+  assert.deepEqual(timeouts, []);
+  await silent();
+  assert.equal(timeouts.length, 1, `stuck after ${STUCK_AFTER} silent batches in a row`);
+  assert.equal(STUCK_AFTER, 3);
+});
+
+Deno.test("ScriptBatcher: an answer that is not a list fails its batch's checks (no throw, nothing left pending)", async () => {
+  const { store, clock, batcher } = setup();
+  const checks = [batcher.run(BUCKET_TAKE, ["a"], []), batcher.run(BUCKET_TAKE, ["b"], [])];
+  await turn();
+  store.batches[0]!.answer(null as unknown as unknown[]);
+  for (const check of checks) await assert.rejects(check, StoreOperationError);
+  assert.equal(batcher.inFlight, 0);
+  assert.equal(clock.pending, 0);
 });
 
 Deno.test("ScriptBatcher: a full queue sends another batch at once, even with one out", async () => {
