@@ -31,7 +31,11 @@ import {
   stopAll,
   waitForPort,
 } from "./procs.ts";
-import { redisScriptRuns, redisServerPath } from "../tests/_helpers/redis_server.ts";
+import {
+  redisScriptRuns,
+  redisServerPath,
+  startRedisServer,
+} from "../tests/_helpers/redis_server.ts";
 
 const KEY = "sk-bench-redis-0123456789";
 const root = new URL("..", import.meta.url).pathname;
@@ -119,8 +123,7 @@ export async function measureRedisStore(
   options: RedisStoreOptions,
   notes: string[] = [],
 ): Promise<RedisStoreResults | undefined> {
-  const redisServer = redisServerPath();
-  if (!redisServer) {
+  if (!redisServerPath()) {
     notes.push(
       "scenario r skipped: redis-server is not installed (apt-get install -y redis-server)",
     );
@@ -131,7 +134,6 @@ export async function measureRedisStore(
   const ticksPerS = await clockTicks();
   const dir = await Deno.makeTempDir({ prefix: "llmproxy-redis-bench-" });
   const mockPort = freePort();
-  const redisPort = freePort();
   const started: { stop(): Promise<void> }[] = [];
   try {
     const mock = spawn("mock", [
@@ -144,19 +146,10 @@ export async function measureRedisStore(
     ], { logFile: `${dir}/mock.log` });
     started.push(mock);
     await waitForPort(mockPort, mock);
-    const redis = spawn("redis", [
-      redisServer,
-      "--port",
-      String(redisPort),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ], { logFile: `${dir}/redis.log` });
+    const redis = await startRedisServer();
     started.push(redis);
-    await waitForPort(redisPort, redis);
+    const redisPid = redis.pid()!;
+    const redisPort = redis.port;
 
     const runs: RedisStoreRun[] = [];
     const prefix = `bench${crypto.randomUUID().slice(0, 6)}:`;
@@ -189,12 +182,12 @@ export async function measureRedisStore(
           await load(options.warmupS ?? 1);
           const metricsUrl = `http://127.0.0.1:${ports.admin}/metrics`;
           const before = await procInfo(proxy.pid);
-          const redisBefore = await procInfo(redis.pid);
+          const redisBefore = await procInfo(redisPid);
           const metricsBefore = await (await fetch(metricsUrl)).text();
           const runsBefore = await redisScriptRuns(redisPort);
           const report = await load(options.durationS);
           const after = await procInfo(proxy.pid);
-          const redisAfter = await procInfo(redis.pid);
+          const redisAfter = await procInfo(redisPid);
           const metrics = await (await fetch(metricsUrl)).text();
           const perReq = (n: number) => n / Math.max(1, report.requests);
           const cpuPerReq = (ticks: number) =>

@@ -34,6 +34,8 @@ let skipped = false;
 export interface RedisServer {
   readonly port: number;
   readonly url: string;
+  /** Its process id while it runs (for CPU figures). */
+  pid(): number | undefined;
   /** Stops it (SIGTERM to its PID) and waits for it to exit. */
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
@@ -93,7 +95,14 @@ export async function startRedisServer(): Promise<RedisServer> {
     if (child) Deno.kill(child.pid, frozen ? "SIGSTOP" : "SIGCONT");
   };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}/0`, stop, restart: start, freeze };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    pid: () => child?.pid,
+    stop,
+    restart: start,
+    freeze,
+  };
 }
 
 /** Waits (up to 5 s) until a PING on `port` gets PONG. */
