@@ -167,23 +167,15 @@ function endsEvent(text: string): boolean {
 
 /**
  * Whether a `"usage"` in `text` may be followed by an object: false only when every one is
- * followed by something else (`null`, or not a colon: a string value). A line end before the
- * value (JSON spread over `data:` lines) or the text's end counts as maybe.
+ * followed by something else (`null`, or not a colon: a string value). Whitespace (line ends
+ * too: JSON spread over `data:` lines) may come around the colon; the text's end counts as
+ * maybe. One regular expression: its search for the literal is several times faster than a loop
+ * of `indexOf` over a chunk of a few kB, and nearly every SSE chunk passes through here.
  */
 function mayHoldUsage(text: string): boolean {
-  for (let at = text.indexOf(KEY); at >= 0; at = text.indexOf(KEY, at + KEY.length)) {
-    let i = skipSpace(text, at + KEY.length);
-    let c = text.charCodeAt(i);
-    if (c !== COLON) {
-      if (c === LF || c === CR || i >= text.length) return true;
-      continue;
-    }
-    i = skipSpace(text, i + 1);
-    c = text.charCodeAt(i);
-    if (c === OPEN || c === LF || c === CR || i >= text.length) return true;
-  }
-  return false;
+  return MAY_HOLD_USAGE.test(text);
 }
+const MAY_HOLD_USAGE = /"usage"[ \t\r\n]*(?:$|:[ \t\r\n]*(?:\{|$))/;
 
 /** The usage reported by one SSE event (line ends already LF): its `data:` lines, joined. */
 function usageInEvent(event: string): Partial<TokenUsage> | undefined {
