@@ -30,6 +30,7 @@ import { splitRequestUrl } from "./upstream/url.ts";
 import type { Group } from "./upstream/group.ts";
 import { type BudgetBook, BudgetLedger } from "./keys/budget.ts";
 import type { LimitState } from "./state/limit_state.ts";
+import type { StoreState } from "./server/admin.ts";
 import type { LogLevel } from "./log.ts";
 import { startWorkers, workerCount } from "./workers/supervisor.ts";
 import { BudgetSync } from "./keys/budget_sync.ts";
@@ -102,6 +103,8 @@ export interface RunningApp {
   stop(): Promise<void>;
   /** Resolves with the exit code once the proxy has stopped. */
   readonly finished: Promise<number>;
+  /** The shared limit store's state (`state.store: redis`); absent without one. */
+  readonly store?: () => StoreState;
 }
 
 /** Builds the runtime for `loaded`, binds every listener and starts serving. */
@@ -136,8 +139,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   const state = loaded.config.state;
   // Limits shared by instances: Redis (read at start-up only, like state.path). Its module and
   // client library are loaded only then (see openBudgetSync on `node:` modules).
-  const store = state.store === "redis" && !options.worker
-    ? await openSharedStore(state, clock, log, hooks)
+  // With workers each one has its own connection; the process's shared memory is its fallback.
+  const store = state.store === "redis"
+    ? await openSharedStore(state, clock, log, hooks, options.worker?.limits)
     : undefined;
   if (store && state.path) {
     log.warn(
@@ -218,6 +222,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     throw error;
   }
 
+  const storeState = store
+    ? (): StoreState => ({ health: store.health(), rejects: store.rejects })
+    : undefined;
   // Workers serve the forwards only; the main thread has the admin listener.
   const adminConfig = options.worker ? undefined : loaded.config.httpServer.admin;
   const admin = adminConfig
@@ -236,7 +243,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
         reload: () => reload(),
         registry,
         clock,
-        ...(store ? { store: () => ({ health: store.health(), rejects: store.rejects }) } : {}),
+        ...(storeState ? { store: storeState } : {}),
       }),
       log,
     )
@@ -286,6 +293,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
     reload,
     stop,
     finished,
+    ...(storeState ? { store: storeState } : {}),
   };
 }
 
@@ -331,9 +339,15 @@ async function openSharedStore(
   clock: Clock,
   log: Logger,
   hooks: ObservabilityHooks,
+  local: LimitState | undefined,
 ): Promise<RemoteLimits> {
   const { openRedisStore } = await import("./state/redis_store.ts");
-  return await openRedisStore(state, { clock, log, onCall: hooks.onStoreCall });
+  return await openRedisStore(state, {
+    clock,
+    log,
+    onCall: hooks.onStoreCall,
+    ...(local ? { local } : {}),
+  });
 }
 
 /** Connections admitted per listener; the admin has its own few, so a flood never locks it out. */

@@ -473,13 +473,6 @@ export const configSchema = rootSchema.superRefine((config, ctx) => {
   checkUnique(config.upstreamGroups, ["upstreamGroups"], "group", issue);
   checkUnique(config.httpServer.forwards, ["httpServer", "forwards"], "forward", issue);
   checkUnique(config.clientKeys, ["clientKeys"], "client key", issue);
-  if (config.state.store === "redis" && config.workers !== 1) {
-    issue(
-      ["workers"],
-      "state.store: redis runs with workers: 1 (each instance one thread; run several instances against the same Redis to scale out)",
-    );
-  }
-
   const ports = new Map<string, string>();
   const claimPort = (p: number, path: PropertyKey[]) => {
     if (p === 0) return;

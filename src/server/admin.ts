@@ -57,7 +57,13 @@ export interface AdminOptions {
    * `/ready` answers 200 `degraded` (requests served on local limits), or 503 when requests are
    * refused (`onStoreError: reject`).
    */
-  store?: () => { health: StoreHealth; rejects: boolean };
+  store?: () => StoreState | Promise<StoreState | undefined>;
+}
+
+/** The shared limit store as `/ready` reports it. */
+export interface StoreState {
+  readonly health: StoreHealth;
+  readonly rejects: boolean;
 }
 
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
@@ -85,7 +91,7 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       case "GET /ready":
         return ready(
           views ? await views.emptyGroups() : emptyGroups(options.runtime(), options.clock),
-          options.store?.(),
+          await options.store?.(),
         );
       case "GET /metrics":
         return new Response(views ? await views.metrics() : options.registry.render(), {
@@ -120,7 +126,7 @@ function json(body: unknown, status = 200): Response {
 
 function ready(
   empty: readonly string[],
-  store: { health: StoreHealth; rejects: boolean } | undefined,
+  store: StoreState | undefined,
 ): Response {
   const health = store?.health;
   const storeState = store && health && !health.ok

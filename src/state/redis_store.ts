@@ -18,6 +18,7 @@ import type { StateConfig } from "../config/schema.ts";
 import type { Clock, Timer } from "../deps.ts";
 import type { Logger } from "../log.ts";
 import { RemoteLimits, type ScriptRunner, type StoreOp } from "./remote_limits.ts";
+import type { LimitState } from "./limit_state.ts";
 import { BATCH, batchArguments } from "./redis_scripts.ts";
 import { ScriptBatcher, StoreNotSentError, STUCK_AFTER } from "./script_batch.ts";
 
@@ -31,6 +32,8 @@ export interface RedisStoreOptions {
   onCall?: (op: StoreOp, seconds: number, failed: boolean) => void;
   /** Longest wait for the first connection at start-up (ms); then it starts degraded. */
   connectWaitMs?: number;
+  /** Where limits the store does not keep live, and the fallback (see `RemoteLimits`). */
+  local?: LimitState;
 }
 
 /**
@@ -146,6 +149,7 @@ export async function openRedisStore(
     clock: options.clock,
     log: options.log,
     ...(options.onCall ? { onCall: options.onCall } : {}),
+    ...(options.local ? { local: options.local } : {}),
   });
 }
 

@@ -90,6 +90,11 @@ export interface RemoteLimitsOptions {
   pingIntervalMs?: number;
   /** How often upstreams' cool-downs are read in the background (ms). @default 250 */
   coolDownReadMs?: number;
+  /**
+   * The limits used where the store is not (per-upstream buckets, a key's fallback) and when
+   * it fails: this thread's memory by default, a process's shared memory with workers.
+   */
+  local?: LimitState;
 }
 
 /** Per-client-IP buckets this process keeps for a fallback at most (bounded, evicting). */
@@ -118,6 +123,7 @@ export class RemoteLimits implements LimitState {
   readonly #coolDowns = new Map<string, (until: number) => void>();
   readonly #coolDownReadMs: number;
   #coolDownTimer: Timer | undefined;
+  readonly #local: LimitState | undefined;
 
   constructor(options: RemoteLimitsOptions) {
     this.#runner = options.runner;
@@ -128,6 +134,7 @@ export class RemoteLimits implements LimitState {
     this.#onCall = options.onCall;
     this.#pingMs = options.pingIntervalMs ?? 1_000;
     this.#coolDownReadMs = options.coolDownReadMs ?? 250;
+    this.#local = options.local;
     this.#schedule();
   }
 
@@ -141,13 +148,13 @@ export class RemoteLimits implements LimitState {
     return this.#reject;
   }
 
-  // Per-upstream buckets and token rates stay in this process (used for a key's fallback too).
+  // Per-upstream buckets and token rates stay local (used for a key's fallback too).
   bucket(id: string, options: TokenBucketOptions): RateBucket {
-    return memoryLimits.bucket(id, options);
+    return (this.#local ?? memoryLimits).bucket(id, options);
   }
 
   tokenRate(id: string, perMinute: number): TokenAllowance {
-    return memoryLimits.tokenRate(id, perMinute);
+    return (this.#local ?? memoryLimits).tokenRate(id, perMinute);
   }
 
   keyed(
@@ -158,6 +165,8 @@ export class RemoteLimits implements LimitState {
       this,
       `${this.#prefix}ip:${id}:${options.perSecond}:${options.burst}:`,
       options,
+      // The fallback: this thread's own bounded limiter, or the process's shared one.
+      this.#local?.keyed(id, options) ?? new KeyedLimiter({ ...options, maxKeys: FALLBACK_MAX_KEYS }),
     );
   }
 
@@ -315,15 +324,20 @@ class RemoteKeyedLimiter implements ClientLimiter {
   readonly #args: readonly [number, number];
   readonly #burst: number;
   readonly #perMs: number;
-  readonly #fallback: KeyedLimiter;
+  readonly #fallback: ClientLimiter;
 
-  constructor(store: RemoteLimits, prefix: string, options: KeyedLimiterOptions) {
+  constructor(
+    store: RemoteLimits,
+    prefix: string,
+    options: KeyedLimiterOptions,
+    fallback: ClientLimiter,
+  ) {
     this.#store = store;
     this.#prefix = prefix;
     this.#burst = options.burst;
     this.#perMs = options.perSecond / 1000;
     this.#args = [this.#perMs, options.burst];
-    this.#fallback = new KeyedLimiter({ ...options, maxKeys: FALLBACK_MAX_KEYS });
+    this.#fallback = fallback;
   }
 
   async take(key: string, now: number): Promise<LimitDecision> {

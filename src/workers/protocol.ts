@@ -37,7 +37,7 @@ export type ToWorker =
   | { readonly type: "crash" };
 
 /** The state the admin API gathers from every worker. */
-export type QueryKind = "metrics" | "keys" | "upstreams" | "ready";
+export type QueryKind = "metrics" | "keys" | "upstreams" | "ready" | "store";
 
 /** A log record from a worker without its own stderr logger. */
 export interface LogRecord {

@@ -32,7 +32,12 @@ import { Registry } from "../metrics/registry.ts";
 import { createProxyMetrics } from "../metrics/proxy_metrics.ts";
 import { observabilityHooks } from "../metrics/hooks.ts";
 import { ConnectionGuard } from "../server/connections.ts";
-import { adminHandler, type AdminViews, type UpstreamsState } from "../server/admin.ts";
+import {
+  adminHandler,
+  type AdminViews,
+  type StoreState,
+  type UpstreamsState,
+} from "../server/admin.ts";
 import { listen, type Listener } from "../server/listener.ts";
 import { ReloadQueue } from "../server/reload_queue.ts";
 import type { ReloadResult } from "../reloader.ts";
@@ -203,6 +208,15 @@ export async function startWorkers(
     },
   };
 
+  /** Each worker's connection to the store: down when any worker's is (the first down one). */
+  const storeState = async (): Promise<StoreState | undefined> => {
+    const answers = (await pool.ask<StoreState>(
+      (seq) => ({ type: "query", seq, what: "store" }),
+      QUERY_TIMEOUT_MS,
+    )).filter((a) => a !== undefined);
+    return answers.find((a) => !a.health.ok) ?? answers[0];
+  };
+
   const adminConfig = loaded.config.httpServer.admin;
   const admin = adminConfig
     ? listen(
@@ -223,6 +237,7 @@ export async function startWorkers(
         reload,
         registry,
         clock,
+        ...(loaded.config.state.store === "redis" ? { store: storeState } : {}),
       }),
       log,
     )

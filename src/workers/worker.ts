@@ -126,6 +126,8 @@ function query(app: RunningApp, clock: Clock, what: string): unknown {
       return upstreamState(runtime, clock);
     case "ready":
       return emptyGroups(runtime, clock);
+    case "store":
+      return app.store?.();
   }
   return undefined;
 }

@@ -25,17 +25,16 @@ Deno.test("state: store redis with its settings (timeout as a duration; bare num
   assert.equal(load("state: {store: redis, redis: {timeout: 20}}").config.state.redis.timeout, 20);
 });
 
-Deno.test("state: a bad Redis URL, an unknown store or onStoreError, and redis with workers > 1 are errors", () => {
+Deno.test("state: a bad Redis URL, an unknown store or onStoreError are errors; redis with workers is not", () => {
   assert.match(
     errors('state: {redis: {url: "http://x:6379"}}').join("\n"),
     /state\.redis\.url: must be a redis:\/\/ or rediss:\/\/ URL/,
   );
   assert.match(errors("state: {store: memcached}").join("\n"), /state\.store/);
   assert.match(errors("state: {onStoreError: ignore}").join("\n"), /state\.onStoreError/);
-  assert.match(
-    errors("workers: 2\nstate: {store: redis}").join("\n"),
-    /workers: state\.store: redis runs with workers: 1/,
-  );
+  const both = load("workers: 2\nstate: {store: redis}").config;
+  assert.equal(both.workers, 2);
+  assert.equal(both.state.store, "redis");
 });
 
 Deno.test("state: the Redis password is a secret (log and /config)", () => {

@@ -11,6 +11,7 @@ import { startApp } from "../../src/app.ts";
 import { createLogger } from "../../src/log.ts";
 import type { RunningWorkers } from "../../src/workers/supervisor.ts";
 import type { LoadedConfig } from "../../src/config/errors.ts";
+import { redisAvailable, redisCommand, startRedisServer } from "../_helpers/redis_server.ts";
 
 const CHAT = "/v1/chat/completions";
 
@@ -215,4 +216,53 @@ Deno.test("e2e workers: stop drains a stream on every worker before it ends", as
         setup.logs.filter((l) => l.includes("INFO  stopped") && l.includes("worker=")).length === 2,
     );
   });
+});
+
+Deno.test({
+  name:
+    "e2e workers with state.store: redis: each worker checks in Redis (a key's 5 admit 5 in all); Redis stopped → the process's shared memory decides (5 more in all), /ready degraded; back → ready",
+  ignore: !redisAvailable(),
+  fn: async () => {
+    const redis = await startRedisServer();
+    const extra = `clientKeys:
+  - {name: team, key: "sk-team-0123456789", ratelimit: {perSecond: 0.001, burst: 5}}
+state:
+  store: redis
+  redis: {url: "${redis.url}", prefix: "w:", timeout: 200}
+`;
+    try {
+      await withWorkers((mock) => yaml(mock, { keys: extra }), async (setup) => {
+        const auth = { authorization: "Bearer sk-team-0123456789" };
+        assert.deepEqual(await statuses(setup, 12, auth), { 200: 5, 429: 7 });
+        await waitFor("both workers' access logs", () => servingWorkers(setup.logs).size === 2);
+        const bucket = await redisCommand(redis.port, "GET w:key:team:req:0.001:5");
+        assert.ok(
+          Number(bucket.split(" ")[0]) < 1,
+          `Redis holds the key's bucket, spent: ${bucket}`,
+        );
+        assert.ok(
+          await metric(setup, 'llmproxy_store_latency_seconds_count{op="key_admit"}') >= 12,
+          "the admissions went to Redis, counted by the workers' summed metrics",
+        );
+        const ready = async () => {
+          const response = await fetch(`${setup.admin}/ready`);
+          return { status: response.status, body: await response.json() };
+        };
+        assert.deepEqual(await ready(), { status: 200, body: { status: "ready" } });
+
+        await redis.stop();
+        // The fallback is the process's shared memory: the key's 5 hold for both workers.
+        assert.deepEqual(await statuses(setup, 12, auth), { 200: 5, 429: 7 });
+        const degraded = await ready();
+        assert.equal(degraded.status, 200);
+        assert.equal(degraded.body.status, "degraded");
+        assert.equal(degraded.body.store.status, "down");
+
+        await redis.restart();
+        await waitFor("ready again", async () => (await ready()).body.status === "ready");
+      });
+    } finally {
+      await redis.stop();
+    }
+  },
 });
