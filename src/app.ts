@@ -29,7 +29,7 @@ import { dialectOf } from "./pipeline/dialect.ts";
 import { splitRequestUrl } from "./upstream/url.ts";
 import type { Group } from "./upstream/group.ts";
 import { type BudgetBook, BudgetLedger } from "./keys/budget.ts";
-import type { LimitState } from "./state/limit_state.ts";
+import { type LimitState, STATE_PATH_UNUSED_WITH_REDIS } from "./state/limit_state.ts";
 import type { StoreState } from "./server/admin.ts";
 import type { LogLevel } from "./log.ts";
 import { startWorkers, workerCount } from "./workers/supervisor.ts";
@@ -143,11 +143,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions): Promi
   const store = state.store === "redis"
     ? await openSharedStore(state, clock, log, hooks, options.worker?.limits)
     : undefined;
-  if (store && state.path) {
-    log.warn(
-      "state.path is not used with state.store: redis: budget usage is kept in Redis (make Redis persist it to keep it across Redis restarts)",
-    );
-  }
+  // (Workers: the supervisor says it once.)
+  if (store && state.path && !options.worker) log.warn(STATE_PATH_UNUSED_WITH_REDIS);
   const budgetSync = options.worker || store
     ? undefined
     : await openBudgetSync(state.path, budgets, clock, log);

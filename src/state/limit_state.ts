@@ -144,3 +144,7 @@ export const memoryLimits: LimitState = {
   keyed: (_id, options) => new KeyedLimiter(options),
   tokenRate: (_id, perMinute) => new TokenRate(perMinute),
 };
+
+/** Said at start-up when both are set: the budget file is not used with Redis. */
+export const STATE_PATH_UNUSED_WITH_REDIS =
+  "state.path is not used with state.store: redis: budget usage is kept in Redis (make Redis persist it to keep it across Redis restarts)";

@@ -166,7 +166,8 @@ export class RemoteLimits implements LimitState {
       `${this.#prefix}ip:${id}:${options.perSecond}:${options.burst}:`,
       options,
       // The fallback: this thread's own bounded limiter, or the process's shared one.
-      this.#local?.keyed(id, options) ?? new KeyedLimiter({ ...options, maxKeys: FALLBACK_MAX_KEYS }),
+      this.#local?.keyed(id, options) ??
+        new KeyedLimiter({ ...options, maxKeys: FALLBACK_MAX_KEYS }),
     );
   }
 

@@ -42,6 +42,7 @@ import { listen, type Listener } from "../server/listener.ts";
 import { ReloadQueue } from "../server/reload_queue.ts";
 import type { ReloadResult } from "../reloader.ts";
 import { SharedLimits } from "../state/shared_limits.ts";
+import { STATE_PATH_UNUSED_WITH_REDIS } from "../state/limit_state.ts";
 import type { ClientKeySnapshot } from "../keys/client_key.ts";
 import { WorkerPool } from "./pool.ts";
 import { mergeExpositions } from "./merge_metrics.ts";
@@ -76,7 +77,12 @@ export async function startWorkers(
   const limits = SharedLimits.create();
   const budgets = limits.budgets();
   budgets.track(budgetNames(loaded.config));
-  const budgetSync = await openBudgetSync(loaded.config.state.path, budgets, clock, log);
+  // With Redis, budget usage lives there (as for one process: the file is not used).
+  const redis = loaded.config.state.store === "redis";
+  if (redis && loaded.config.state.path) log.warn(STATE_PATH_UNUSED_WITH_REDIS);
+  const budgetSync = redis
+    ? undefined
+    : await openBudgetSync(loaded.config.state.path, budgets, clock, log);
 
   const ports = new PortBook();
   let current = loaded;
@@ -237,7 +243,7 @@ export async function startWorkers(
         reload,
         registry,
         clock,
-        ...(loaded.config.state.store === "redis" ? { store: storeState } : {}),
+        ...(redis ? { store: storeState } : {}),
       }),
       log,
     )
