@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { RequestContext, Stage } from "./compose.ts";
+import { type RequestContext, type Stage, syncStage } from "./compose.ts";
 import { UnauthorizedError } from "./errors.ts";
 import { type ClientKeys, KEY_HEADERS, presentedKey } from "../keys/client_keys.ts";
 import type { Clock } from "../deps.ts";
@@ -17,9 +17,8 @@ import type { RequestBody } from "./json_body.ts";
 
 /** Creates the client-key stage for a forward that requires keys. */
 export function clientKeyStage(keys: ClientKeys): Stage {
-  // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
-  // deno-lint-ignore require-await
-  return async function clientKey(ctx, next) {
+  // A refusal reaches the caller as a rejected promise (syncStage), never a synchronous throw.
+  return syncStage(function clientKey(ctx, next) {
     const headers = ctx.request.headers;
     const presented = presentedKey(headers);
     if (presented === "") {
@@ -41,7 +40,7 @@ export function clientKeyStage(keys: ClientKeys): Stage {
     ctx.trace.key = key.name;
     ctx.upstreamHeaders = withoutKeyHeaders(headers);
     return next();
-  };
+  });
 }
 
 /**

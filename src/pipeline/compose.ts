@@ -86,6 +86,20 @@ export interface RequestTrace {
 /** A pipeline stage. */
 export type Stage = (ctx: RequestContext, next: () => Promise<Response>) => Promise<Response>;
 
+/**
+ * A stage written without `async` (an async function costs a promise and its resolution per
+ * request): what it throws synchronously reaches the caller as a rejected promise all the same.
+ */
+export function syncStage(stage: Stage): Stage {
+  return (ctx, next) => {
+    try {
+      return stage(ctx, next);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+}
+
 /** The composed pipeline. Never throws: errors become responses. */
 export type Handler = (ctx: RequestContext) => Promise<Response>;
 

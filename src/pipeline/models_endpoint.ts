@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { RequestContext, Stage } from "./compose.ts";
+import { type RequestContext, type Stage, syncStage } from "./compose.ts";
 import { NotFoundError } from "./errors.ts";
 import type { ClientKey } from "../keys/client_key.ts";
 import { isGlob } from "../routing/glob.ts";
@@ -90,13 +90,14 @@ export class ModelCatalog {
 
 /** Creates the stage that answers `GET /v1/models` from `catalog`. */
 export function modelsEndpointStage(catalog: ModelCatalog): Stage {
-  // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
-  // deno-lint-ignore require-await
-  return async function modelsEndpoint(ctx, next) {
+  // A refusal reaches the caller as a rejected promise (syncStage), never a synchronous throw.
+  return syncStage(function modelsEndpoint(ctx, next) {
     const method = ctx.request.method;
     const path = ctx.path;
     if ((method !== "GET" && method !== "HEAD") || !path.startsWith(LIST_PATH)) return next();
-    if (path.length === LIST_PATH.length) return answer(ctx, catalog.view(ctx.clientKey).list);
+    if (path.length === LIST_PATH.length) {
+      return Promise.resolve(answer(ctx, catalog.view(ctx.clientKey).list));
+    }
     if (path[LIST_PATH.length] !== "/") return next();
     const id = decode(path.slice(LIST_PATH.length + 1));
     if (id === undefined || !catalog.view(ctx.clientKey).ids.has(id)) {
@@ -106,8 +107,8 @@ export function modelsEndpointStage(catalog: ModelCatalog): Stage {
         code: "model_not_found",
       });
     }
-    return answer(ctx, encoder.encode(JSON.stringify(modelObject(id))));
-  };
+    return Promise.resolve(answer(ctx, encoder.encode(JSON.stringify(modelObject(id)))));
+  });
 }
 
 function modelObject(id: string) {

@@ -4,10 +4,11 @@
  *
  * @module
  */
-import type { Stage } from "./compose.ts";
+import { type RequestContext, type Stage, syncStage } from "./compose.ts";
 import { RateLimitedError } from "./errors.ts";
 import type { ClientIpResolver } from "../server/client_ip.ts";
 import type { ClientLimiter } from "../state/limit_state.ts";
+import type { LimitDecision } from "../resilience/token_bucket.ts";
 import type { Clock } from "../deps.ts";
 
 /** Options of {@linkcode clientStage}. */
@@ -23,13 +24,8 @@ export interface ClientStageOptions {
 /** Creates the client-IP and per-IP rate-limit stage. */
 export function clientStage(options: ClientStageOptions): Stage {
   const { resolver, limiter, clock, onReject } = options;
-  // async: a rejection reaches the caller as a rejected promise, never a synchronous throw.
-  return async function client(ctx, next) {
-    ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
-    if (!limiter) return next();
-    const taken = limiter.take(ctx.clientIp, clock.now());
-    // Awaited only when the limit is in a shared store: memory answers at once.
-    const decision = taken instanceof Promise ? await taken : taken;
+  /** The decision applied: 429, or the X-RateLimit-* headers and the next stage. */
+  const decide = (ctx: RequestContext, decision: LimitDecision, next: () => Promise<Response>) => {
     const limit: [string, string][] = [
       ["x-ratelimit-limit", String(decision.limit)],
       ["x-ratelimit-remaining", String(decision.remaining)],
@@ -49,4 +45,14 @@ export function clientStage(options: ClientStageOptions): Stage {
     ctx.responseHeaders.push(...limit);
     return next();
   };
+  // A refusal reaches the caller as a rejected promise (syncStage), never a synchronous throw.
+  return syncStage(function client(ctx, next) {
+    ctx.clientIp = resolver.resolve(ctx.peerIp, ctx.request.headers.get("x-forwarded-for"));
+    if (!limiter) return next();
+    const taken = limiter.take(ctx.clientIp, clock.now());
+    // A promise only when the limit is in a shared store: memory answers at once.
+    return taken instanceof Promise
+      ? taken.then((decision) => decide(ctx, decision, next))
+      : decide(ctx, taken, next);
+  });
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compose, type Stage } from "../../src/pipeline/compose.ts";
+import { compose, type Stage, syncStage } from "../../src/pipeline/compose.ts";
 import { NotFoundError, RateLimitedError } from "../../src/pipeline/errors.ts";
 import { testContext } from "../_helpers/request_context.ts";
 
@@ -137,4 +137,17 @@ Deno.test("compose() lets an outer stage catch and replace an inner error", asyn
   const response = await handler(testContext());
   assert.equal(response.status, 299);
   assert.equal(await response.text(), "recovered");
+});
+
+Deno.test("syncStage(): a synchronous throw becomes a rejected promise; answers pass through", async () => {
+  const refusing = syncStage(() => {
+    throw new RateLimitedError("no", { code: "rate_limited" });
+  });
+  const ctx = testContext();
+  let result: Promise<Response> | undefined;
+  assert.doesNotThrow(() => result = refusing(ctx, () => Promise.resolve(new Response("x"))));
+  await assert.rejects(result!, RateLimitedError);
+  const passing = syncStage((_ctx, next) => next());
+  const response = await passing(ctx, () => Promise.resolve(new Response("ok")));
+  assert.equal(await response.text(), "ok");
 });
