@@ -88,11 +88,14 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
         return json({ status: "ok" });
       case "GET /ping":
         return new Response("pong", { headers: { "content-type": "text/plain" } });
-      case "GET /ready":
-        return ready(
-          views ? await views.emptyGroups() : emptyGroups(options.runtime(), options.clock),
-          await options.store?.(),
-        );
+      case "GET /ready": {
+        // Both asked at once: with workers each is a round of questions to them.
+        const [empty, store] = await Promise.all([
+          views ? views.emptyGroups() : emptyGroups(options.runtime(), options.clock),
+          options.store?.(),
+        ]);
+        return ready(empty, store);
+      }
       case "GET /metrics":
         return new Response(views ? await views.metrics() : options.registry.render(), {
           headers: { "content-type": PROMETHEUS_CONTENT_TYPE },

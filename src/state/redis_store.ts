@@ -150,6 +150,7 @@ export async function openRedisStore(
     log: options.log,
     ...(options.onCall ? { onCall: options.onCall } : {}),
     ...(options.local ? { local: options.local } : {}),
+    ...(ok ? {} : { downAtStart: `Redis at ${where} was not reachable at start-up` }),
   });
 }
 

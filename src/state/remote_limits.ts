@@ -27,6 +27,7 @@ import { StoreUnavailableError } from "../pipeline/errors.ts";
 import { periodStart } from "../keys/budget.ts";
 import {
   type ClientLimiter,
+  type CoolDown,
   type KeyLimits,
   type KeyLimitsConfig,
   type KeyVerdict,
@@ -95,6 +96,8 @@ export interface RemoteLimitsOptions {
    * it fails: this thread's memory by default, a process's shared memory with workers.
    */
   local?: LimitState;
+  /** Why the store is down from the start (it could not be reached at start-up). */
+  downAtStart?: string;
 }
 
 /** Per-client-IP buckets this process keeps for a fallback at most (bounded, evicting). */
@@ -135,6 +138,11 @@ export class RemoteLimits implements LimitState {
     this.#pingMs = options.pingIntervalMs ?? 1_000;
     this.#coolDownReadMs = options.coolDownReadMs ?? 250;
     this.#local = options.local;
+    if (options.downAtStart !== undefined) {
+      this.#down = { error: options.downAtStart, sinceWallMs: this.#clock.wallNow() };
+    }
+    const local = options.local;
+    if (local?.coolDown) this.coolDown = (id) => local.coolDown!(id);
     this.#schedule();
   }
 
@@ -156,6 +164,13 @@ export class RemoteLimits implements LimitState {
   tokenRate(id: string, perMinute: number): TokenAllowance {
     return (this.#local ?? memoryLimits).tokenRate(id, perMinute);
   }
+
+  /**
+   * An upstream's mirror of the cool-downs (its own, another instance's): the process's shared
+   * one with workers, so one worker's 429 holds for all of them while the store is down too.
+   * Absent in one process: the upstream keeps it in a field.
+   */
+  readonly coolDown?: (id: string) => CoolDown;
 
   keyed(
     id: string,

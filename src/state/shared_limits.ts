@@ -369,8 +369,13 @@ export class SharedBudgetLedger implements BudgetBook {
     for (const { name, periodStart, used } of entries) {
       const base = this.#slot(name);
       this.#table.locked(() => {
-        this.#table.fields[base + 1] = periodStart;
-        this.#table.fields[base + 2] = used;
+        const fields = this.#table.fields;
+        // Totals from the store may arrive out of order (each worker has its own connection):
+        // within a period usage only grows; an older period's total changes nothing.
+        if (periodStart < fields[base + 1]!) return;
+        if (periodStart === fields[base + 1]! && used <= fields[base + 2]!) return;
+        fields[base + 1] = periodStart;
+        fields[base + 2] = used;
       });
     }
   }

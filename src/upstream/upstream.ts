@@ -78,9 +78,7 @@ export class Upstream {
     // Without a rate limit an attempt makes no store call: other instances' cool-downs come
     // from the background read (within its interval); with one, the attempt's call reads it.
     if (this.#store && !config.ratelimit) {
-      this.#store.watch((until) => {
-        if (until > this.#cooldownUntil) this.#cooldownUntil = until;
-      });
+      this.#store.watch((until) => this.#holdOff(until));
     }
     this.#modelMap = config.modelMap
       ? new ModelMatcher(
@@ -148,9 +146,7 @@ export class Upstream {
         // This process's own limit (the store failed) is empty until then.
         if (!verdict) this.#limitedUntil = now + this.limiter!.msUntil(now);
         if (verdict && !verdict.allowed) {
-          if (verdict.coolDownMs > 0) {
-            this.#cooldownUntil = Math.max(this.#cooldownUntil, now + verdict.coolDownMs);
-          }
+          if (verdict.coolDownMs > 0) this.#holdOff(now + verdict.coolDownMs);
           if (verdict.limitedMs > 0) this.#limitedUntil = now + verdict.limitedMs;
         }
         this.breaker.onCancel(now, generation);
@@ -194,10 +190,15 @@ export class Upstream {
 
   /** Keeps this upstream out of selection until `until` (a 429's Retry-After). */
   coolDownUntil(until: number, now?: number): void {
-    if (this.#sharedCooldown) this.#sharedCooldown.extend(until);
-    else if (until > this.#cooldownUntil) this.#cooldownUntil = until;
+    this.#holdOff(until);
     // Every instance stays off it too (`now`: the clock `until` was measured on).
     if (this.#store && now !== undefined) this.#store.coolDown(until - now);
+  }
+
+  /** Keeps it out of selection until `until` here: in every worker when they share one. */
+  #holdOff(until: number): void {
+    if (this.#sharedCooldown) this.#sharedCooldown.extend(until);
+    else if (until > this.#cooldownUntil) this.#cooldownUntil = until;
   }
 
   #cooldown(): number {

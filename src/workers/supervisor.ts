@@ -74,6 +74,7 @@ export async function startWorkers(
   const clock = options.clock ?? systemClock;
   for (const warning of loaded.warnings) log.warn(warning);
 
+  const startupState = loaded.config.state;
   const limits = SharedLimits.create();
   const budgets = limits.budgets();
   budgets.track(budgetNames(loaded.config));
@@ -101,7 +102,11 @@ export async function startWorkers(
       type: "init",
       id,
       workers: count,
-      loaded: serving,
+      // `state` is read at start-up only: a worker started after a reload (a replacement) gets
+      // the config serving now with the state settings every other worker started with.
+      loaded: serving.config.state === startupState
+        ? serving
+        : { ...serving, config: { ...serving.config, state: startupState } },
       limits: limits.data,
       timeOrigin: performance.timeOrigin,
       ...(options.workerLog ? { log: options.workerLog } : {}),

@@ -266,3 +266,53 @@ state:
     }
   },
 });
+
+Deno.test({
+  name:
+    "e2e workers with redis: a worker started after a reload (a replacement) keeps the state settings of start-up (one prefix for all); a 429 cool-down holds for every worker while Redis is down",
+  ignore: !redisAvailable(),
+  fn: async () => {
+    const redis = await startRedisServer();
+    const keys = (prefix: string) =>
+      `clientKeys:
+  - {name: team, key: "sk-team-0123456789", ratelimit: {perSecond: 0.001, burst: 4}}
+state:
+  store: redis
+  redis: {url: "${redis.url}", prefix: "${prefix}", timeout: 200}
+`;
+    try {
+      await withWorkers((mock) => yaml(mock, { keys: keys("a:") }), async (setup) => {
+        const auth = { authorization: "Bearer sk-team-0123456789" };
+        setup.next(yaml(setup.mock, { keys: keys("b:") }));
+        assert.deepEqual(await setup.app.reload(), { ok: true, errors: [] });
+        setup.app.pool.crash(2);
+        await waitFor(
+          "worker 2 replaced",
+          () => setup.logs.some((l) => l.includes("worker 2 replaced")),
+        );
+        assert.deepEqual(await statuses(setup, 8, auth), { 200: 4, 429: 4 });
+        await waitFor("both workers' access logs", () => servingWorkers(setup.logs).size === 2);
+        assert.equal(await redisCommand(redis.port, "EXISTS b:key:team:req:0.001:4"), "0");
+        assert.equal(await redisCommand(redis.port, "EXISTS a:key:team:req:0.001:4"), "1");
+
+        // Redis down: the mock answers 429 with Retry-After: 30 to one worker's attempt; the
+        // cool-down is in the process's shared memory, so no worker sends there meanwhile.
+        await redis.stop();
+        const sent = setup.mock.requests.length;
+        const first = await chat(setup, {
+          ...auth,
+          "x-mock-status": "429",
+          "x-mock-retry-after": "30",
+        });
+        assert.equal(first.status, 429);
+        // The key's limit now comes from shared memory too (3 of its 4 left): 3 reach the
+        // upstream's cool-down (503, nothing sent), 3 are refused by the key (429).
+        const after = await statuses(setup, 6, auth);
+        assert.deepEqual(after, { 429: 3, 503: 3 });
+        assert.equal(setup.mock.requests.length, sent + 1, "nothing sent during the cool-down");
+      });
+    } finally {
+      await redis.stop();
+    }
+  },
+});

@@ -212,3 +212,25 @@ Deno.test("redis store: a server that accepts and never answers the handshake is
     await accepting.catch(() => {});
   }
 });
+
+Deno.test("redis store: a server not reachable at start-up makes the store down from the start (/ready degraded at once), password not shown", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // nothing listens there now
+  const state = loadWith(
+    `state: {store: redis, redis: {url: "redis://:hunter2secret@127.0.0.1:${port}/0", timeout: 50}}\n`,
+  ).config.state;
+  const limits = await openRedisStore(state, {
+    clock: systemClock,
+    log: silentLogger,
+    connectWaitMs: 100,
+  });
+  try {
+    const health = limits.health();
+    assert.equal(health.ok, false);
+    assert.match(!health.ok ? health.error : "", /not reachable at start-up/);
+    assert.doesNotMatch(JSON.stringify(health), /hunter2secret/);
+  } finally {
+    await limits.close();
+  }
+});

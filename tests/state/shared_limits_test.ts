@@ -136,3 +136,17 @@ Deno.test("SharedLimits: two threads hammering one bucket admit exactly its burs
 Deno.test("SharedLimits: two threads hammering one client's bucket admit exactly its burst", async () => {
   assert.equal(await hammer("keyed"), 1000);
 });
+
+Deno.test("SharedBudgetLedger.restore: totals that arrive out of order never lower the usage of a period", () => {
+  const ledger = SharedLimits.create({ clientSlots: 8, namedSlots: 64 }).budgets();
+  ledger.track(["team"]);
+  ledger.restore([{ name: "team", periodStart: 1_000, used: 50 }]);
+  ledger.restore([{ name: "team", periodStart: 1_000, used: 40 }]); // an older answer, late
+  assert.equal(ledger.used("team", 1_000, 1_500), 50);
+  ledger.restore([{ name: "team", periodStart: 0, used: 90 }]); // the period before
+  assert.equal(ledger.used("team", 1_000, 1_500), 50);
+  ledger.restore([{ name: "team", periodStart: 1_000, used: 60 }]);
+  assert.equal(ledger.used("team", 1_000, 1_500), 60);
+  ledger.restore([{ name: "team", periodStart: 2_000, used: 3 }]); // a new period starts over
+  assert.equal(ledger.used("team", 1_000, 2_500), 3);
+});
