@@ -19,6 +19,18 @@ import { loadWith } from "../_helpers/config_base.ts";
 
 const ignore = !redisAvailable();
 
+/** The Redis store at `url` (prefix `t:`), as `state.store: redis` opens it. */
+function openStoreAt(
+  url: string,
+  timeout: number,
+  options: Partial<Parameters<typeof openRedisStore>[1]> = {},
+) {
+  const state = loadWith(
+    `state: {store: redis, redis: {url: "${url}", prefix: "t:", timeout: ${timeout}}}\n`,
+  ).config.state;
+  return openRedisStore(state, { clock: systemClock, log: silentLogger, ...options });
+}
+
 async function withStore(
   fn: (
     limits: Awaited<ReturnType<typeof openRedisStore>>,
@@ -30,12 +42,7 @@ async function withStore(
 ) {
   const redis = await startRedisServer();
   const failed: string[] = [];
-  const state = loadWith(
-    `state: {store: redis, redis: {url: "${redis.url}", prefix: "t:", timeout: ${timeout}}}\n`,
-  ).config.state;
-  const limits = await openRedisStore(state, {
-    clock: systemClock,
-    log: silentLogger,
+  const limits = await openStoreAt(redis.url, timeout, {
     onCall: (op, _s, isFailed) => isFailed && failed.push(op),
   });
   try {
@@ -188,16 +195,8 @@ Deno.test("redis store: a server that accepts and never answers the handshake is
   const accepting = (async () => {
     for await (const conn of listener) held.push(conn);
   })();
-  const state = loadWith(
-    `state: {store: redis, redis: {url: "redis://127.0.0.1:${
-      (listener.addr as Deno.NetAddr).port
-    }/0", prefix: "t:", timeout: 50}}\n`,
-  ).config.state;
-  const limits = await openRedisStore(state, {
-    clock: systemClock,
-    log: silentLogger,
-    connectWaitMs: 100,
-  });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const limits = await openStoreAt(`redis://127.0.0.1:${port}/0`, 50, { connectWaitMs: 100 });
   try {
     const deadline = performance.now() + 4_000;
     while (held.length < 2 && performance.now() < deadline) {
@@ -217,12 +216,7 @@ Deno.test("redis store: a server not reachable at start-up makes the store down 
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close(); // nothing listens there now
-  const state = loadWith(
-    `state: {store: redis, redis: {url: "redis://:hunter2secret@127.0.0.1:${port}/0", timeout: 50}}\n`,
-  ).config.state;
-  const limits = await openRedisStore(state, {
-    clock: systemClock,
-    log: silentLogger,
+  const limits = await openStoreAt(`redis://:hunter2secret@127.0.0.1:${port}/0`, 50, {
     connectWaitMs: 100,
   });
   try {
