@@ -1,8 +1,8 @@
 /**
- * The request body as the proxy reads it: the bytes (read once, bounded), decoded and parsed at
- * most once and only when something needs it (model routing, a client key's model list, usage
- * for a chat stream, a model rewrite), and rewritten to name another model without touching
- * any other byte.
+ * The request body as the proxy reads it: the bytes (read once, bounded); the top-level members
+ * something needs (the model for routing, a client key's model list or a model rewrite;
+ * `stream` and `stream_options` for a chat stream's usage), each found in the bytes and parsed
+ * alone, once; and rewrites of one member that touch no other byte.
  *
  * @module
  */
@@ -10,6 +10,11 @@ import { concatBytes } from "../bytes.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+
+/** What {@linkcode RequestBody.member} gives for a member the body does not have. */
+export const ABSENT: unique symbol = Symbol("absent");
+/** What {@linkcode RequestBody.member} gives for a member whose value is not standard JSON. */
+export const UNREADABLE: unique symbol = Symbol("unreadable");
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -20,14 +25,19 @@ const CLOSE_BRACKET = 0x5d;
 const COMMA = 0x2c;
 const COLON = 0x3a;
 
-/** A request body read whole, with what the proxy learns from it computed once. */
+/**
+ * A request body read whole, with what the proxy learns from it computed once. Only the top
+ * level of a JSON object body is read, member by member as asked for: nested values (a
+ * 100k-token prompt's messages) are skipped by their brackets and quotes, never decoded or
+ * parsed, so they are not validated either; a body broken inside them is the upstream's to
+ * refuse, as it would be without the proxy.
+ */
 export class RequestBody {
   #bytes: Uint8Array<ArrayBuffer> | null;
-  #text: string | undefined;
-  /** undefined: not parsed yet; null: not a JSON object. */
-  #json: Record<string, unknown> | null | undefined;
+  /** The value of each top-level member read so far ({@linkcode ABSENT} for none), by name. */
+  #members: Map<string, unknown> | undefined;
   /** Byte ranges of the top-level `model` string values (computed for a rewrite). */
-  #spans: readonly Span[] | undefined;
+  #spans: readonly Span[] | null | undefined;
   /** The body with another model, per model asked for (retries reuse them). */
   #variants: Map<string, Uint8Array<ArrayBuffer>> | undefined;
 
@@ -42,11 +52,10 @@ export class RequestBody {
 
   /**
    * Replaces the bytes with an equivalent JSON document that has members added (usage asked
-   * for): what was parsed stays valid, the byte positions do not.
+   * for): the members read stay valid, the byte positions do not.
    */
   replace(bytes: Uint8Array<ArrayBuffer>): void {
     this.#bytes = bytes;
-    this.#text = undefined;
     this.#spans = undefined;
     this.#variants = undefined;
   }
@@ -56,39 +65,55 @@ export class RequestBody {
     return this.#bytes !== null && this.#bytes.byteLength > 0;
   }
 
-  /** The body as text (UTF-8; invalid bytes become U+FFFD). */
-  text(): string {
-    return this.#text ??= this.#bytes ? decoder.decode(this.#bytes) : "";
-  }
-
-  /**
-   * The body as a JSON object, or null: no body, not JSON, or JSON that is not an object.
-   * Only a body whose first non-blank byte is `{` is decoded and parsed (uploads, forms and
-   * other bodies are not), and only once.
-   */
-  json(): Record<string, unknown> | null {
-    if (this.#json !== undefined) return this.#json;
-    this.#json = null;
-    const bytes = this.#bytes;
-    if (!bytes || bytes[skipBlanks(bytes, 0)] !== OPEN_BRACE) return null;
-    try {
-      const parsed: unknown = JSON.parse(this.text());
-      if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) {
-        this.#json = parsed as Record<string, unknown>;
-      }
-    } catch { /* not JSON: passed on as it is */ }
-    return this.#json;
-  }
-
   /** The `model` the body names: a string member of a JSON object body, else undefined. */
   model(): string | undefined {
-    const model = this.json()?.model;
+    const model = this.member("model");
     return typeof model === "string" ? model : undefined;
   }
 
-  /** The model, when the body has been parsed already (never parses: for the access log). */
+  /** The model, when it has been read already (never reads: for the access log). */
   parsedModel(): string | undefined {
-    return this.#json === undefined ? undefined : this.model();
+    const model = this.#members?.get("model");
+    return typeof model === "string" ? model : undefined;
+  }
+
+  /**
+   * The value of the top-level member `name` of a JSON object body: {@linkcode ABSENT} when
+   * there is none, or when the body is not an object whose top level reads as JSON (not JSON,
+   * cut short, an array); {@linkcode UNREADABLE} when its value is not standard JSON. Only
+   * that member's bytes are parsed, so a body that `JSON.parse` would refuse for a value
+   * elsewhere (a `NaN`, which Python's reader takes) is still read as the upstream reads it.
+   * Duplicates: the last one, as JSON readers keep. Read once per name.
+   */
+  member(name: string): unknown {
+    const members = this.#members ??= new Map();
+    if (members.has(name)) return members.get(name);
+    const value = this.#read(name);
+    members.set(name, value);
+    return value;
+  }
+
+  #read(name: string): unknown {
+    const bytes = this.#bytes;
+    if (!bytes) return ABSENT;
+    const last = topLevelMembers(bytes, name)?.at(-1);
+    if (!last) return ABSENT;
+    try {
+      return JSON.parse(decoder.decode(bytes.subarray(last[0], last[1])));
+    } catch {
+      return UNREADABLE;
+    }
+  }
+
+  /**
+   * The bytes with every top-level `name` member's value replaced by `json` (a JSON text), or
+   * the member added first when there is none; every other byte is the client's. A body that
+   * is not a JSON object is returned as it is.
+   */
+  withMember(name: string, json: string): Uint8Array<ArrayBuffer> | null {
+    const bytes = this.#bytes;
+    const spans = bytes && topLevelMembers(bytes, name);
+    return spans ? withMemberValue(bytes, spans, name, json) : bytes;
   }
 
   /**
@@ -99,31 +124,12 @@ export class RequestBody {
    */
   withModel(model: string): Uint8Array<ArrayBuffer> | null {
     const bytes = this.#bytes;
-    if (!bytes || this.json() === null || this.model() === model) return bytes;
+    if (!bytes || this.model() === model) return bytes;
     const cached = this.#variants?.get(model);
     if (cached) return cached;
-    this.#spans ??= topLevelStringMembers(bytes, "model");
-    const value = encoder.encode(JSON.stringify(model));
-    const parts: Uint8Array[] = [];
-    if (this.#spans.length === 0) {
-      const brace = skipBlanks(bytes, 0);
-      const empty = bytes[skipBlanks(bytes, brace + 1)] === CLOSE_BRACE;
-      parts.push(
-        bytes.subarray(0, brace + 1),
-        encoder.encode('"model":'),
-        value,
-        ...(empty ? [] : [encoder.encode(",")]),
-        bytes.subarray(brace + 1),
-      );
-    } else {
-      let at = 0;
-      for (const [start, end] of this.#spans) {
-        parts.push(bytes.subarray(at, start), value);
-        at = end;
-      }
-      parts.push(bytes.subarray(at));
-    }
-    const rewritten = concatBytes(parts);
+    const spans = this.#spans ??= topLevelStringMembers(bytes, "model");
+    if (!spans) return bytes; // not a JSON object
+    const rewritten = withMemberValue(bytes, spans, "model", JSON.stringify(model));
     // Bounded: a request tries few models (its group's upstreams, its fallbacks).
     (this.#variants ??= new Map()).set(model, rewritten);
     return rewritten;
@@ -135,43 +141,131 @@ export type Span = readonly [start: number, end: number];
 
 /**
  * The byte ranges of the string values of the members named `name` of the top-level object of
- * `bytes`, a valid JSON document (it has been parsed). Strings are skipped with a native
- * search for the next quote, so a large prompt costs a few calls, not a loop over its bytes.
+ * `bytes` (see {@linkcode topLevelMembers}).
  */
-export function topLevelStringMembers(bytes: Uint8Array, name: string): Span[] {
+export function topLevelStringMembers(bytes: Uint8Array, name: string): Span[] | null {
+  return topLevelMembers(bytes, name)?.filter(([start]) => bytes[start] === QUOTE) ?? null;
+}
+
+/**
+ * The byte ranges of the values of the members named `name` (raw, or with its characters
+ * escaped) of the top-level object of `bytes`, in order; null when `bytes` is not an object
+ * whose top level reads as JSON to its closing brace (a trailing comma, garbage between
+ * members, a body cut short, an array). Nested values are skipped by their brackets, and
+ * strings with a native search for the next quote, so a large prompt costs a few calls, not
+ * a loop over its bytes.
+ */
+export function topLevelMembers(bytes: Uint8Array, name: string): Span[] | null {
+  const brace = objectStart(bytes);
+  if (brace < 0) return null;
   const spans: Span[] = [];
-  const wanted = encoder.encode(JSON.stringify(name));
-  let depth = 0;
-  let expectKey = false;
-  let i = 0;
-  const n = bytes.byteLength;
-  while (i < n) {
-    const c = bytes[i]!;
-    if (c === QUOTE) {
-      const end = stringEnd(bytes, i);
-      if (depth === 1 && expectKey) {
-        expectKey = false;
-        const isName = sameKey(bytes, i, end, wanted, name);
-        let j = skipBlanks(bytes, end);
-        if (bytes[j] === COLON) j = skipBlanks(bytes, j + 1);
-        if (isName && bytes[j] === QUOTE) {
-          const valueEnd = stringEnd(bytes, j);
-          spans.push([j, valueEnd]);
-          i = valueEnd;
-        } else i = j;
+  const wanted = keyBytes(name);
+  let i = skipBlanks(bytes, brace + 1);
+  if (bytes[i] !== CLOSE_BRACE) {
+    for (;;) {
+      if (bytes[i] !== QUOTE) return null;
+      const keyEnd = stringEnd(bytes, i);
+      const isName = sameKey(bytes, i, keyEnd, wanted, name);
+      let j = skipBlanks(bytes, keyEnd);
+      if (bytes[j] !== COLON) return null;
+      j = skipBlanks(bytes, j + 1);
+      const end = valueEnd(bytes, j);
+      if (end === j) return null;
+      if (isName) spans.push([j, end]);
+      i = skipBlanks(bytes, end);
+      if (bytes[i] !== COMMA) break;
+      i = skipBlanks(bytes, i + 1);
+    }
+  }
+  if (bytes[i] !== CLOSE_BRACE || skipBlanks(bytes, i + 1) !== bytes.byteLength) return null;
+  return spans;
+}
+
+/** A member name as it is written unescaped, quotes included (names asked for are few). */
+const KEY_BYTES = new Map<string, Uint8Array>();
+function keyBytes(name: string): Uint8Array {
+  let bytes = KEY_BYTES.get(name);
+  if (!bytes) KEY_BYTES.set(name, bytes = encoder.encode(JSON.stringify(name)));
+  return bytes;
+}
+
+/** The index after the JSON value starting at `start` (`start` itself when none starts there). */
+function valueEnd(bytes: Uint8Array, start: number): number {
+  const first = bytes[start];
+  if (first === QUOTE) return stringEnd(bytes, start);
+  if (first === OPEN_BRACE || first === OPEN_BRACKET) {
+    let depth = 0;
+    let i = start;
+    while (i < bytes.byteLength) {
+      const c = bytes[i]!;
+      if (c === QUOTE) {
+        i = stringEnd(bytes, i);
         continue;
       }
-      i = end;
-      continue;
+      if (c === OPEN_BRACE || c === OPEN_BRACKET) depth++;
+      else if ((c === CLOSE_BRACE || c === CLOSE_BRACKET) && --depth === 0) return i + 1;
+      i++;
     }
-    if (c === OPEN_BRACE || c === OPEN_BRACKET) {
-      depth++;
-      if (depth === 1) expectKey = c === OPEN_BRACE;
-    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) depth--;
-    else if (c === COMMA && depth === 1) expectKey = true;
-    i++;
+    return i;
   }
-  return spans;
+  // A number or a literal (true, false, null; NaN and the like where a reader allows them).
+  let i = start;
+  while (i < bytes.byteLength && !ENDS_SCALAR.has(bytes[i]!)) i++;
+  return i;
+}
+
+/** The bytes that end a number or a literal: a separator, a closing bracket, a blank. */
+const ENDS_SCALAR: ReadonlySet<number> = new Set([
+  COMMA,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  0x20,
+  0x0a,
+  0x0d,
+  0x09,
+]);
+
+/**
+ * `bytes` with the values at `spans` (a member `name`'s) replaced by `json`, or with the member
+ * added first when `spans` is empty. Every other byte is kept.
+ */
+function withMemberValue(
+  bytes: Uint8Array,
+  spans: readonly Span[],
+  name: string,
+  json: string,
+): Uint8Array<ArrayBuffer> {
+  const value = encoder.encode(json);
+  const parts: Uint8Array[] = [];
+  if (spans.length === 0) {
+    const brace = objectStart(bytes);
+    const empty = bytes[skipBlanks(bytes, brace + 1)] === CLOSE_BRACE;
+    parts.push(
+      bytes.subarray(0, brace + 1),
+      encoder.encode(`${JSON.stringify(name)}:`),
+      value,
+      ...(empty ? [] : [encoder.encode(",")]),
+      bytes.subarray(brace + 1),
+    );
+  } else {
+    let at = 0;
+    for (const [start, end] of spans) {
+      parts.push(bytes.subarray(at, start), value);
+      at = end;
+    }
+    parts.push(bytes.subarray(at));
+  }
+  return concatBytes(parts);
+}
+
+/**
+ * The index of the `{` that opens a JSON object body, after an optional UTF-8 byte order mark
+ * (which JSON readers such as Python's skip) and blanks; -1 when the body is not an object.
+ */
+function objectStart(bytes: Uint8Array): number {
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  const brace = skipBlanks(bytes, bom);
+  return bytes[brace] === OPEN_BRACE ? brace : -1;
 }
 
 /** Whether the key token bytes[start, end) is `name` (raw, or written with escapes). */

@@ -7,47 +7,37 @@
  * @module
  */
 import type { BodyReader } from "../transport/transport.ts";
-import { concatBytes } from "../bytes.ts";
 import { MAX_EVENT_CHARS } from "./usage.ts";
-import type { RequestBody } from "../pipeline/json_body.ts";
+import { ABSENT, type RequestBody, UNREADABLE } from "../pipeline/json_body.ts";
 
 const encoder = new TextEncoder();
 
 /**
  * The body to send for a streamed chat request on `path` that did not ask for usage, with
  * `include_usage` added; undefined when nothing needs changing (not a chat stream, usage
- * already asked for, not JSON). Only the added member differs from the client's bytes when
- * `stream_options` is absent; otherwise the body is re-serialised.
+ * already asked for, not a JSON object). Only `stream_options` differs from the client's
+ * bytes. Members are read as the upstream reads them, whatever the rest of the body holds: an
+ * escaped key (`"str\u0065am"`) or a value that `JSON.parse` refuses elsewhere in the body
+ * (`NaN`, which Python's reader accepts) does not make a stream go uncounted.
  */
 export function requestWithUsage(
   path: string,
   body: RequestBody,
 ): Uint8Array<ArrayBuffer> | undefined {
-  const bytes = body.bytes;
-  if (!bytes || !path.endsWith("/chat/completions")) return undefined;
-  // Most chat requests are not streamed: a substring test spares them the parse (unless
-  // something else needed it already).
-  if (!body.text().includes('"stream"')) return undefined;
-  const parsed = body.json();
-  if (parsed === null || parsed.stream !== true) return undefined;
-  const options = parsed.stream_options;
-  if (options === undefined) {
-    // After the opening brace: every other byte stays as the client sent it. `stream` is a
-    // member, so a comma always follows.
-    const brace = bytes.indexOf(0x7b);
-    return concatBytes([
-      bytes.subarray(0, brace + 1),
-      encoder.encode('"stream_options":{"include_usage":true},'),
-      bytes.subarray(brace + 1),
-    ]);
+  if (!body.present || !path.endsWith("/chat/completions")) return undefined;
+  if (body.member("stream") !== true) return undefined;
+  const options = body.member("stream_options");
+  if (options === ABSENT || options === UNREADABLE) {
+    // Options the proxy cannot read are options it cannot keep: usage is what it must have.
+    return body.withMember("stream_options", INCLUDE_USAGE) ?? undefined;
   }
   if (options !== null && !isObject(options)) return undefined; // invalid: the upstream says so
   if (options?.include_usage === true) return undefined;
-  // A copy: the parsed body stays what the client sent.
-  return encoder.encode(
-    JSON.stringify({ ...parsed, stream_options: { ...options, include_usage: true } }),
-  );
+  return body.withMember("stream_options", JSON.stringify({ ...options, include_usage: true })) ??
+    undefined;
 }
+
+const INCLUDE_USAGE = '{"include_usage":true}';
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);

@@ -425,6 +425,25 @@ Deno.test("e2e client keys: every stream is counted; a client that did not ask f
   });
 });
 
+Deno.test("e2e client keys: a stream asked for with an escaped key is counted too", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"`;
+  await withProxy(keys, async (proxy, mock) => {
+    // Every JSON reader takes "str\u0065am" as "stream"; a substring test did not.
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY_A}`, "content-type": "application/json" },
+      body: '{"model":"m","messages":[],"str\\u0065am":true}',
+    });
+    const text = await response.text();
+    assert.equal(response.status, 200);
+    assert.ok(!text.includes('"usage"'), "the client, which did not ask, sees no usage");
+    assert.deepEqual(JSON.parse(mock.requests[0]!.body).stream_options, { include_usage: true });
+    const keysAnswer = await (await fetch(`${proxy.adminUrl()}/keys`)).json();
+    assert.equal(keysAnswer.keys[0].tokensThisMinute, 15, "the stream was charged");
+  });
+});
+
 Deno.test("e2e client keys: a usage chunk taken out of a stream of declared length leaves a complete answer", async () => {
   const keys = `  - name: team_a
     key: "\${TEAM_A_KEY}"`;

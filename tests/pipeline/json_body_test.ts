@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { RequestBody, topLevelStringMembers } from "../../src/pipeline/json_body.ts";
+import {
+  ABSENT,
+  RequestBody,
+  topLevelMembers,
+  topLevelStringMembers,
+  UNREADABLE,
+} from "../../src/pipeline/json_body.ts";
+import { seededRandom } from "../_helpers/seeded_random.ts";
 
 const enc = (text: string) => new TextEncoder().encode(text);
 const dec = (bytes: Uint8Array | null) => bytes === null ? null : new TextDecoder().decode(bytes);
@@ -15,26 +22,50 @@ Deno.test("RequestBody: the model of a JSON object body; nothing for other bodie
   assert.equal(body('{"model":"a","model":"b"}').model(), "b", "JSON keeps the last");
 });
 
-Deno.test("RequestBody: parsed once, whatever asks", () => {
+Deno.test("RequestBody: each member read once, the prompt never parsed", () => {
   const original = JSON.parse;
-  let parses = 0;
+  const parsed: string[] = [];
   JSON.parse = (...args: Parameters<typeof JSON.parse>) => {
-    parses++;
+    parsed.push(args[0]);
     return original(...args);
   };
   try {
-    const b = body('{"model":"m","stream":true}');
+    const b = body('{"messages":[{"role":"user","content":"hi"}],"model":"m","stream":true}');
     b.model();
-    b.json();
     b.model();
     b.withModel("other");
-    assert.equal(parses, 1);
+    b.member("stream");
+    b.member("stream");
+    assert.deepEqual(parsed, ['"m"', "true"], "only the members' own bytes");
     const upload = body("--boundary\r\n");
     upload.model();
-    assert.equal(parses, 1, "a body that does not start with { is not parsed");
+    assert.equal(parsed.length, 2, "a body that does not start with { is not parsed");
   } finally {
     JSON.parse = original;
   }
+});
+
+Deno.test("RequestBody: a top level that is not JSON has no members", () => {
+  for (
+    const text of [
+      '{"model":"x",}',
+      '{"model":"x" "a":1}',
+      '{"model":"x"} trailing',
+      '{"model":"x"',
+      '{"model" "x"}',
+      '{model:"x"}',
+      '{"model":}',
+      '{,"model":"x"}',
+    ]
+  ) {
+    assert.equal(body(text).model(), undefined, text);
+    assert.equal(dec(body(text).withModel("y")), text, text);
+  }
+  // Nested values are skipped, not validated: the upstream refuses what is broken inside.
+  assert.equal(body('{"messages":[1 2],"model":"x"}').model(), "x");
+  // A UTF-8 byte order mark (Python's reader skips it) and blanks around the object.
+  const bom = new Uint8Array([0xef, 0xbb, 0xbf, ...enc(' {"model":"x"}\n')]);
+  assert.equal(new RequestBody(bom).model(), "x");
 });
 
 Deno.test("withModel: only the model's bytes change, whitespace and order kept", () => {
@@ -78,9 +109,10 @@ Deno.test("withModel: after replace() the new bytes are the base", () => {
 
 Deno.test("topLevelStringMembers: nested objects, arrays and strings with braces are skipped", () => {
   const text = '{"a":{"model":"x"},"b":["{","}",{"model":"y"}],"c":"\\"model\\":","model":"z"}';
-  const spans = topLevelStringMembers(enc(text), "model");
+  const spans = topLevelStringMembers(enc(text), "model")!;
   assert.deepEqual(spans.map(([s, e]) => text.slice(s, e)), ['"z"']);
   assert.deepEqual(topLevelStringMembers(enc('{"model":5}'), "model"), []);
+  assert.equal(topLevelStringMembers(enc('{"model":5'), "model"), null);
 });
 
 Deno.test("withModel: large bodies keep every other byte (400 KB prompt)", () => {
@@ -96,4 +128,99 @@ Deno.test("parsedModel: only what a parse already found", () => {
   assert.equal(b.parsedModel(), undefined);
   b.model();
   assert.equal(b.parsedModel(), "m");
+});
+
+Deno.test("topLevelMembers: every kind of value; nested and quoted look-alikes skipped", () => {
+  const text = '{ "a" : 1.5e3 , "model":{"model":[1,"]"]},"b":[{"model":"x"}],' +
+    '"c":"\\"model\\":","mod\\u0065l":null,"d":true,"model" : -2 }';
+  const spans = topLevelMembers(enc(text), "model")!;
+  assert.deepEqual(spans.map(([s, e]) => text.slice(s, e)), ['{"model":[1,"]"]}', "null", "-2"]);
+  assert.equal(topLevelMembers(enc('["model",1]'), "model"), null);
+  assert.equal(topLevelMembers(enc('{"model"'), "model"), null);
+  assert.equal(topLevelMembers(enc('{"model":1 x "model":2}'), "model"), null);
+  assert.deepEqual(topLevelMembers(enc(" {} "), "model"), []);
+});
+
+Deno.test("member: the value JSON.parse gives, for valid bodies", () => {
+  const bodies = [
+    '{"stream":true,"stream_options":{"include_usage":false}}',
+    '  {"messages":[{"role":"user","content":"a\\"b{"}],"stream":false,"n":[1,{"x":[]}]}',
+    '{"stream":1,"stream":"last","e":{},"f":[]}',
+    '{"str\\u0065am":[true, {"a":"}"}],"x":-0.5E+2}',
+    "{}",
+    '{"a":{"stream":true}}',
+  ];
+  for (const text of bodies) {
+    for (const name of ["stream", "stream_options", "x", "n"]) {
+      const scanned = body(text).member(name);
+      const expected = Object.hasOwn(JSON.parse(text), name) ? JSON.parse(text)[name] : ABSENT;
+      assert.deepEqual(scanned, expected, `${name} of ${text}`);
+    }
+  }
+});
+
+Deno.test("member: a value that is not standard JSON is UNREADABLE; a non-object body has none", () => {
+  assert.equal(body('{"a":NaN,"stream":true}').member("stream"), true);
+  assert.equal(body('{"a":NaN,"stream":true}').member("a"), UNREADABLE);
+  assert.equal(body('[{"stream":true}]').member("stream"), ABSENT);
+  assert.equal(body("stream").member("stream"), ABSENT);
+  assert.equal(new RequestBody(null).member("stream"), ABSENT);
+});
+
+Deno.test("withMember: values replaced in place, or the member added first", () => {
+  assert.equal(
+    dec(body('{"a":1, "b" :2,"b":[3]}').withMember("b", "true")),
+    '{"a":1, "b" :true,"b":true}',
+  );
+  assert.equal(dec(body(" { } ").withMember("b", "1")), ' {"b":1 } ');
+  assert.equal(dec(body('{"a":1}').withMember("b", "1")), '{"b":1,"a":1}');
+  assert.equal(dec(body("[1]").withMember("b", "1")), "[1]");
+});
+
+Deno.test("member: agrees with JSON.parse on 500 random documents (seeded)", () => {
+  const random = seededRandom(20261202);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const blank = () => pick(["", "", " ", "\n  ", "\t", "\r\n"]);
+  const names = ["model", "stream", "stream_options", "messages", "mod\\u0065l", "x"];
+  const stringOf = () =>
+    '"' + Array.from({ length: Math.floor(random() * 6) }, () =>
+      pick(["a", "model", '\\"', "\\\\", "\\n", "\\u0022", "{", "]", ",", ":", "é", "😀", " "]))
+      .join("") +
+    '"';
+  const value = (depth: number): string => {
+    const kind = Math.floor(random() * (depth > 2 ? 4 : 6));
+    switch (kind) {
+      case 0:
+        return stringOf();
+      case 1:
+        return pick(["0", "-1.5e+3", "12", "true", "false", "null"]);
+      case 2:
+        return pick(['"gpt-4o"', '"m\\u006f"']);
+      case 3:
+        return "[]";
+      case 4:
+        return "[" +
+          Array.from(
+            { length: 1 + Math.floor(random() * 3) },
+            () => blank() + value(depth + 1) + blank(),
+          ).join(",") + "]";
+      default:
+        return object(depth + 1);
+    }
+  };
+  const object = (depth: number): string =>
+    "{" + blank() + Array.from({ length: Math.floor(random() * 5) }, () =>
+      `${
+        pick([...names.map((n) => `"${n}"`), stringOf()])
+      }${blank()}:${blank()}${value(depth)}`)
+      .join(`${blank()},${blank()}`) +
+    blank() + "}";
+  for (let n = 0; n < 500; n++) {
+    const text = blank() + object(0) + blank();
+    const parsed = JSON.parse(text);
+    for (const name of ["model", "stream", "stream_options", "messages", "x"]) {
+      const expected = Object.hasOwn(parsed, name) ? parsed[name] : ABSENT;
+      assert.deepEqual(body(text).member(name), expected, `${name} of ${text}`);
+    }
+  }
 });

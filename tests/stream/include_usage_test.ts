@@ -119,3 +119,61 @@ Deno.test("withoutUsageChunk: cancel reaches the upstream reader", async () => {
   await withoutUsageChunk(source, () => {}).cancel("gone");
   assert.equal(source.cancelled, "gone");
 });
+
+Deno.test("requestWithUsage: a stream named with escapes is still counted (it was sent without usage)", () => {
+  const body = '{"str\\u0065am":true,"messages":[]}';
+  assert.equal(
+    dec(requestWithUsage("/v1/chat/completions", enc(body))),
+    '{"stream_options":{"include_usage":true},"str\\u0065am":true,"messages":[]}',
+  );
+});
+
+Deno.test("requestWithUsage: a body JSON.parse refuses elsewhere (NaN) still asks for usage", () => {
+  // Python's JSON reader, which many upstreams use, takes NaN: the stream would go uncounted.
+  const inserted = '{"stream":true,"temperature":NaN,"messages":[]}';
+  assert.equal(
+    dec(requestWithUsage("/v1/chat/completions", enc(inserted))),
+    '{"stream_options":{"include_usage":true},"stream":true,"temperature":NaN,"messages":[]}',
+  );
+  const unreadable = '{"stream":true,"stream_options":{"include_usage":false,"x":NaN},"n":1}';
+  assert.equal(
+    dec(requestWithUsage("/v1/chat/completions", enc(unreadable))),
+    '{"stream":true,"stream_options":{"include_usage":true},"n":1}',
+  );
+});
+
+Deno.test("requestWithUsage: only stream_options changes, byte for byte, every duplicate of it", () => {
+  const text = '{"stream" : true, "stream_options" : {"include_usage":false,"x":1},\n' +
+    ' "m":[1], "stream_options":{"include_usage":false,"x":1}}';
+  const out = dec(requestWithUsage("/v1/chat/completions", enc(text)));
+  assert.equal(
+    out,
+    '{"stream" : true, "stream_options" : {"include_usage":true,"x":1},\n' +
+      ' "m":[1], "stream_options":{"include_usage":true,"x":1}}',
+  );
+  // The same when the model was read first (model routing).
+  const routed = new RequestBody(enc(text));
+  routed.model();
+  assert.equal(dec(requestWithUsageOf("/v1/chat/completions", routed)), out);
+});
+
+Deno.test("requestWithUsage: a body with a UTF-8 byte order mark, and a 400 KB prompt", () => {
+  const bom = new Uint8Array([0xef, 0xbb, 0xbf, ...enc('{"stream":true}')]);
+  assert.deepEqual(
+    requestWithUsage("/v1/chat/completions", bom),
+    new Uint8Array([
+      0xef,
+      0xbb,
+      0xbf,
+      ...enc('{"stream_options":{"include_usage":true},"stream":true}'),
+    ]),
+  );
+  const prompt = 'say \\"stream\\": true {[ '.repeat(16_000);
+  const large = `{"messages":[{"role":"user","content":"${prompt}"}],"stream":true}`;
+  assert.equal(
+    dec(requestWithUsage("/v1/chat/completions", enc(large))),
+    `{"stream_options":{"include_usage":true},${large.slice(1)}`,
+  );
+  const notStreamed = `{"messages":[{"role":"user","content":"${prompt}"}],"stream":false}`;
+  assert.equal(requestWithUsage("/v1/chat/completions", enc(notStreamed)), undefined);
+});
