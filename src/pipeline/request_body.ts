@@ -42,7 +42,12 @@ export async function readBody(
     );
   });
   try {
-    const reading = declared !== null || !body ? request.bytes() : readChunks(body, limit);
+    const length = declared === null ? 0 : Number(declared);
+    const reading = length > LARGE_BODY
+      ? readDeclared(request.body!, length)
+      : declared !== null || !body
+      ? request.bytes()
+      : readChunks(body, limit);
     return await Promise.race([reading, timeout]);
   } catch (error) {
     if (error instanceof ProxyError) throw error;
@@ -53,6 +58,36 @@ export async function readBody(
   } finally {
     deadline?.cancel();
   }
+}
+
+/**
+ * From this declared length up, a body is read into one buffer of its size: `request.bytes()`
+ * gathers it in a buffer that grows and is copied as it goes (for a 400 KB prompt, about a
+ * millisecond of copies and page faults more, measured with perf). Below it, `bytes()` is the
+ * cheaper call: no stream object.
+ */
+const LARGE_BODY = 64 * 1024;
+
+/**
+ * Reads a body of declared length into one buffer of that length. Hyper ends the body at its
+ * declared length, so it never overflows; a body that ends short is incomplete.
+ */
+async function readDeclared(
+  body: ReadableStream<Uint8Array>,
+  length: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const whole = new Uint8Array(length);
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (size + value.byteLength > length) throw new Error("the body is longer than declared");
+    whole.set(value, size);
+    size += value.byteLength;
+  }
+  if (size < length) throw new Error("the body ended before its declared length");
+  return whole;
 }
 
 /** Reads a body of undeclared length chunk by chunk, stopping as soon as it passes `limit`. */
