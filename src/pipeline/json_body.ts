@@ -36,8 +36,8 @@ export class RequestBody {
   #bytes: Uint8Array<ArrayBuffer> | null;
   /** The value of each top-level member read so far ({@linkcode ABSENT} for none), by name. */
   #members: Map<string, unknown> | undefined;
-  /** Byte ranges of the top-level `model` string values (computed for a rewrite). */
-  #spans: readonly Span[] | null | undefined;
+  /** Where the members of {@linkcode READ} are in the bytes; null: not a JSON object. */
+  #layout: Layout | null | undefined;
   /** The body with another model, per model asked for (retries reuse them). */
   #variants: Map<string, Uint8Array<ArrayBuffer>> | undefined;
 
@@ -56,7 +56,7 @@ export class RequestBody {
    */
   replace(bytes: Uint8Array<ArrayBuffer>): void {
     this.#bytes = bytes;
-    this.#spans = undefined;
+    this.#layout = undefined;
     this.#variants = undefined;
   }
 
@@ -95,9 +95,8 @@ export class RequestBody {
 
   #read(name: string): unknown {
     const bytes = this.#bytes;
-    if (!bytes) return ABSENT;
-    const last = topLevelMembers(bytes, name)?.at(-1);
-    if (!last) return ABSENT;
+    const last = this.#spansOf(name)?.at(-1);
+    if (!bytes || !last) return ABSENT;
     try {
       return JSON.parse(decoder.decode(bytes.subarray(last[0], last[1])));
     } catch {
@@ -112,8 +111,23 @@ export class RequestBody {
    */
   withMember(name: string, json: string): Uint8Array<ArrayBuffer> | null {
     const bytes = this.#bytes;
-    const spans = bytes && topLevelMembers(bytes, name);
-    return spans ? withMemberValue(bytes, spans, name, json) : bytes;
+    const spans = this.#spansOf(name);
+    return bytes && spans ? withMemberValue(bytes, spans, name, json) : bytes;
+  }
+
+  /**
+   * The spans of the member `name` (empty when absent), or null when the body is not a JSON
+   * object. The members the proxy reads are found together, in one walk of the top level.
+   */
+  #spansOf(name: string): readonly Span[] | null {
+    const bytes = this.#bytes;
+    if (!bytes) return null;
+    let layout: Layout | null;
+    if (READ.includes(name)) {
+      if (this.#layout === undefined) this.#layout = topLevelMembers(bytes, READ);
+      layout = this.#layout;
+    } else layout = topLevelMembers(bytes, [name]);
+    return layout && (layout.get(name) ?? []);
   }
 
   /**
@@ -127,7 +141,7 @@ export class RequestBody {
     if (!bytes || this.model() === model) return bytes;
     const cached = this.#variants?.get(model);
     if (cached) return cached;
-    const spans = this.#spans ??= topLevelStringMembers(bytes, "model");
+    const spans = this.#spansOf("model")?.filter(([start]) => bytes[start] === QUOTE);
     if (!spans) return bytes; // not a JSON object
     const rewritten = withMemberValue(bytes, spans, "model", JSON.stringify(model));
     // Bounded: a request tries few models (its group's upstreams, its fallbacks).
@@ -139,54 +153,72 @@ export class RequestBody {
 /** A byte range [start, end) of a JSON value, quotes included. */
 export type Span = readonly [start: number, end: number];
 
-/**
- * The byte ranges of the string values of the members named `name` of the top-level object of
- * `bytes` (see {@linkcode topLevelMembers}).
- */
-export function topLevelStringMembers(bytes: Uint8Array, name: string): Span[] | null {
-  return topLevelMembers(bytes, name)?.filter(([start]) => bytes[start] === QUOTE) ?? null;
-}
+/** The members {@linkcode RequestBody} reads, found together in one walk of a body. */
+const READ: readonly string[] = ["model", "stream", "stream_options"];
+
+/** Where members are: the byte ranges of each one's values, in order (duplicates kept). */
+export type Layout = Map<string, Span[]>;
 
 /**
- * The byte ranges of the values of the members named `name` (raw, or with its characters
- * escaped) of the top-level object of `bytes`, in order; null when `bytes` is not an object
- * whose top level reads as JSON to its closing brace (a trailing comma, garbage between
+ * The byte ranges of the values of the members of the top-level object of `bytes` whose names
+ * are among `names` (written raw, or with characters escaped); null when `bytes` is not an
+ * object whose top level reads as JSON to its closing brace (a trailing comma, garbage between
  * members, a body cut short, an array). Nested values are skipped by their brackets, and
  * strings with a native search for the next quote, so a large prompt costs a few calls, not
  * a loop over its bytes.
  */
-export function topLevelMembers(bytes: Uint8Array, name: string): Span[] | null {
+export function topLevelMembers(bytes: Uint8Array, names: readonly string[]): Layout | null {
   const brace = objectStart(bytes);
   if (brace < 0) return null;
-  const spans: Span[] = [];
-  const wanted = keyBytes(name);
+  const layout: Layout = new Map();
   let i = skipBlanks(bytes, brace + 1);
   if (bytes[i] !== CLOSE_BRACE) {
     for (;;) {
       if (bytes[i] !== QUOTE) return null;
       const keyEnd = stringEnd(bytes, i);
-      const isName = sameKey(bytes, i, keyEnd, wanted, name);
+      const name = wantedName(bytes, i, keyEnd, names);
       let j = skipBlanks(bytes, keyEnd);
       if (bytes[j] !== COLON) return null;
       j = skipBlanks(bytes, j + 1);
       const end = valueEnd(bytes, j);
       if (end === j) return null;
-      if (isName) spans.push([j, end]);
+      if (name !== undefined) {
+        const spans = layout.get(name);
+        if (spans) spans.push([j, end]);
+        else layout.set(name, [[j, end]]);
+      }
       i = skipBlanks(bytes, end);
       if (bytes[i] !== COMMA) break;
       i = skipBlanks(bytes, i + 1);
     }
   }
   if (bytes[i] !== CLOSE_BRACE || skipBlanks(bytes, i + 1) !== bytes.byteLength) return null;
-  return spans;
+  return layout;
 }
 
-/** A member name as it is written unescaped, quotes included (names asked for are few). */
-const KEY_BYTES = new Map<string, Uint8Array>();
-function keyBytes(name: string): Uint8Array {
-  let bytes = KEY_BYTES.get(name);
-  if (!bytes) KEY_BYTES.set(name, bytes = encoder.encode(JSON.stringify(name)));
-  return bytes;
+/** The one of `names` that the key token bytes[start, end) is, raw or with escapes. */
+function wantedName(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  names: readonly string[],
+): string | undefined {
+  const length = end - start - 2;
+  for (const name of names) {
+    // A name is ASCII without quotes or backslashes: written raw, one byte per character.
+    if (name.length !== length) continue;
+    let same = true;
+    for (let k = 0; k < length && same; k++) same = bytes[start + 1 + k] === name.charCodeAt(k);
+    if (same) return name;
+  }
+  // `"mod\u0065l"` is `model` to every JSON reader: compare what it decodes to.
+  if (bytes.subarray(start, end).indexOf(BACKSLASH) < 0) return undefined;
+  try {
+    const decoded: unknown = JSON.parse(decoder.decode(bytes.subarray(start, end)));
+    return names.find((name) => name === decoded);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The index after the JSON value starting at `start` (`start` itself when none starts there). */
@@ -266,28 +298,6 @@ function objectStart(bytes: Uint8Array): number {
   const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   const brace = skipBlanks(bytes, bom);
   return bytes[brace] === OPEN_BRACE ? brace : -1;
-}
-
-/** Whether the key token bytes[start, end) is `name` (raw, or written with escapes). */
-function sameKey(
-  bytes: Uint8Array,
-  start: number,
-  end: number,
-  wanted: Uint8Array,
-  name: string,
-): boolean {
-  if (end - start === wanted.byteLength) {
-    let same = true;
-    for (let k = 0; k < wanted.byteLength && same; k++) same = bytes[start + k] === wanted[k];
-    if (same) return true;
-  }
-  // `"mod\u0065l"` is `model` to every JSON reader: compare what it decodes to.
-  if (bytes.subarray(start, end).indexOf(BACKSLASH) < 0) return false;
-  try {
-    return JSON.parse(decoder.decode(bytes.subarray(start, end))) === name;
-  } catch {
-    return false;
-  }
 }
 
 /** The index after the closing quote of the string starting at `start` (its opening quote). */

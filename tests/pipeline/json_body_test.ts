@@ -1,11 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  ABSENT,
-  RequestBody,
-  topLevelMembers,
-  topLevelStringMembers,
-  UNREADABLE,
-} from "../../src/pipeline/json_body.ts";
+import { ABSENT, RequestBody, topLevelMembers, UNREADABLE } from "../../src/pipeline/json_body.ts";
 import { seededRandom } from "../_helpers/seeded_random.ts";
 
 const enc = (text: string) => new TextEncoder().encode(text);
@@ -107,14 +101,12 @@ Deno.test("withModel: after replace() the new bytes are the base", () => {
   );
 });
 
-Deno.test("topLevelStringMembers: nested objects, arrays and strings with braces are skipped", () => {
+Deno.test("topLevelMembers: nested objects, arrays and strings with braces are skipped", () => {
   const text = '{"a":{"model":"x"},"b":["{","}",{"model":"y"}],"c":"\\"model\\":","model":"z"}';
-  const spans = topLevelStringMembers(enc(text), "model")!;
+  const spans = topLevelMembers(enc(text), ["model"])!.get("model")!;
   assert.deepEqual(spans.map(([s, e]) => text.slice(s, e)), ['"z"']);
-  assert.deepEqual(topLevelStringMembers(enc('{"model":5}'), "model"), []);
-  assert.equal(topLevelStringMembers(enc('{"model":5'), "model"), null);
+  assert.equal(topLevelMembers(enc('{"model":5'), ["model"]), null);
 });
-
 Deno.test("withModel: large bodies keep every other byte (400 KB prompt)", () => {
   const prompt = 'lorem \\"ipsum\\" {dolor} '.repeat(16_000);
   const text =
@@ -133,12 +125,14 @@ Deno.test("parsedModel: only what a parse already found", () => {
 Deno.test("topLevelMembers: every kind of value; nested and quoted look-alikes skipped", () => {
   const text = '{ "a" : 1.5e3 , "model":{"model":[1,"]"]},"b":[{"model":"x"}],' +
     '"c":"\\"model\\":","mod\\u0065l":null,"d":true,"model" : -2 }';
-  const spans = topLevelMembers(enc(text), "model")!;
+  const layout = topLevelMembers(enc(text), ["model", "d", "e"])!;
+  assert.deepEqual([...layout.keys()], ["model", "d"]);
+  const spans = layout.get("model")!;
   assert.deepEqual(spans.map(([s, e]) => text.slice(s, e)), ['{"model":[1,"]"]}', "null", "-2"]);
-  assert.equal(topLevelMembers(enc('["model",1]'), "model"), null);
-  assert.equal(topLevelMembers(enc('{"model"'), "model"), null);
-  assert.equal(topLevelMembers(enc('{"model":1 x "model":2}'), "model"), null);
-  assert.deepEqual(topLevelMembers(enc(" {} "), "model"), []);
+  assert.equal(topLevelMembers(enc('["model",1]'), ["model"]), null);
+  assert.equal(topLevelMembers(enc('{"model"'), ["model"]), null);
+  assert.equal(topLevelMembers(enc('{"model":1 x "model":2}'), ["model"]), null);
+  assert.deepEqual(topLevelMembers(enc(" {} "), ["model"]), new Map());
 });
 
 Deno.test("member: the value JSON.parse gives, for valid bodies", () => {
