@@ -8,7 +8,7 @@
  * @module
  */
 import { type RequestContext, type Stage, syncStage } from "./compose.ts";
-import { UnauthorizedError } from "./errors.ts";
+import { BadRequestError, UnauthorizedError } from "./errors.ts";
 import { type ClientKeys, KEY_HEADERS, presentedKey } from "../keys/client_keys.ts";
 import type { Clock } from "../deps.ts";
 import type { ClientHeaders } from "../upstream/headers.ts";
@@ -57,6 +57,15 @@ export function admitClientKey(
 ): void | Promise<void> {
   const key = ctx.clientKey;
   if (!key) return;
+  // A key's models and its usage are read from the body: a body that the proxy and the
+  // upstream could read differently is refused before either.
+  const ambiguous = body.present ? body.ambiguousMember() : undefined;
+  if (ambiguous !== undefined) {
+    throw new BadRequestError(
+      `the body names "${ambiguous}" more than once in different spellings`,
+      { code: "ambiguous_member" },
+    );
+  }
   // null: a body whose model cannot be read (refused by a key limited to some models).
   const model = key.restrictsModels && body.present ? body.model() ?? null : undefined;
   const admitted = key.admit(group, model, clock.now(), clock.wallNow());

@@ -38,6 +38,8 @@ export class RequestBody {
   #members: Map<string, unknown> | undefined;
   /** Where the members of {@linkcode READ} are in the bytes; null: not a JSON object. */
   #layout: Layout | null | undefined;
+  /** Members of {@linkcode READ} also written in another spelling (see `topLevelMembers`). */
+  #ambiguous = new Set<string>();
   /** The body with another model, per model asked for (retries reuse them). */
   #variants: Map<string, Uint8Array<ArrayBuffer>> | undefined;
 
@@ -57,6 +59,7 @@ export class RequestBody {
   replace(bytes: Uint8Array<ArrayBuffer>): void {
     this.#bytes = bytes;
     this.#layout = undefined;
+    this.#ambiguous = new Set();
     this.#variants = undefined;
   }
 
@@ -105,6 +108,17 @@ export class RequestBody {
   }
 
   /**
+   * A member the proxy reads (`model`, `stream`, `stream_options`) that the body also writes in
+   * another spelling that some upstreams take for it (`"Model"`; Go's JSON reader, Ollama's,
+   * matches member names without regard to case), else undefined. Such a body could name one
+   * model to the proxy and another to the upstream.
+   */
+  ambiguousMember(): string | undefined {
+    this.#spansOf(READ[0]!);
+    return this.#ambiguous.values().next().value;
+  }
+
+  /**
    * The bytes with every top-level `name` member's value replaced by `json` (a JSON text), or
    * the member added first when there is none; every other byte is the client's. A body that
    * is not a JSON object is returned as it is.
@@ -124,7 +138,9 @@ export class RequestBody {
     if (!bytes) return null;
     let layout: Layout | null;
     if (READ.includes(name)) {
-      if (this.#layout === undefined) this.#layout = topLevelMembers(bytes, READ);
+      if (this.#layout === undefined) {
+        this.#layout = topLevelMembers(bytes, READ, this.#ambiguous);
+      }
       layout = this.#layout;
     } else layout = topLevelMembers(bytes, [name]);
     return layout && (layout.get(name) ?? []);
@@ -165,9 +181,14 @@ export type Layout = Map<string, Span[]>;
  * object whose top level reads as JSON to its closing brace (a trailing comma, garbage between
  * members, a body cut short, an array). Nested values are skipped by their brackets, and
  * strings with a native search for the next quote, so a large prompt costs a few calls, not
- * a loop over its bytes.
+ * a loop over its bytes. Names that fold to one of `names` the way Go's reader folds them (case,
+ * and `ſ` for `s`, `K` for `k`) without being it go to `ambiguous`.
  */
-export function topLevelMembers(bytes: Uint8Array, names: readonly string[]): Layout | null {
+export function topLevelMembers(
+  bytes: Uint8Array,
+  names: readonly string[],
+  ambiguous?: Set<string>,
+): Layout | null {
   const brace = objectStart(bytes);
   if (brace < 0) return null;
   const layout: Layout = new Map();
@@ -176,7 +197,9 @@ export function topLevelMembers(bytes: Uint8Array, names: readonly string[]): La
     for (;;) {
       if (bytes[i] !== QUOTE) return null;
       const keyEnd = stringEnd(bytes, i);
-      const name = wantedName(bytes, i, keyEnd, names);
+      const match = wantedName(bytes, i, keyEnd, names);
+      const name = match?.exact ? match.name : undefined;
+      if (match && !match.exact) ambiguous?.add(match.name);
       let j = skipBlanks(bytes, keyEnd);
       if (bytes[j] !== COLON) return null;
       j = skipBlanks(bytes, j + 1);
@@ -196,29 +219,56 @@ export function topLevelMembers(bytes: Uint8Array, names: readonly string[]): La
   return layout;
 }
 
-/** The one of `names` that the key token bytes[start, end) is, raw or with escapes. */
+/** Which of the names asked for a key is: exactly, or only when folded. */
+interface NameMatch {
+  readonly name: string;
+  readonly exact: boolean;
+}
+
+/**
+ * The one of `names` (lower-case ASCII without quotes or backslashes) that the key token
+ * bytes[start, end) is, written raw or with escapes; or the one it folds to.
+ */
 function wantedName(
   bytes: Uint8Array,
   start: number,
   end: number,
   names: readonly string[],
-): string | undefined {
-  const length = end - start - 2;
-  for (const name of names) {
-    // A name is ASCII without quotes or backslashes: written raw, one byte per character.
-    if (name.length !== length) continue;
-    let same = true;
-    for (let k = 0; k < length && same; k++) same = bytes[start + 1 + k] === name.charCodeAt(k);
-    if (same) return name;
+): NameMatch | undefined {
+  const from = start + 1;
+  const length = end - 1 - from;
+  let plain = true; // ASCII without escapes: compared as bytes, never decoded
+  for (let k = from; k < end - 1 && plain; k++) plain = bytes[k]! < 0x80 && bytes[k] !== BACKSLASH;
+  if (plain) {
+    let folded: string | undefined;
+    for (const name of names) {
+      if (name.length !== length) continue;
+      let same = true;
+      let sameFolded = true;
+      for (let k = 0; k < length && sameFolded; k++) {
+        const b = bytes[from + k]!;
+        const c = name.charCodeAt(k);
+        same &&= b === c;
+        sameFolded = (b >= 0x41 && b <= 0x5a ? b + 0x20 : b) === c;
+      }
+      if (same) return { name, exact: true };
+      if (sameFolded) folded = name;
+    }
+    return folded === undefined ? undefined : { name: folded, exact: false };
   }
-  // `"mod\u0065l"` is `model` to every JSON reader: compare what it decodes to.
-  if (bytes.subarray(start, end).indexOf(BACKSLASH) < 0) return undefined;
+  let decoded: unknown;
   try {
-    const decoded: unknown = JSON.parse(decoder.decode(bytes.subarray(start, end)));
-    return names.find((name) => name === decoded);
+    decoded = JSON.parse(decoder.decode(bytes.subarray(start, end)));
   } catch {
     return undefined;
   }
+  if (typeof decoded !== "string") return undefined;
+  // `"mod\u0065l"` is `model` to every JSON reader.
+  const exact = names.find((name) => name === decoded);
+  if (exact) return { name: exact, exact: true };
+  const folded = decoded.toLowerCase().replaceAll("\u017f", "s");
+  const name = names.find((name) => name === folded);
+  return name ? { name, exact: false } : undefined;
 }
 
 /** The index after the JSON value starting at `start` (`start` itself when none starts there). */

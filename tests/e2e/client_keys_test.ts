@@ -3,6 +3,7 @@ import OpenAI from "openai";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock_upstream.ts";
 import { startTestProxy, type TestProxy } from "../_helpers/proxy_harness.ts";
 import { formatDigest } from "../../src/keys/digest.ts";
+import { assertErrorBody } from "../_helpers/raw_http.ts";
 
 const KEY_A = "sk-client-team-a-7f3e9c2b1d";
 const KEY_B = "sk-client-team-b-5a8d0e4c6f";
@@ -441,6 +442,22 @@ Deno.test("e2e client keys: a stream asked for with an escaped key is counted to
     assert.deepEqual(JSON.parse(mock.requests[0]!.body).stream_options, { include_usage: true });
     const keysAnswer = await (await fetch(`${proxy.adminUrl()}/keys`)).json();
     assert.equal(keysAnswer.keys[0].tokensThisMinute, 15, "the stream was charged");
+  });
+});
+
+Deno.test("e2e client keys: a body naming its model in two spellings is refused (400), upstream untouched", async () => {
+  const keys = `  - name: team_a
+    key: "\${TEAM_A_KEY}"`;
+  await withProxy(keys, async (proxy, mock) => {
+    // Go's JSON reader (Ollama's) takes "Model" for "model": the key would be checked against
+    // one model and the upstream run another.
+    const response = await fetch(`${proxy.url()}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY_A}`, "content-type": "application/json" },
+      body: '{"model":"m","Model":"other","messages":[]}',
+    });
+    await assertErrorBody(response, 400, "ambiguous_member");
+    assert.equal(mock.requests.length, 0);
   });
 });
 

@@ -218,3 +218,27 @@ Deno.test("member: agrees with JSON.parse on 500 random documents (seeded)", () 
     }
   }
 });
+
+Deno.test("ambiguousMember: another spelling of model, stream or stream_options (Go folds names)", () => {
+  const ambiguous = [
+    ['{"model":"a","Model":"b"}', "model"],
+    ['{"MODEL":"b","model":"a"}', "model"],
+    ['{"Model":"b"}', "model"],
+    ['{"model":"a","\\u017ftream":true}', "stream"], // ſ, written escaped
+    ['{"stream":false,"STREAM_options":{}}', "stream_options"],
+    ['{"Stre\\u0061m":true}', "stream"],
+  ] as const;
+  for (const [text, name] of ambiguous) assert.equal(body(text).ambiguousMember(), name, text);
+  const longS = new Uint8Array([...enc('{"'), 0xc5, 0xbf, ...enc('tream":true}')]); // ſ, raw UTF-8
+  assert.equal(new RequestBody(longS).ambiguousMember(), "stream");
+  for (
+    const text of [
+      '{"model":"a","models":"b","mode":1,"stream":true}',
+      '{"messages":[{"Model":"x"}],"model":"a"}',
+      '{"mod\\u0065l":"a","model":"b"}',
+      "not json",
+    ]
+  ) assert.equal(body(text).ambiguousMember(), undefined, text);
+  // The spelling that is not exact is not the member.
+  assert.equal(body('{"Model":"b"}').model(), undefined);
+});
