@@ -172,12 +172,15 @@ if (loopAt >= 0) {
   const count = Number(Deno.args[loopAt + 1] ?? 100_000);
   await loop(once, 20_000); // warm-up: JIT, metric series, pools
   await loop(baseline, 20_000);
-  for (let round = 1; round <= 3; round++) {
+  const roundsAt = Deno.args.indexOf("--rounds");
+  const rounds = roundsAt >= 0 ? Number(Deno.args[roundsAt + 1]) : 3;
+  for (let round = 1; round <= rounds; round++) {
     const base = await loop(baseline, count);
     const proxy = await loop(once, count);
     console.log(
       `round ${round}: baseline ${base.toFixed(1)} µs, pipeline ${proxy.toFixed(1)} µs ` +
-        `(+${(proxy - base).toFixed(1)} µs of the proxy's own work per request)`,
+        `(+${(proxy - base).toFixed(1)} µs of the proxy's own work per request), ` +
+        `heap ${(Deno.memoryUsage().heapUsed / 2 ** 20).toFixed(1)} MiB`,
     );
   }
   sink.flush();

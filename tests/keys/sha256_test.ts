@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { sha256Hex } from "../../src/keys/sha256.ts";
+import { sha256, sha256Hex } from "../../src/keys/sha256.ts";
 
 Deno.test("sha256: the FIPS 180-4 examples", () => {
   assert.equal(
@@ -25,5 +25,14 @@ Deno.test("sha256: equals node:crypto for every length around the block boundari
   }
   for (const input of ["sk-é€😀", "ключ", "\u0000\u00ff", "x".repeat(100_000)]) {
     assert.equal(sha256Hex(input), createHash("sha256").update(input).digest("hex"));
+  }
+});
+
+Deno.test("sha256: bytes in, bytes out; a long input between two short ones leaves nothing behind", () => {
+  const expected = (input: string | Uint8Array) => createHash("sha256").update(input).digest();
+  const bytes = new Uint8Array(300).map((_, i) => (i * 31) & 0xff);
+  for (const input of ["short", bytes, "x".repeat(127), "short", bytes.subarray(0, 55), "ab"]) {
+    assert.deepEqual(sha256(input), new Uint8Array(expected(input)));
+    assert.equal(sha256Hex(input), expected(input).toString("hex"));
   }
 });
