@@ -115,6 +115,38 @@ Deno.test("withModel: large bodies keep every other byte (400 KB prompt)", () =>
   assert.equal(out, text.replace('"model":"gpt-4o"', '"model":"llama"'));
 });
 
+Deno.test("topLevelMembers: a long body (searched a word at a time) reads alike at every alignment", () => {
+  // Escaped quotes and backslashes at every position a 4-byte word can put them, the closing
+  // quote at every offset from a word's start, the body at every byte offset of its buffer,
+  // and lengths around the size where the word search starts.
+  const random = seededRandom(42);
+  const pieces = ['\\"', "\\\\", '\\\\\\"', "é", "😀", "a", "{[", "\\n"];
+  for (let n = 0; n < 400; n++) {
+    let prompt = "";
+    const size = 900 + Math.floor(random() * 300);
+    while (prompt.length < size) {
+      prompt += random() < 0.3 ? pieces[Math.floor(random() * pieces.length)] : "x";
+    }
+    const text = `{"messages":[{"content":"${prompt}"}],"tail":"${"y".repeat(n % 9)}",` +
+      `"model":"m-${n}"}`;
+    const parsed = JSON.parse(text);
+    const bytes = enc(text);
+    const offset = n % 4;
+    const buffer = new Uint8Array(bytes.byteLength + 8);
+    buffer.set(bytes, offset);
+    const view = buffer.subarray(offset, offset + bytes.byteLength);
+    const spans = topLevelMembers(view, ["model", "messages"])!;
+    assert.ok(spans, text);
+    const [start, end] = spans.get("model")![0]!;
+    assert.equal(JSON.parse(dec(view.subarray(start, end))!), parsed.model);
+    const [mStart, mEnd] = spans.get("messages")![0]!;
+    assert.deepEqual(JSON.parse(dec(view.subarray(mStart, mEnd))!), parsed.messages);
+  }
+  // An unterminated long string: no members, never a read past the end.
+  assert.equal(topLevelMembers(enc(`{"model":"${"x".repeat(5000)}`), ["model"]), null);
+  assert.equal(topLevelMembers(enc(`{"model":"${"x".repeat(5000)}\\"}`), ["model"]), null);
+});
+
 Deno.test("parsedModel: only what a parse already found", () => {
   const b = body('{"model":"m"}');
   assert.equal(b.parsedModel(), undefined);
