@@ -1,7 +1,8 @@
 /**
  * The proxy's own per-request work, without sockets: `deno bench bench/pipeline_bench.ts`.
  * `deno run -A bench/pipeline_bench.ts --loop 200000` runs that many requests, 50 at a time, and
- * prints the process CPU time per request (add `--cpu-prof` before the file for a profile);
+ * prints the process CPU time per request, and the heap in use, per round (`--rounds N`, 3 by
+ * default; add `--cpu-prof` before the file for a profile);
  * with `--sse` the upstream answers with a stream of 20 events (in one read, as nginx sends a
  * canned one) that passes through the observing stream; `--no-model-routing` takes model
  * routing (groups' `models`, a `modelMap`) out of the config.
