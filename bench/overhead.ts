@@ -167,7 +167,7 @@ export async function measure(o: Options): Promise<LatencyReport> {
 }
 
 /** The whole request, head and body, encoded once: each send is one write of the same bytes. */
-function requestBytes(url: URL, body: Uint8Array, headers: readonly string[]): Uint8Array {
+export function requestBytes(url: URL, body: Uint8Array, headers: readonly string[]): Uint8Array {
   const head = new TextEncoder().encode(
     `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
       headers.map((line) => `${line}\r\n`).join("") +
@@ -179,7 +179,7 @@ function requestBytes(url: URL, body: Uint8Array, headers: readonly string[]): U
   return bytes;
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 
