@@ -4,7 +4,8 @@
 # started under valgrind, warmed up with WARMUP requests, its counters zeroed, then REQUESTS more
 # are sent (bench/fixed_load.ts, 8 connections) and counted. Under valgrind a request takes some
 # 50 times longer, so work done per unit of time (batched log writes, timers) weighs more than at
-# full speed. Needs valgrind (apt-get install -y valgrind).
+# full speed. KEEP=DIR keeps callgrind's output there for callgrind_annotate. Needs valgrind
+# (apt-get install -y valgrind).
 #   bash bench/instructions.sh PORT REQUESTS [WARMUP] -- COMMAND...   (extra load flags in LOAD)
 # e.g. the reference in front of an upstream on port 8000:
 #   bash bench/instructions.sh 3000 3000 -- deno run --allow-net bench/reference_proxy.ts \
@@ -28,3 +29,4 @@ callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 1
 total=$(grep -h '^totals:' "$tmp"/out.* | awk '{print $2}')
 echo "$((total / requests)) instructions per request ($requests requests after $warmup)"
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$tmp"/out.* "$KEEP"/; fi
