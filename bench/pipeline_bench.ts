@@ -5,7 +5,9 @@
  * default; add `--cpu-prof` before the file for a profile);
  * with `--sse` the upstream answers with a stream of 20 events (in one read, as nginx sends a
  * canned one) that passes through the observing stream; `--no-model-routing` takes model
- * routing (groups' `models`, a `modelMap`) out of the config.
+ * routing (groups' `models`, a `modelMap`) out of the config; `--fake-store` keeps the limits in
+ * a shared store (`state.store: redis`'s code path) whose every check is answered at once, with
+ * no client and no I/O: what the proxy's own side of the store checks costs.
  *
  * A forward on the benchmark's realistic config (two upstreams, round robin, breakers,
  * per-IP and per-upstream limits, a client key, metrics, the access log at info into a batched
@@ -26,6 +28,8 @@ import { createProxyMetrics } from "../src/metrics/proxy_metrics.ts";
 import { observabilityHooks } from "../src/metrics/hooks.ts";
 import { RawHeaders } from "../src/transport/http1/raw_headers.ts";
 import type { Transport, UpstreamReply } from "../src/transport/transport.ts";
+import { RemoteLimits, type ScriptRunner } from "../src/state/remote_limits.ts";
+import { ScriptBatcher } from "../src/state/script_batch.ts";
 import { BENCH_CLIENT_KEY, projectConfig } from "./targets.ts";
 import { CHAT_STREAM } from "./canned_responses.ts";
 
@@ -107,13 +111,48 @@ const loaded = parseConfig(
   () => "",
 );
 const deadlines = new Deadlines(systemClock);
+const hooks = observabilityHooks(createProxyMetrics(new Registry()), { log, clock: systemClock });
+
+/** Every operation's answer when nothing is refused (see `redis_scripts.ts`). */
+const FAKE_ANSWERS: Record<string, unknown> = {
+  bucket_take: [1, "999999"],
+  key_admit: [0, 0, 0],
+  key_charge: 0,
+  upstream_acquire: [1, 0, 0],
+  upstream_cool_down: 1,
+};
+
+/** The Redis store's batcher in front of a store that answers at once (`--fake-store`). */
+function fakeStore(): RemoteLimits {
+  const batcher = new ScriptBatcher({
+    send: (calls) =>
+      Promise.resolve(calls.map((c) => FAKE_ANSWERS[c.script.name] ?? c.keys.map(() => -2))),
+    clock: systemClock,
+    timeoutMs: 50,
+  });
+  const runner: ScriptRunner = {
+    run: (script, keys, args) => batcher.run(script, keys, args),
+    ping: () => Promise.resolve("PONG"),
+    close: () => Promise.resolve(),
+  };
+  return new RemoteLimits({
+    runner,
+    prefix: "bench:",
+    onStoreError: "local",
+    clock: systemClock,
+    log,
+    onCall: hooks.onStoreCall,
+  });
+}
+
 const runtime = new Runtime(loaded.config, {
   clock: systemClock,
   random: Math.random,
   log,
   deadlines,
   createTransport: () => transport,
-  hooks: observabilityHooks(createProxyMetrics(new Registry()), { log, clock: systemClock }),
+  hooks,
+  ...(Deno.args.includes("--fake-store") ? { limits: fakeStore() } : {}),
 });
 const forward = runtime.forwards.get("bench")!;
 const REQUEST_BODY = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}';
