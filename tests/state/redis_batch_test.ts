@@ -73,6 +73,27 @@ Deno.test({
 
 Deno.test({
   name:
+    "redis batch: checks of different kinds in one batch, keys named once, empty arguments kept: a key of 2 requests admits 2 of 3, the IP bucket 3 of 4",
+  ignore,
+  fn: () =>
+    withStore(async (limits, port, failed) => {
+      // No tokens per minute and no budget: the admission's last three arguments are empty.
+      const key = limits.keyLimits({ name: "k1", ratelimit: { perSecond: 0.001, burst: 2 } })!;
+      const ip = limits.keyed("forward:main", { perSecond: 0.001, burst: 3 });
+      const before = await redisScriptRuns(port);
+      const [verdicts, takes] = await Promise.all([
+        Promise.all([key.admit(0), key.admit(0), key.admit(0)]),
+        Promise.all(Array.from({ length: 4 }, () => ip.take("10.0.0.9", 0))),
+      ]);
+      assert.equal(await redisScriptRuns(port) - before, 1, "one round trip for all seven");
+      assert.deepEqual(verdicts.map((v) => v?.kind), ["admitted", "admitted", "requests"]);
+      assert.deepEqual(takes.map((d) => d.allowed), [true, true, true, false]);
+      assert.deepEqual(failed, []);
+    }),
+});
+
+Deno.test({
+  name:
     "redis batch: a value Redis cannot read fails that check alone (local fallback); the others in its batch are answered",
   ignore,
   fn: () =>

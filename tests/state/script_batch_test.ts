@@ -177,31 +177,21 @@ Deno.test("ScriptBatcher: a send that throws fails its batch instead of the call
   assert.equal(clock.pending, 0);
 });
 
-Deno.test("batchArguments: key count, every key in order, then per operation its name, counts and arguments", () => {
-  assert.deepEqual(
-    batchArguments([
-      { script: BUCKET_TAKE, keys: ["p:ip:1"], args: [0.5, 10] },
-      { script: KEY_ADMIT, keys: ["r", "t", "b"], args: ["", "", 1, 60, ""] },
-    ]),
-    [
-      4,
-      "p:ip:1",
-      "r",
-      "t",
-      "b",
-      "bucket_take",
-      1,
-      2,
-      0.5,
-      10,
-      "key_admit",
-      3,
-      5,
-      "",
-      "",
-      1,
-      60,
-      "",
-    ],
-  );
+Deno.test("batchArguments: each key once, then one JSON array of per operation its name, counts, key positions and arguments", () => {
+  const args = batchArguments([
+    { script: BUCKET_TAKE, keys: ["p:ip:1"], args: [0.5, 10] },
+    { script: KEY_ADMIT, keys: ["r", "t", "b"], args: ["", "", 1, 60, ""] },
+    // The same keys again (another request of the same client) are named by position.
+    { script: KEY_ADMIT, keys: ["r", "t", "b"], args: [1e-7, 16666.666666666668, "", "", ""] },
+    { script: BUCKET_TAKE, keys: ["p:ip:1"], args: [0.5, 10] },
+  ]);
+  assert.deepEqual(args.slice(0, 5), ["4", "p:ip:1", "r", "t", "b"]);
+  assert.equal(args.length, 6);
+  assert.deepEqual(JSON.parse(args[5]!), [
+    ...["bucket_take", 1, 2, 1, 0.5, 10],
+    ...["key_admit", 3, 5, 2, 3, 4, "", "", 1, 60, ""],
+    ...["key_admit", 3, 5, 2, 3, 4, 1e-7, 16666.666666666668, "", "", ""],
+    ...["bucket_take", 1, 2, 1, 0.5, 10],
+  ]);
+  assert.deepEqual(batchArguments([]), ["0", "[]"]);
 });
