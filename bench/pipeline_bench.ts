@@ -32,6 +32,7 @@ import { RemoteLimits, type ScriptRunner } from "../src/state/remote_limits.ts";
 import { ScriptBatcher } from "../src/state/script_batch.ts";
 import { BENCH_CLIENT_KEY, projectConfig } from "./targets.ts";
 import { CHAT_STREAM } from "./canned_responses.ts";
+import { ownCpuMicros } from "./procs.ts";
 
 const COMPLETION = JSON.stringify({
   id: "chatcmpl-9xYzAbCdEfGhIjKlMnOpQrStUv",
@@ -190,21 +191,15 @@ async function baseline(): Promise<void> {
   await response.body?.cancel();
 }
 
-/** Process CPU time so far, µs. */
-function cpuMicros(): number {
-  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime + stime, 100 ticks/s
-}
-
 /** `count` runs of `fn`, `concurrency` at a time; µs of process CPU per run. */
 async function loop(fn: () => Promise<void>, count: number, concurrency = 50): Promise<number> {
   let left = count;
   const worker = async () => {
     while (left-- > 0) await fn();
   };
-  const before = cpuMicros();
+  const before = ownCpuMicros();
   await Promise.all(Array.from({ length: concurrency }, worker));
-  return (cpuMicros() - before) / count;
+  return (ownCpuMicros() - before) / count;
 }
 
 const loopAt = Deno.args.indexOf("--loop");

@@ -147,6 +147,15 @@ export interface ProcInfo {
  * Reads `/proc/<pid>/stat` and `/proc/<pid>/status` through `cat`: Deno grants `/proc` reads
  * only with `--allow-all`, while the bench task has `--allow-run`.
  */
+/**
+ * This process's CPU time so far (utime + stime), µs; 100 ticks a second, as on Linux here.
+ * Read at once, for loops measured in process.
+ */
+export function ownCpuMicros(): number {
+  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
 export async function procInfo(pid: number): Promise<ProcInfo> {
   const out = await new Deno.Command("cat", {
     args: [`/proc/${pid}/stat`, `/proc/${pid}/status`],

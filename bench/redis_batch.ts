@@ -19,6 +19,7 @@ import {
   UPSTREAM_ACQUIRE,
 } from "../src/state/redis_scripts.ts";
 import type { ScriptCall } from "../src/state/script_batch.ts";
+import { ownCpuMicros } from "./procs.ts";
 import { redisServerPath, startRedisServer } from "../tests/_helpers/redis_server.ts";
 
 /** The four checks of one request, as `remote_limits.ts` makes them for the benchmark config. */
@@ -43,12 +44,6 @@ function requestChecks(): ScriptCall[] {
       args: [46, 1000000000 / 60000, 1000000000, 1764720000000],
     },
   ];
-}
-
-/** utime + stime of this process so far, µs. */
-function cpuMicros(): number {
-  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 if (import.meta.main) {
@@ -78,9 +73,9 @@ if (import.meta.main) {
       let redisUs = Infinity;
       for (let round = 0; round < 3; round++) {
         await client.config("RESETSTAT");
-        const before = cpuMicros();
+        const before = ownCpuMicros();
         for (let i = 0; i < batches; i++) await run(...batchArguments(calls));
-        clientUs = Math.min(clientUs, (cpuMicros() - before) / batches);
+        clientUs = Math.min(clientUs, (ownCpuMicros() - before) / batches);
         const stats = await client.info("commandstats");
         const m = /cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/.exec(stats);
         redisUs = Math.min(redisUs, Number(m?.[1]));
